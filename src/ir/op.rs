@@ -1,0 +1,246 @@
+//! The operations of the IR, each with typed attributes.
+//!
+//! Attributes are parsed and validated once, at import; past that point no code looks at an
+//! attribute by its string name. An op's shape rule lives in `ir::infer`, its kernel in
+//! `kernels`, and `exec::dispatch` joins the two: adding an op means a variant here, an
+//! importer in `onnx::import`, a shape rule and a kernel.
+
+/// How a sliding window (Conv, pooling) pads its input. Mirrors ONNX's `auto_pad` + `pads`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Padding {
+    /// Explicit pads: `[begin_0, begin_1, ..., end_0, end_1, ...]`, one pair per spatial axis;
+    /// empty means no padding.
+    Explicit(Vec<usize>),
+    /// Output size `ceil(in / stride)`, the odd padding pixel at the end.
+    SameUpper,
+    /// Output size `ceil(in / stride)`, the odd padding pixel at the beginning.
+    SameLower,
+    /// No padding (`VALID`).
+    Valid,
+}
+
+/// The geometry shared by Conv and the pooling ops. Empty `strides`/`dilations` mean all 1s.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// Spatial kernel size; `None` for Conv means "take it from the weight's shape".
+    pub kernel_shape: Option<Vec<usize>>,
+    pub strides: Vec<usize>,
+    pub dilations: Vec<usize>,
+    pub padding: Padding,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConvAttrs {
+    pub window: Window,
+    pub group: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolAttrs {
+    pub window: Window,
+    /// Output size rounds up instead of down (a window may start in the padding's end).
+    pub ceil_mode: bool,
+    /// AveragePool only: divide by the full window size, padding included.
+    pub count_include_pad: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct GemmAttrs {
+    pub alpha: f32,
+    pub beta: f32,
+    pub trans_a: bool,
+    pub trans_b: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReduceAttrs {
+    /// `None`: axes come from the second input, or, when that is absent too, all axes
+    /// (unless `noop_with_empty_axes`).
+    pub axes: Option<Vec<i64>>,
+    pub keepdims: bool,
+    pub noop_with_empty_axes: bool,
+}
+
+/// Elementwise ops of one input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    Relu,
+    Sigmoid,
+    Tanh,
+    Exp,
+    Log,
+    Neg,
+    Abs,
+    Sqrt,
+    Reciprocal,
+    Floor,
+    Ceil,
+    Erf,
+}
+
+/// Elementwise ops of two inputs with numpy broadcasting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// Inputs: X, W, optional B.
+    Conv(ConvAttrs),
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    /// Inputs: X, optional min, optional max (the opset >= 11 form). The attribute form of
+    /// older opsets is imported into `min`/`max` here.
+    Clip {
+        min: Option<f32>,
+        max: Option<f32>,
+    },
+    /// Inputs: X, scale, B, mean, var (inference form).
+    BatchNorm {
+        epsilon: f32,
+    },
+    /// Inputs of one shape joined along a new axis: the lesson's `torch.stack`. Import raises
+    /// Unsqueeze(axis k) -> Concat(axis k) into it.
+    Stack {
+        axis: i64,
+    },
+    Concat {
+        axis: i64,
+    },
+    /// Axes from the attribute, or (opset >= 13) from the second input when `None`.
+    Unsqueeze {
+        axes: Option<Vec<i64>>,
+    },
+    Squeeze {
+        axes: Option<Vec<i64>>,
+    },
+    /// numpy matmul: batch dims broadcast.
+    MatMul,
+    /// Inputs: A, B, optional C.
+    Gemm(GemmAttrs),
+    MaxPool(PoolAttrs),
+    AveragePool(PoolAttrs),
+    GlobalAveragePool,
+    GlobalMaxPool,
+    Flatten {
+        axis: i64,
+    },
+    /// Inputs: data, shape.
+    Reshape {
+        allowzero: bool,
+    },
+    /// `None`: reverse the axes.
+    Transpose {
+        perm: Option<Vec<usize>>,
+    },
+    Identity,
+    Shape {
+        start: i64,
+        end: Option<i64>,
+    },
+    /// Inputs: data, indices.
+    Gather {
+        axis: i64,
+    },
+    /// Inputs: data, starts, ends, optional axes, optional steps (opset >= 10 form; import
+    /// turns the older attribute form into constant inputs).
+    Slice,
+    /// Sizes from the attribute, the optional second input, or an even split over the outputs.
+    Split {
+        axis: i64,
+        split: Option<Vec<usize>>,
+    },
+    ReduceMean(ReduceAttrs),
+    ReduceSum(ReduceAttrs),
+    Cast {
+        to: crate::tensor::DType,
+    },
+    Softmax {
+        axis: i64,
+    },
+}
+
+impl Op {
+    /// The op's name as printed and as given in `inspect --json`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Conv(_) => "Conv",
+            Op::Unary(u) => match u {
+                UnaryOp::Relu => "Relu",
+                UnaryOp::Sigmoid => "Sigmoid",
+                UnaryOp::Tanh => "Tanh",
+                UnaryOp::Exp => "Exp",
+                UnaryOp::Log => "Log",
+                UnaryOp::Neg => "Neg",
+                UnaryOp::Abs => "Abs",
+                UnaryOp::Sqrt => "Sqrt",
+                UnaryOp::Reciprocal => "Reciprocal",
+                UnaryOp::Floor => "Floor",
+                UnaryOp::Ceil => "Ceil",
+                UnaryOp::Erf => "Erf",
+            },
+            Op::Binary(b) => match b {
+                BinaryOp::Add => "Add",
+                BinaryOp::Sub => "Sub",
+                BinaryOp::Mul => "Mul",
+                BinaryOp::Div => "Div",
+                BinaryOp::Pow => "Pow",
+            },
+            Op::Clip { .. } => "Clip",
+            Op::BatchNorm { .. } => "BatchNormalization",
+            Op::Stack { .. } => "Stack",
+            Op::Concat { .. } => "Concat",
+            Op::Unsqueeze { .. } => "Unsqueeze",
+            Op::Squeeze { .. } => "Squeeze",
+            Op::MatMul => "MatMul",
+            Op::Gemm(_) => "Gemm",
+            Op::MaxPool(_) => "MaxPool",
+            Op::AveragePool(_) => "AveragePool",
+            Op::GlobalAveragePool => "GlobalAveragePool",
+            Op::GlobalMaxPool => "GlobalMaxPool",
+            Op::Flatten { .. } => "Flatten",
+            Op::Reshape { .. } => "Reshape",
+            Op::Transpose { .. } => "Transpose",
+            Op::Identity => "Identity",
+            Op::Shape { .. } => "Shape",
+            Op::Gather { .. } => "Gather",
+            Op::Slice => "Slice",
+            Op::Split { .. } => "Split",
+            Op::ReduceMean(_) => "ReduceMean",
+            Op::ReduceSum(_) => "ReduceSum",
+            Op::Cast { .. } => "Cast",
+            Op::Softmax { .. } => "Softmax",
+        }
+    }
+
+    /// The attributes as stable text for the printer (`""` when there are none). Debug
+    /// formatting of the typed attribute structs is stable and complete, so it is the format.
+    pub fn attrs_text(&self) -> String {
+        match self {
+            Op::Unary(_)
+            | Op::Binary(_)
+            | Op::MatMul
+            | Op::GlobalAveragePool
+            | Op::GlobalMaxPool
+            | Op::Identity
+            | Op::Slice => String::new(),
+            Op::Conv(a) => format!("{a:?}"),
+            Op::Gemm(a) => format!("{a:?}"),
+            Op::MaxPool(a) | Op::AveragePool(a) => format!("{a:?}"),
+            Op::ReduceMean(a) | Op::ReduceSum(a) => format!("{a:?}"),
+            other => {
+                // Struct-like variants print as `Name { field: value }`; keep the braces part.
+                let s = format!("{other:?}");
+                match s.find('{') {
+                    Some(i) => s[i..].to_string(),
+                    None => String::new(),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! sgemm wrapper: TODO(helper).

@@ -1,0 +1,57 @@
+//! The math: free functions over ndarray arrays, one file per op family, plus each family's
+//! `eval` adapter from an IR op and its input tensors to output tensors.
+//!
+//! Kernels use rayon's current pool for parallelism and split work into chunks whose
+//! boundaries do not depend on the number of threads, so results are the same bits for any
+//! `--threads` (see ARCHITECTURE.md, "Determinism").
+
+pub mod conv;
+pub mod elementwise;
+pub mod gemm;
+pub mod layout;
+pub mod matmul;
+pub mod norm;
+pub mod pool;
+pub mod reduce;
+
+use crate::ir::Op;
+use crate::tensor::Tensor;
+use anyhow::{anyhow, Result};
+
+/// Runs one op. `inputs[i]` is `None` for an absent optional input. The caller (the
+/// interpreter) adds the node's name and op to any error.
+pub fn eval(op: &Op, inputs: &[Option<&Tensor>], n_outputs: usize) -> Result<Vec<Tensor>> {
+    match op {
+        Op::Conv(_) => conv::eval(op, inputs, n_outputs),
+        Op::MaxPool(_) | Op::AveragePool(_) | Op::GlobalAveragePool | Op::GlobalMaxPool => {
+            pool::eval(op, inputs, n_outputs)
+        }
+        Op::MatMul | Op::Gemm(_) => matmul::eval(op, inputs, n_outputs),
+        Op::Unary(_) | Op::Binary(_) | Op::Clip { .. } | Op::Cast { .. } => {
+            elementwise::eval(op, inputs, n_outputs)
+        }
+        Op::BatchNorm { .. } | Op::Softmax { .. } => norm::eval(op, inputs, n_outputs),
+        Op::ReduceMean(_) | Op::ReduceSum(_) => reduce::eval(op, inputs, n_outputs),
+        Op::Stack { .. }
+        | Op::Concat { .. }
+        | Op::Unsqueeze { .. }
+        | Op::Squeeze { .. }
+        | Op::Flatten { .. }
+        | Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Identity
+        | Op::Shape { .. }
+        | Op::Gather { .. }
+        | Op::Slice
+        | Op::Split { .. } => layout::eval(op, inputs, n_outputs),
+    }
+}
+
+/// Input `i`, which the op requires.
+pub(crate) fn input<'a>(inputs: &[Option<&'a Tensor>], i: usize, what: &str) -> Result<&'a Tensor> {
+    inputs
+        .get(i)
+        .copied()
+        .flatten()
+        .ok_or_else(|| anyhow!("missing required input {i} ({what})"))
+}

@@ -1,0 +1,16 @@
+//! convgraph: load ONNX convolution models into a small graph IR, run them with our own
+//! interpreter, rewrite them with named passes, and check that the numbers are kept.
+//!
+//! See ARCHITECTURE.md for the codemap and invariants.
+
+pub mod exec;
+pub mod ir;
+pub mod kernels;
+pub mod npy;
+pub mod onnx;
+pub mod passes;
+pub mod tensor;
+
+pub use exec::Runner;
+pub use ir::Graph;
+pub use tensor::{DType, Tensor};
