@@ -3,6 +3,7 @@
 //!
 //! See ARCHITECTURE.md for the codemap and invariants.
 
+pub mod cli;
 pub mod exec;
 pub mod ir;
 pub mod kernels;
@@ -10,6 +11,7 @@ pub mod npy;
 pub mod onnx;
 pub mod passes;
 pub mod tensor;
+pub mod verify;
 
 pub use exec::Runner;
 pub use ir::Graph;

@@ -1,2 +1,139 @@
-//! TODO
-pub struct Runner;
+//! The interpreter: a plan computed once, then runs that feed inputs, evaluate nodes in
+//! order through `kernels::eval`, and free each tensor after its last use.
+
+mod plan;
+
+pub use plan::Plan;
+
+use crate::ir::{Dim, Graph};
+use crate::kernels;
+use crate::tensor::Tensor;
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::HashMap;
+
+/// A graph ready to run: the graph borrowed, its plan computed once.
+pub struct Runner<'g> {
+    graph: &'g Graph,
+    plan: Plan,
+}
+
+/// A slot's content during a run: constants are borrowed from the graph, never copied.
+enum Slot<'g> {
+    Empty,
+    Const(&'g Tensor),
+    Owned(Tensor),
+}
+
+impl Slot<'_> {
+    fn get(&self) -> Option<&Tensor> {
+        match self {
+            Slot::Empty => None,
+            Slot::Const(t) => Some(t),
+            Slot::Owned(t) => Some(t),
+        }
+    }
+}
+
+impl<'g> Runner<'g> {
+    pub fn new(graph: &'g Graph) -> Result<Runner<'g>> {
+        Ok(Runner { graph, plan: Plan::new(graph)? })
+    }
+
+    pub fn graph(&self) -> &Graph {
+        self.graph
+    }
+
+    /// Checks that `inputs` match the graph's declared inputs (every one given, no extra,
+    /// dtypes equal, fixed dims equal, a symbolic dim the same size wherever it appears).
+    pub fn check_inputs(&self, inputs: &HashMap<String, Tensor>) -> Result<()> {
+        for name in inputs.keys() {
+            if !self.graph.inputs.iter().any(|d| &d.name == name) {
+                let known: Vec<&str> = self.graph.inputs.iter().map(|d| d.name.as_str()).collect();
+                bail!("the model has no input named '{name}' (its inputs: {})", known.join(", "));
+            }
+        }
+        let mut symbols: HashMap<&str, usize> = HashMap::new();
+        for decl in &self.graph.inputs {
+            let t = inputs.get(&decl.name).ok_or_else(|| anyhow!("input '{}' was not given", decl.name))?;
+            if t.dtype() != decl.dtype {
+                bail!("input '{}' must be {}, got {}", decl.name, decl.dtype, t.dtype());
+            }
+            let Some(dims) = &decl.dims else { continue };
+            let shape = t.shape();
+            let declared = || dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",");
+            if dims.len() != shape.len() {
+                bail!("input '{}' must have shape [{}], got {shape:?}", decl.name, declared());
+            }
+            for (d, &n) in dims.iter().zip(shape) {
+                match d {
+                    Dim::Fixed(f) if *f != n => {
+                        bail!("input '{}' must have shape [{}], got {shape:?}", decl.name, declared())
+                    }
+                    Dim::Sym(s) if s != "?" => {
+                        let prev = *symbols.entry(s).or_insert(n);
+                        if prev != n {
+                            bail!("input '{}': dim '{s}' is {n} here but {prev} in another input", decl.name);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the graph; returns the outputs in declaration order, with their names.
+    pub fn run(&self, inputs: HashMap<String, Tensor>) -> Result<Vec<(String, Tensor)>> {
+        self.run_observed(inputs, |_, _| Ok(()))
+    }
+
+    /// Runs the graph, calling `observe(value_name, tensor)` for every node output as it is
+    /// computed (for comparisons that look at intermediate tensors).
+    pub fn run_observed(
+        &self,
+        mut inputs: HashMap<String, Tensor>,
+        mut observe: impl FnMut(&str, &Tensor) -> Result<()>,
+    ) -> Result<Vec<(String, Tensor)>> {
+        self.check_inputs(&inputs)?;
+        let plan = &self.plan;
+        let mut slots: Vec<Slot> = (0..plan.n_slots).map(|_| Slot::Empty).collect();
+        for (name, t) in &self.graph.constants {
+            slots[plan.slots[name]] = Slot::Const(t);
+        }
+        for decl in &self.graph.inputs {
+            let t = inputs.remove(&decl.name).expect("checked above");
+            slots[plan.slots[&decl.name]] = Slot::Owned(t);
+        }
+        for (i, node) in self.graph.nodes.iter().enumerate() {
+            let ctx = || format!("node '{}' ({})", node.name, node.op.name());
+            let ins: Vec<Option<&Tensor>> = plan.node_inputs[i]
+                .iter()
+                .map(|s| s.and_then(|s| slots[s].get()))
+                .collect();
+            let outs = kernels::eval(&node.op, &ins, node.outputs.len()).with_context(ctx)?;
+            if outs.len() != node.outputs.len() {
+                return Err(anyhow!("produced {} outputs, expected {}", outs.len(), node.outputs.len()))
+                    .with_context(ctx);
+            }
+            for ((name, slot), t) in node.outputs.iter().zip(&plan.node_outputs[i]).zip(outs) {
+                if let Some(s) = slot {
+                    observe(name, &t)?;
+                    slots[*s] = Slot::Owned(t);
+                }
+            }
+            for &s in &plan.frees[i] {
+                slots[s] = Slot::Empty;
+            }
+        }
+        let mut result = Vec::with_capacity(self.graph.outputs.len());
+        for (decl, &s) in self.graph.outputs.iter().zip(&plan.output_slots) {
+            let t = match &slots[s] {
+                Slot::Const(t) => (*t).clone(),
+                Slot::Owned(t) => t.clone(),
+                Slot::Empty => bail!("graph output '{}' was not computed", decl.name),
+            };
+            result.push((decl.name.clone(), t));
+        }
+        Ok(result)
+    }
+}

@@ -1,9 +1,408 @@
-//! Kernels: TODO(helper) fill in.
+//! Elementwise kernels: Unary math, Binary arithmetic with numpy broadcasting, Clip, Cast.
+//!
+//! Float math is written once over ndarray's `NdFloat` (f32, f64); f16 is computed in f32 and
+//! rounded back, which is what ONNX runtimes do in practice and keeps one code path.
 
-use crate::ir::Op;
-use crate::tensor::Tensor;
+use crate::ir::{BinaryOp, Op, UnaryOp};
+use crate::tensor::{f16, DType, Elem, Tensor};
 use anyhow::{bail, Result};
+use ndarray::{ArrayD, IxDyn, NdFloat, Zip};
 
-pub fn eval(op: &Op, _inputs: &[Option<&Tensor>], _n_outputs: usize) -> Result<Vec<Tensor>> {
-    bail!("no kernel yet for {}", op.name())
+use super::input;
+
+pub fn eval(op: &Op, inputs: &[Option<&Tensor>], _n_outputs: usize) -> Result<Vec<Tensor>> {
+    match op {
+        Op::Unary(u) => Ok(vec![unary(*u, input(inputs, 0, "X")?)?]),
+        Op::Binary(b) => Ok(vec![binary(
+            *b,
+            input(inputs, 0, "A")?,
+            input(inputs, 1, "B")?,
+        )?]),
+        Op::Clip { min, max } => {
+            let x = input(inputs, 0, "X")?;
+            let lo = clip_bound(inputs.get(1).copied().flatten(), *min, x.dtype(), "min")?;
+            let hi = clip_bound(inputs.get(2).copied().flatten(), *max, x.dtype(), "max")?;
+            Ok(vec![clip(x, lo, hi)?])
+        }
+        Op::Cast { to } => Ok(vec![input(inputs, 0, "X")?.cast(*to)]),
+        other => bail!("elementwise kernel cannot run {}", other.name()),
+    }
+}
+
+/// numpy broadcasting of two shapes: right-aligned, each dim pair equal or one of them 1.
+pub(crate) fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let r = a.len().max(b.len());
+    let mut out = vec![0; r];
+    for i in 0..r {
+        // Missing leading dims behave as 1.
+        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
+        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        out[i] = if da == db || db == 1 {
+            da
+        } else if da == 1 {
+            db
+        } else {
+            bail!("shapes {a:?} and {b:?} do not broadcast (dim {da} vs {db})");
+        };
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// Unary
+
+pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
+    match x {
+        Tensor::F32(a) => Ok(Tensor::F32(unary_float(op, a))),
+        Tensor::F64(a) => Ok(Tensor::F64(unary_float(op, a))),
+        Tensor::F16(a) => {
+            let f = a.mapv(|v| v.to_f32());
+            Ok(Tensor::F16(unary_float(op, &f).mapv(f16::from_f32)))
+        }
+        Tensor::Bool(_) => bail!("{op:?} is not defined on bool tensors"),
+        // Integers: only the ops ONNX defines on them (sign and magnitude games).
+        _ => match op {
+            UnaryOp::Relu | UnaryOp::Neg | UnaryOp::Abs => Ok(unary_int(op, x)),
+            _ => bail!("{op:?} needs a float tensor, got {}", x.dtype()),
+        },
+    }
+}
+
+fn unary_int(op: UnaryOp, x: &Tensor) -> Tensor {
+    // Through i64 with wrapping so that Neg/Abs of MIN follow two's complement like C
+    // instead of panicking; unsigned Neg wraps as well.
+    fn go<T: Elem>(op: UnaryOp, a: &ArrayD<T>) -> Tensor {
+        T::wrap(a.mapv(|v| {
+            let i = v.to_i64();
+            let r = match op {
+                UnaryOp::Relu => i.max(0),
+                UnaryOp::Neg => i.wrapping_neg(),
+                _ => i.wrapping_abs(),
+            };
+            T::from_i64(r)
+        }))
+    }
+    crate::with_tensor!(x, a => go(op, a))
+}
+
+fn unary_float<T: NdFloat + Elem>(op: UnaryOp, a: &ArrayD<T>) -> ArrayD<T> {
+    let zero = T::zero();
+    let one = T::one();
+    if op == UnaryOp::Relu {
+        if let Some(s) = a.as_slice() {
+            // Tight loop over contiguous data (the hot Relu case). `v < 0` keeps NaN as NaN.
+            let out: Vec<T> = s.iter().map(|&v| if v < zero { zero } else { v }).collect();
+            return ArrayD::from_shape_vec(IxDyn(a.shape()), out).expect("same element count");
+        }
+    }
+    let f = |v: T| -> T {
+        match op {
+            UnaryOp::Relu => {
+                if v < zero {
+                    zero
+                } else {
+                    v
+                }
+            }
+            UnaryOp::Sigmoid => sigmoid(v),
+            UnaryOp::Tanh => v.tanh(),
+            UnaryOp::Exp => v.exp(),
+            UnaryOp::Log => v.ln(),
+            UnaryOp::Neg => -v,
+            UnaryOp::Abs => v.abs(),
+            UnaryOp::Sqrt => v.sqrt(),
+            UnaryOp::Reciprocal => one / v,
+            UnaryOp::Floor => v.floor(),
+            UnaryOp::Ceil => v.ceil(),
+            UnaryOp::Erf => T::from_f64(erf(v.to_f64())),
+        }
+    };
+    // `mapv` on a standard-layout array yields standard layout; other layouts are made
+    // standard first so the output always is.
+    a.as_standard_layout().mapv(f)
+}
+
+/// Sigmoid written to avoid overflow of `exp(-x)` for very negative x.
+fn sigmoid<T: NdFloat>(v: T) -> T {
+    let one = T::one();
+    if v >= T::zero() {
+        one / (one + (-v).exp())
+    } else {
+        let e = v.exp();
+        e / (one + e)
+    }
+}
+
+/// erf via the Numerical Recipes Chebyshev fit of erfc (fractional error < 1.2e-7), enough
+/// for f32 and f16; Rust's std has no stable erf and the crate takes no libm dependency.
+pub(crate) fn erf(x: f64) -> f64 {
+    if x.is_nan() {
+        return x;
+    }
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let erfc = t * poly.exp();
+    if x >= 0.0 {
+        1.0 - erfc
+    } else {
+        erfc - 1.0
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Binary
+
+/// Arithmetic per element type. Integers wrap on overflow (C/ONNX runtime behaviour) and
+/// divide truncating toward zero; division by zero is caught before the kernel runs.
+trait Arith: Elem {
+    fn add(self, o: Self) -> Self;
+    fn sub(self, o: Self) -> Self;
+    fn mul(self, o: Self) -> Self;
+    fn div(self, o: Self) -> Self;
+    fn pow(self, o: Self) -> Self;
+    fn is_zero(self) -> bool;
+}
+
+macro_rules! arith_float {
+    ($t:ty) => {
+        impl Arith for $t {
+            fn add(self, o: Self) -> Self {
+                self + o
+            }
+            fn sub(self, o: Self) -> Self {
+                self - o
+            }
+            fn mul(self, o: Self) -> Self {
+                self * o
+            }
+            fn div(self, o: Self) -> Self {
+                self / o
+            }
+            fn pow(self, o: Self) -> Self {
+                self.powf(o)
+            }
+            fn is_zero(self) -> bool {
+                false // float division by zero is well defined (inf/NaN)
+            }
+        }
+    };
+}
+arith_float!(f32);
+arith_float!(f64);
+
+macro_rules! arith_int {
+    ($t:ty) => {
+        impl Arith for $t {
+            fn add(self, o: Self) -> Self {
+                self.wrapping_add(o)
+            }
+            fn sub(self, o: Self) -> Self {
+                self.wrapping_sub(o)
+            }
+            fn mul(self, o: Self) -> Self {
+                self.wrapping_mul(o)
+            }
+            fn div(self, o: Self) -> Self {
+                // Rust's `/` truncates toward zero like C; wrapping handles MIN / -1.
+                self.wrapping_div(o)
+            }
+            fn pow(self, o: Self) -> Self {
+                // Integer Pow as numpy/onnxruntime: computed in floating point, truncated.
+                <$t>::from_f64((self as f64).powf(o as f64))
+            }
+            fn is_zero(self) -> bool {
+                self == 0
+            }
+        }
+    };
+}
+arith_int!(i8);
+arith_int!(i16);
+arith_int!(i32);
+arith_int!(i64);
+arith_int!(u8);
+arith_int!(u16);
+arith_int!(u32);
+arith_int!(u64);
+
+pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    // Pow alone lets the exponent have its own type (T1/T2 in ONNX): bring it to the base's.
+    let b_conv;
+    let b = if op == BinaryOp::Pow && b.dtype() != a.dtype() {
+        b_conv = b.cast(a.dtype());
+        &b_conv
+    } else {
+        b
+    };
+    if a.dtype() != b.dtype() {
+        bail!("{op:?} needs matching dtypes, got {} and {}", a.dtype(), b.dtype());
+    }
+    Ok(match (a, b) {
+        (Tensor::F32(x), Tensor::F32(y)) => Tensor::F32(binary_t(op, x, y)?),
+        (Tensor::F64(x), Tensor::F64(y)) => Tensor::F64(binary_t(op, x, y)?),
+        (Tensor::F16(x), Tensor::F16(y)) => {
+            let r = binary_t(op, &x.mapv(|v| v.to_f32()), &y.mapv(|v| v.to_f32()))?;
+            Tensor::F16(r.mapv(f16::from_f32))
+        }
+        (Tensor::I8(x), Tensor::I8(y)) => Tensor::I8(binary_t(op, x, y)?),
+        (Tensor::I16(x), Tensor::I16(y)) => Tensor::I16(binary_t(op, x, y)?),
+        (Tensor::I32(x), Tensor::I32(y)) => Tensor::I32(binary_t(op, x, y)?),
+        (Tensor::I64(x), Tensor::I64(y)) => Tensor::I64(binary_t(op, x, y)?),
+        (Tensor::U8(x), Tensor::U8(y)) => Tensor::U8(binary_t(op, x, y)?),
+        (Tensor::U16(x), Tensor::U16(y)) => Tensor::U16(binary_t(op, x, y)?),
+        (Tensor::U32(x), Tensor::U32(y)) => Tensor::U32(binary_t(op, x, y)?),
+        (Tensor::U64(x), Tensor::U64(y)) => Tensor::U64(binary_t(op, x, y)?),
+        _ => bail!("{op:?} is not defined on {} tensors", a.dtype()),
+    })
+}
+
+fn binary_t<T: Arith>(op: BinaryOp, a: &ArrayD<T>, b: &ArrayD<T>) -> Result<ArrayD<T>> {
+    if op == BinaryOp::Div && b.iter().any(|v| v.is_zero()) {
+        bail!("integer division by zero");
+    }
+    let f: fn(T, T) -> T = match op {
+        BinaryOp::Add => T::add,
+        BinaryOp::Sub => T::sub,
+        BinaryOp::Mul => T::mul,
+        BinaryOp::Div => T::div,
+        BinaryOp::Pow => T::pow,
+    };
+    let out_shape = broadcast_shapes(a.shape(), b.shape())?;
+    crate::tensor::limits::check_alloc(&out_shape, T::DTYPE)?;
+    // Fast paths: same shape, or one side a single element (scalar or all-ones shape).
+    if a.shape() == b.shape() {
+        let r = Zip::from(a).and(b).map_collect(|&x, &y| f(x, y));
+        return Ok(standard(r));
+    }
+    if b.len() == 1 && out_shape == a.shape() {
+        let y = *b.iter().next().expect("one element");
+        return Ok(a.as_standard_layout().mapv(|x| f(x, y)));
+    }
+    if a.len() == 1 && out_shape == b.shape() {
+        let x = *a.iter().next().expect("one element");
+        return Ok(b.as_standard_layout().mapv(|y| f(x, y)));
+    }
+    // General case: broadcast both views to the output shape and zip them.
+    let av = a
+        .broadcast(IxDyn(&out_shape))
+        .ok_or_else(|| anyhow::anyhow!("cannot broadcast {:?} to {out_shape:?}", a.shape()))?;
+    let bv = b
+        .broadcast(IxDyn(&out_shape))
+        .ok_or_else(|| anyhow::anyhow!("cannot broadcast {:?} to {out_shape:?}", b.shape()))?;
+    Ok(standard(Zip::from(&av).and(&bv).map_collect(|&x, &y| f(x, y))))
+}
+
+fn standard<T: Clone>(a: ArrayD<T>) -> ArrayD<T> {
+    if a.is_standard_layout() {
+        a
+    } else {
+        a.as_standard_layout().into_owned()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Clip
+
+/// A clip bound: the optional input (a scalar of X's dtype) wins over the attribute form.
+fn clip_bound(t: Option<&Tensor>, attr: Option<f32>, dtype: DType, what: &str) -> Result<Option<f64>> {
+    match t {
+        Some(t) => {
+            if t.dtype() != dtype {
+                bail!("Clip {what} has dtype {}, X has {dtype}", t.dtype());
+            }
+            if t.len() != 1 {
+                bail!("Clip {what} must be a scalar, got shape {:?}", t.shape());
+            }
+            Ok(Some(t.to_f64_vec()[0]))
+        }
+        None => Ok(attr.map(f64::from)),
+    }
+}
+
+/// `min(max(x, lo), hi)`: when lo > hi every value becomes hi, as the ONNX spec says.
+/// NaN inputs stay NaN because comparisons with NaN are false.
+pub fn clip(x: &Tensor, lo: Option<f64>, hi: Option<f64>) -> Result<Tensor> {
+    fn go<T: Elem>(a: &ArrayD<T>, lo: Option<f64>, hi: Option<f64>) -> Tensor {
+        let lo = lo.map(T::from_f64);
+        let hi = hi.map(T::from_f64);
+        T::wrap(a.as_standard_layout().mapv(|mut v| {
+            if let Some(l) = lo {
+                if v < l {
+                    v = l;
+                }
+            }
+            if let Some(h) = hi {
+                if v > h {
+                    v = h;
+                }
+            }
+            v
+        }))
+    }
+    if x.dtype() == DType::Bool {
+        bail!("Clip is not defined on bool tensors");
+    }
+    Ok(crate::with_tensor!(x, a => go(a, lo, hi)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_add_2x1x3_and_4x1() {
+        let a = Tensor::from_vec(&[2, 1, 3], vec![1f32, 2., 3., 4., 5., 6.]).unwrap();
+        let b = Tensor::from_vec(&[4, 1], vec![10f32, 20., 30., 40.]).unwrap();
+        let r = binary(BinaryOp::Add, &a, &b).unwrap();
+        assert_eq!(r.shape(), &[2, 4, 3]);
+        let v = r.to_f64_vec();
+        // out[i, j, k] = a[i, 0, k] + b[j, 0]
+        assert_eq!(&v[0..6], &[11., 12., 13., 21., 22., 23.]);
+        assert_eq!(&v[12..15], &[14., 15., 16.]);
+        assert_eq!(&v[21..24], &[44., 45., 46.]);
+        assert!(binary(BinaryOp::Add, &a, &Tensor::from_vec(&[2], vec![1f32, 2.]).unwrap()).is_err());
+    }
+
+    #[test]
+    fn int_div_truncates_and_zero_errors() {
+        let a = Tensor::from_vec(&[4], vec![7i32, -7, 7, -7]).unwrap();
+        let b = Tensor::from_vec(&[4], vec![2i32, 2, -2, -2]).unwrap();
+        let r = binary(BinaryOp::Div, &a, &b).unwrap();
+        assert_eq!(r, Tensor::from_vec(&[4], vec![3i32, -3, -3, 3]).unwrap());
+        let z = Tensor::scalar(0i32);
+        assert!(binary(BinaryOp::Div, &a, &z).is_err());
+    }
+
+    #[test]
+    fn clip_with_inputs() {
+        let x = Tensor::from_vec(&[5], vec![-3f32, -1., 0., 2., 9.]).unwrap();
+        let lo = Tensor::scalar(-1.5f32);
+        let hi = Tensor::scalar(3f32);
+        let op = Op::Clip { min: None, max: None };
+        let r = eval(&op, &[Some(&x), Some(&lo), Some(&hi)], 1).unwrap();
+        assert_eq!(r[0].to_f64_vec(), vec![-1.5, -1., 0., 2., 3.]);
+        // Only max given (min absent), on integers.
+        let xi = Tensor::from_vec(&[3], vec![-5i64, 1, 8]).unwrap();
+        let hi = Tensor::scalar(4i64);
+        let r = eval(&op, &[Some(&xi), None, Some(&hi)], 1).unwrap();
+        assert_eq!(r[0], Tensor::from_vec(&[3], vec![-5i64, 1, 4]).unwrap());
+    }
+
+    #[test]
+    fn relu_and_erf() {
+        let x = Tensor::from_vec(&[3], vec![-1f32, 0.5, f32::NAN]).unwrap();
+        let r = unary(UnaryOp::Relu, &x).unwrap().to_f64_vec();
+        assert_eq!(&r[..2], &[0., 0.5]);
+        assert!(r[2].is_nan());
+        assert!((erf(0.5) - 0.520_499_877_8).abs() < 1e-6);
+        assert!((erf(-1.0) + 0.842_700_792_9).abs() < 1e-6);
+    }
 }

@@ -1,9 +1,552 @@
-//! Kernels: TODO(helper) fill in.
+//! Layout kernels: ops that move, select or relabel elements without arithmetic. They work
+//! on every dtype (bool included) through `with_tensor!`/`map_tensor!`.
+//!
+//! The shape arithmetic lives in `pub(crate)` functions here so that the shape rules in
+//! `ir::infer::layout` use exactly the same logic as the kernels.
 
+use crate::ir::infer::norm_axis;
 use crate::ir::Op;
-use crate::tensor::Tensor;
-use anyhow::{bail, Result};
+use crate::tensor::{limits, Elem, Tensor};
+use anyhow::{anyhow, bail, Result};
+use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Slice};
 
-pub fn eval(op: &Op, _inputs: &[Option<&Tensor>], _n_outputs: usize) -> Result<Vec<Tensor>> {
-    bail!("no kernel yet for {}", op.name())
+use super::input;
+
+pub fn eval(op: &Op, inputs: &[Option<&Tensor>], n_outputs: usize) -> Result<Vec<Tensor>> {
+    let x = || input(inputs, 0, "data");
+    let out = match op {
+        Op::Identity => x()?.clone(),
+        Op::Stack { axis } => stack(&all_inputs(inputs)?, *axis)?,
+        Op::Concat { axis } => concat(&all_inputs(inputs)?, *axis)?,
+        Op::Unsqueeze { axes } => {
+            let x = x()?;
+            let axes = axes_from(axes.as_deref(), inputs.get(1).copied().flatten())?
+                .ok_or_else(|| anyhow!("Unsqueeze needs axes"))?;
+            x.clone().reshape(&unsqueeze_shape(x.shape(), &axes)?)?
+        }
+        Op::Squeeze { axes } => {
+            let x = x()?;
+            let axes = axes_from(axes.as_deref(), inputs.get(1).copied().flatten())?;
+            x.clone().reshape(&squeeze_shape(x.shape(), axes.as_deref())?)?
+        }
+        Op::Flatten { axis } => {
+            let x = x()?;
+            x.clone().reshape(&flatten_shape(x.shape(), *axis)?)?
+        }
+        Op::Reshape { allowzero } => {
+            let x = x()?;
+            let spec = input(inputs, 1, "shape")?.to_i64_vec()?;
+            x.clone().reshape(&reshape_shape(x.shape(), &spec, *allowzero)?)?
+        }
+        Op::Transpose { perm } => {
+            let x = x()?;
+            let perm = transpose_perm(x.rank(), perm.as_deref())?;
+            crate::map_tensor!(x, a => a.view().permuted_axes(IxDyn(&perm)).as_standard_layout().into_owned())
+        }
+        Op::Shape { start, end } => {
+            let s = shape_of(x()?.shape(), *start, *end);
+            Tensor::from_vec(&[s.len()], s)?
+        }
+        Op::Gather { axis } => {
+            let idx = input(inputs, 1, "indices")?;
+            gather(x()?, idx, *axis)?
+        }
+        Op::Slice => {
+            let x = x()?;
+            let v = |i: usize| -> Result<Option<Vec<i64>>> {
+                inputs.get(i).copied().flatten().map(|t| t.to_i64_vec()).transpose()
+            };
+            let starts = v(1)?.ok_or_else(|| anyhow!("missing required input 1 (starts)"))?;
+            let ends = v(2)?.ok_or_else(|| anyhow!("missing required input 2 (ends)"))?;
+            let plan = slice_plan(x.shape(), &starts, &ends, v(3)?.as_deref(), v(4)?.as_deref())?;
+            slice(x, &plan)
+        }
+        Op::Split { axis, split } => {
+            let x = x()?;
+            let from_input = inputs.get(1).copied().flatten().map(|t| t.to_i64_vec()).transpose()?;
+            let ax = norm_axis(*axis, x.rank())?;
+            let sizes = split_sizes(x.shape()[ax], split.as_deref(), from_input.as_deref(), n_outputs)?;
+            return Ok(split_tensor(x, ax, &sizes));
+        }
+        other => bail!("layout kernel cannot run {}", other.name()),
+    };
+    Ok(vec![out])
+}
+
+/// All inputs of a variadic op, none of which may be absent.
+fn all_inputs<'a>(inputs: &[Option<&'a Tensor>]) -> Result<Vec<&'a Tensor>> {
+    if inputs.is_empty() {
+        bail!("needs at least one input");
+    }
+    (0..inputs.len()).map(|i| input(inputs, i, "input")).collect()
+}
+
+/// Axes from the attribute or (opset >= 13) the optional second input.
+fn axes_from(attr: Option<&[i64]>, t: Option<&Tensor>) -> Result<Option<Vec<i64>>> {
+    Ok(match (attr, t) {
+        (Some(a), _) => Some(a.to_vec()),
+        (None, Some(t)) => Some(t.to_i64_vec()?),
+        (None, None) => None,
+    })
+}
+
+/// Normalizes axes against `rank`, refusing duplicates.
+fn norm_axes(axes: &[i64], rank: usize) -> Result<Vec<usize>> {
+    let mut v = Vec::with_capacity(axes.len());
+    for &a in axes {
+        let n = norm_axis(a, rank)?;
+        if v.contains(&n) {
+            bail!("duplicate axis {a} in {axes:?}");
+        }
+        v.push(n);
+    }
+    Ok(v)
+}
+
+// ---------------------------------------------------------------------------------------
+// Shape arithmetic shared with the shape rules.
+
+/// Concat: ranks equal, dims equal except along `axis`, which adds up.
+pub(crate) fn concat_shape(shapes: &[&[usize]], axis: i64) -> Result<Vec<usize>> {
+    let first = shapes.first().ok_or_else(|| anyhow!("Concat needs at least one input"))?;
+    let ax = norm_axis(axis, first.len())?;
+    let mut out = first.to_vec();
+    for s in &shapes[1..] {
+        if s.len() != first.len() || (0..s.len()).any(|i| i != ax && s[i] != first[i]) {
+            bail!("Concat inputs {first:?} and {s:?} differ outside axis {axis}");
+        }
+        out[ax] = out[ax]
+            .checked_add(s[ax])
+            .ok_or_else(|| anyhow!("Concat size overflow"))?;
+    }
+    Ok(out)
+}
+
+/// Stack: equal shapes joined along a new axis in `[-(r+1), r]`.
+pub(crate) fn stack_shape(shapes: &[&[usize]], axis: i64) -> Result<Vec<usize>> {
+    let first = shapes.first().ok_or_else(|| anyhow!("Stack needs at least one input"))?;
+    if let Some(s) = shapes.iter().find(|s| *s != first) {
+        bail!("Stack inputs must have one shape, got {first:?} and {s:?}");
+    }
+    let ax = norm_axis(axis, first.len() + 1)?;
+    let mut out = first.to_vec();
+    out.insert(ax, shapes.len());
+    Ok(out)
+}
+
+/// Unsqueeze: axes index the output, whose rank is the input's plus the number of axes.
+pub(crate) fn unsqueeze_shape(shape: &[usize], axes: &[i64]) -> Result<Vec<usize>> {
+    let r = shape.len() + axes.len();
+    let axes = norm_axes(axes, r)?;
+    let mut it = shape.iter();
+    Ok((0..r)
+        .map(|i| if axes.contains(&i) { 1 } else { *it.next().expect("counted") })
+        .collect())
+}
+
+/// Squeeze: the given axes must be 1; without axes every 1 is removed.
+pub(crate) fn squeeze_shape(shape: &[usize], axes: Option<&[i64]>) -> Result<Vec<usize>> {
+    match axes {
+        None => Ok(shape.iter().copied().filter(|&d| d != 1).collect()),
+        Some(axes) => {
+            let axes = norm_axes(axes, shape.len())?;
+            if let Some(&a) = axes.iter().find(|&&a| shape[a] != 1) {
+                bail!("cannot squeeze axis {a} of size {} in {shape:?}", shape[a]);
+            }
+            Ok((0..shape.len()).filter(|i| !axes.contains(i)).map(|i| shape[i]).collect())
+        }
+    }
+}
+
+/// Flatten: `[prod(dims[..axis]), prod(dims[axis..])]`, axis in `[-r, r]`.
+pub(crate) fn flatten_shape(shape: &[usize], axis: i64) -> Result<Vec<usize>> {
+    let ax = norm_axis(axis, shape.len() + 1)?;
+    Ok(vec![
+        limits::checked_numel(&shape[..ax])?,
+        limits::checked_numel(&shape[ax..])?,
+    ])
+}
+
+/// Reshape's target: 0 copies the input dim at that index (unless `allowzero`), one -1 is
+/// inferred from the element count.
+pub(crate) fn reshape_shape(shape: &[usize], spec: &[i64], allowzero: bool) -> Result<Vec<usize>> {
+    let total = limits::checked_numel(shape)?;
+    if allowzero && spec.contains(&0) && spec.contains(&-1) {
+        bail!("Reshape with allowzero cannot have both 0 and -1 in {spec:?}");
+    }
+    let mut infer_at = None;
+    let mut out = Vec::with_capacity(spec.len());
+    for (i, &d) in spec.iter().enumerate() {
+        out.push(match d {
+            -1 => {
+                if infer_at.replace(i).is_some() {
+                    bail!("Reshape shape {spec:?} has more than one -1");
+                }
+                1
+            }
+            0 if !allowzero => *shape
+                .get(i)
+                .ok_or_else(|| anyhow!("Reshape shape {spec:?}: 0 at {i} has no input dim to copy from {shape:?}"))?,
+            d if d < 0 => bail!("Reshape shape {spec:?} has invalid dim {d}"),
+            d => usize::try_from(d)?,
+        });
+    }
+    let known = limits::checked_numel(&out)?;
+    if let Some(i) = infer_at {
+        if known == 0 || total % known != 0 {
+            bail!("cannot reshape {shape:?} to {spec:?}");
+        }
+        out[i] = total / known;
+    } else if known != total {
+        bail!("cannot reshape {shape:?} ({total} elements) to {spec:?}");
+    }
+    Ok(out)
+}
+
+/// Transpose's permutation: the given one checked, or the reversed axes.
+pub(crate) fn transpose_perm(rank: usize, perm: Option<&[usize]>) -> Result<Vec<usize>> {
+    match perm {
+        None => Ok((0..rank).rev().collect()),
+        Some(p) => {
+            let mut seen = vec![false; rank];
+            if p.len() != rank || p.iter().any(|&a| a >= rank || std::mem::replace(&mut seen[a], true)) {
+                bail!("perm {p:?} is not a permutation of {rank} axes");
+            }
+            Ok(p.to_vec())
+        }
+    }
+}
+
+/// Shape's output: the dims in `[start, end)`, both clamped into `[0, rank]` after negative
+/// indices are counted from the end.
+pub(crate) fn shape_of(shape: &[usize], start: i64, end: Option<i64>) -> Vec<i64> {
+    let r = shape.len() as i64;
+    let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+    let (s, e) = (clamp(start), clamp(end.unwrap_or(r)));
+    shape[s..e.max(s)].iter().map(|&d| d as i64).collect()
+}
+
+/// Gather: the indexed axis replaced by the indices' shape.
+pub(crate) fn gather_shape(data: &[usize], indices: &[usize], axis: i64) -> Result<Vec<usize>> {
+    let ax = norm_axis(axis, data.len())?;
+    Ok(data[..ax]
+        .iter()
+        .chain(indices)
+        .chain(&data[ax + 1..])
+        .copied()
+        .collect())
+}
+
+/// One sliced axis: elements `start, start + step, ...`, `len` of them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct AxisSlice {
+    pub axis: usize,
+    pub start: i64,
+    pub step: i64,
+    pub len: usize,
+}
+
+/// ONNX Slice's clamping rules, per axis.
+pub(crate) fn slice_plan(
+    shape: &[usize],
+    starts: &[i64],
+    ends: &[i64],
+    axes: Option<&[i64]>,
+    steps: Option<&[i64]>,
+) -> Result<Vec<AxisSlice>> {
+    let n = starts.len();
+    if ends.len() != n {
+        bail!("Slice starts {starts:?} and ends {ends:?} differ in length");
+    }
+    let axes = match axes {
+        Some(a) if a.len() != n => bail!("Slice axes {a:?} and starts {starts:?} differ in length"),
+        Some(a) => norm_axes(a, shape.len())?,
+        None if n > shape.len() => bail!("Slice has {n} starts for rank {}", shape.len()),
+        None => (0..n).collect(),
+    };
+    if let Some(s) = steps {
+        if s.len() != n {
+            bail!("Slice steps {s:?} and starts {starts:?} differ in length");
+        }
+    }
+    (0..n)
+        .map(|i| {
+            let axis = axes[i];
+            let dim = shape[axis] as i64;
+            let step = steps.map_or(1, |s| s[i]);
+            if step == 0 {
+                bail!("Slice step cannot be 0");
+            }
+            let fix = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
+            let (start, end) = (fix(starts[i]), fix(ends[i]));
+            let (start, len) = if step > 0 {
+                let (s, e) = (start.clamp(0, dim), end.clamp(0, dim));
+                (s, if e > s { (e - s - 1) / step + 1 } else { 0 })
+            } else {
+                let (s, e) = (start.clamp(0, dim - 1), end.clamp(-1, dim - 1));
+                (s, if s > e { (s - e - 1) / (-step) + 1 } else { 0 })
+            };
+            // An empty axis (dim 0) gives start -1 for negative steps; len is 0 then.
+            Ok(AxisSlice { axis, start: start.max(0), step, len: len as usize })
+        })
+        .collect()
+}
+
+pub(crate) fn slice_out_shape(shape: &[usize], plan: &[AxisSlice]) -> Vec<usize> {
+    let mut out = shape.to_vec();
+    for s in plan {
+        out[s.axis] = s.len;
+    }
+    out
+}
+
+/// Split sizes: the attribute, else the second input, else an even split over the outputs
+/// where, as in opset 18, chunks are `ceil(dim / n)` and the last one takes the remainder.
+pub(crate) fn split_sizes(dim: usize, attr: Option<&[usize]>, input: Option<&[i64]>, n_outputs: usize) -> Result<Vec<usize>> {
+    let sizes: Vec<usize> = match (attr, input) {
+        (Some(a), _) => a.to_vec(),
+        (None, Some(v)) => limits::dims_from_i64(v)?,
+        (None, None) => {
+            if n_outputs == 0 {
+                bail!("Split needs at least one output");
+            }
+            let chunk = dim.div_ceil(n_outputs);
+            let before = chunk * (n_outputs - 1);
+            if before > dim {
+                bail!("cannot split {dim} into {n_outputs} outputs of {chunk} with a smaller last one");
+            }
+            let mut v = vec![chunk; n_outputs - 1];
+            v.push(dim - before);
+            v
+        }
+    };
+    if sizes.len() != n_outputs {
+        bail!("Split into {sizes:?} but the node has {n_outputs} outputs");
+    }
+    if sizes.iter().try_fold(0usize, |a, &b| a.checked_add(b)) != Some(dim) {
+        bail!("Split sizes {sizes:?} do not add up to {dim}");
+    }
+    Ok(sizes)
+}
+
+// ---------------------------------------------------------------------------------------
+// Kernels
+
+fn same_dtype(ts: &[&Tensor]) -> Result<()> {
+    if let Some(t) = ts.iter().find(|t| t.dtype() != ts[0].dtype()) {
+        bail!("inputs must share a dtype, got {} and {}", ts[0].dtype(), t.dtype());
+    }
+    Ok(())
+}
+
+/// Views of every tensor as `ArrayD<T>`, `T` being the first tensor's element type.
+fn views<'a, T: Elem>(_first: &ArrayD<T>, ts: &[&'a Tensor]) -> Result<Vec<ArrayViewD<'a, T>>> {
+    ts.iter().map(|t| Ok(t.view::<T>()?.view())).collect()
+}
+
+pub fn concat(ts: &[&Tensor], axis: i64) -> Result<Tensor> {
+    same_dtype(ts)?;
+    let shapes: Vec<&[usize]> = ts.iter().map(|t| t.shape()).collect();
+    let out = concat_shape(&shapes, axis)?;
+    limits::check_alloc(&out, ts[0].dtype())?;
+    let ax = norm_axis(axis, ts[0].rank())?;
+    Ok(crate::with_tensor!(ts[0], a => {
+        let v = views(a, ts)?;
+        Tensor::from(standard(ndarray::concatenate(Axis(ax), &v)?))
+    }))
+}
+
+pub fn stack(ts: &[&Tensor], axis: i64) -> Result<Tensor> {
+    same_dtype(ts)?;
+    let shapes: Vec<&[usize]> = ts.iter().map(|t| t.shape()).collect();
+    let out = stack_shape(&shapes, axis)?;
+    limits::check_alloc(&out, ts[0].dtype())?;
+    let ax = norm_axis(axis, ts[0].rank() + 1)?;
+    Ok(crate::with_tensor!(ts[0], a => {
+        let v = views(a, ts)?;
+        Tensor::from(standard(ndarray::stack(Axis(ax), &v)?))
+    }))
+}
+
+fn standard<T: Clone>(a: ArrayD<T>) -> ArrayD<T> {
+    if a.is_standard_layout() {
+        a
+    } else {
+        a.as_standard_layout().into_owned()
+    }
+}
+
+/// Gather along one axis; indices may be negative (counted from the end) and are checked.
+pub fn gather(data: &Tensor, indices: &Tensor, axis: i64) -> Result<Tensor> {
+    let idx = indices.to_i64_vec()?;
+    let ax = norm_axis(axis, data.rank())?;
+    let d = data.shape()[ax];
+    let idx: Vec<usize> = idx
+        .iter()
+        .map(|&i| {
+            let j = if i < 0 { i + d as i64 } else { i };
+            if j < 0 || j >= d as i64 {
+                bail!("Gather index {i} is out of range for axis {axis} of size {d}");
+            }
+            Ok(j as usize)
+        })
+        .collect::<Result<_>>()?;
+    let out_shape = gather_shape(data.shape(), indices.shape(), axis)?;
+    limits::check_alloc(&out_shape, data.dtype())?;
+    fn go<T: Elem>(a: &ArrayD<T>, ax: usize, idx: &[usize], out_shape: &[usize]) -> Tensor {
+        let a = a.as_standard_layout();
+        let s = a.as_slice().expect("standard layout");
+        let d = a.shape()[ax];
+        let inner: usize = a.shape()[ax + 1..].iter().product();
+        let outer: usize = a.shape()[..ax].iter().product();
+        // Row-major [outer, d, inner]: each index copies one contiguous run of `inner`.
+        let mut out = Vec::with_capacity(outer * idx.len() * inner);
+        for o in 0..outer {
+            for &i in idx {
+                let base = (o * d + i) * inner;
+                out.extend_from_slice(&s[base..base + inner]);
+            }
+        }
+        T::wrap(ArrayD::from_shape_vec(IxDyn(out_shape), out).expect("count matches"))
+    }
+    Ok(crate::with_tensor!(data, a => go(a, ax, &idx, &out_shape)))
+}
+
+pub(crate) fn slice(x: &Tensor, plan: &[AxisSlice]) -> Tensor {
+    fn go<T: Elem>(a: &ArrayD<T>, plan: &[AxisSlice]) -> ArrayD<T> {
+        let mut v = a.view();
+        for s in plan {
+            let sl = if s.len == 0 {
+                Slice::new(0, Some(0), 1)
+            } else {
+                // ndarray takes the range [lo, hi) and, for a negative step, walks it from
+                // the end: with lo exactly the last element visited, that is ONNX's order.
+                let last = s.start + (s.len as i64 - 1) * s.step;
+                let (lo, hi) = if s.step > 0 { (s.start, last + 1) } else { (last, s.start + 1) };
+                Slice::new(lo as isize, Some(hi as isize), s.step as isize)
+            };
+            v.slice_axis_inplace(Axis(s.axis), sl);
+        }
+        v.as_standard_layout().into_owned()
+    }
+    crate::map_tensor!(x, a => go(a, plan))
+}
+
+fn split_tensor(x: &Tensor, ax: usize, sizes: &[usize]) -> Vec<Tensor> {
+    let mut at = 0;
+    sizes
+        .iter()
+        .map(|&n| {
+            let plan = [AxisSlice { axis: ax, start: at as i64, step: 1, len: n }];
+            at += n;
+            slice(x, &plan)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iota(shape: &[usize]) -> Tensor {
+        let n = shape.iter().product::<usize>() as i64;
+        Tensor::from_vec(shape, (0..n).collect()).unwrap()
+    }
+    fn i64s(t: &Tensor) -> Vec<i64> {
+        t.to_i64_vec().unwrap()
+    }
+    fn run(op: Op, inputs: &[Option<&Tensor>], n: usize) -> Vec<Tensor> {
+        eval(&op, inputs, n).unwrap()
+    }
+
+    #[test]
+    fn concat_and_stack() {
+        let a = iota(&[2, 1]);
+        let b = Tensor::from_vec(&[2, 2], vec![10i64, 11, 12, 13]).unwrap();
+        let r = run(Op::Concat { axis: -1 }, &[Some(&a), Some(&b)], 1);
+        assert_eq!(r[0].shape(), &[2, 3]);
+        assert_eq!(i64s(&r[0]), vec![0, 10, 11, 1, 12, 13]);
+        let c = Tensor::from_vec(&[2], vec![5i64, 6]).unwrap();
+        let d = Tensor::from_vec(&[2], vec![7i64, 8]).unwrap();
+        let r = run(Op::Stack { axis: -1 }, &[Some(&c), Some(&d)], 1);
+        assert_eq!(r[0].shape(), &[2, 2]);
+        assert_eq!(i64s(&r[0]), vec![5, 7, 6, 8]);
+        assert!(eval(&Op::Stack { axis: 0 }, &[Some(&c), Some(&a)], 1).is_err());
+    }
+
+    #[test]
+    fn unsqueeze_squeeze_negative_axes() {
+        let x = iota(&[2, 3]);
+        let r = run(Op::Unsqueeze { axes: Some(vec![-1, 0]) }, &[Some(&x)], 1);
+        assert_eq!(r[0].shape(), &[1, 2, 3, 1]);
+        let axes = Tensor::from_vec(&[2], vec![-4i64, -1]).unwrap();
+        let r = run(Op::Squeeze { axes: None }, &[Some(&r[0]), Some(&axes)], 1);
+        assert_eq!(r[0].shape(), &[2, 3]);
+        assert!(eval(&Op::Squeeze { axes: Some(vec![-1]) }, &[Some(&x)], 1).is_err());
+    }
+
+    #[test]
+    fn reshape_zero_and_minus_one() {
+        let x = iota(&[2, 3, 4]);
+        let s = Tensor::from_vec(&[3], vec![0i64, -1, 2]).unwrap();
+        let r = run(Op::Reshape { allowzero: false }, &[Some(&x), Some(&s)], 1);
+        assert_eq!(r[0].shape(), &[2, 6, 2]);
+        assert_eq!(reshape_shape(&[2, 0], &[0, 3], true).unwrap(), vec![0, 3]);
+        assert!(reshape_shape(&[2, 3], &[4, -1], false).is_err());
+    }
+
+    #[test]
+    fn transpose_values() {
+        let x = iota(&[2, 3]);
+        let r = run(Op::Transpose { perm: Some(vec![1, 0]) }, &[Some(&x)], 1);
+        assert_eq!(r[0].shape(), &[3, 2]);
+        assert_eq!(i64s(&r[0]), vec![0, 3, 1, 4, 2, 5]);
+    }
+
+    #[test]
+    fn gather_negative_index_and_bounds() {
+        let x = iota(&[3, 2]);
+        let idx = Tensor::from_vec(&[2], vec![-1i32, 0]).unwrap();
+        let r = run(Op::Gather { axis: 0 }, &[Some(&x), Some(&idx)], 1);
+        assert_eq!(i64s(&r[0]), vec![4, 5, 0, 1]);
+        let r = run(Op::Gather { axis: 1 }, &[Some(&x), Some(&Tensor::scalar(-1i64))], 1);
+        assert_eq!(r[0].shape(), &[3]);
+        assert_eq!(i64s(&r[0]), vec![1, 3, 5]);
+        let bad = Tensor::scalar(3i64);
+        assert!(eval(&Op::Gather { axis: 0 }, &[Some(&x), Some(&bad)], 1).is_err());
+    }
+
+    #[test]
+    fn slice_negative_step() {
+        let x = iota(&[2, 5]);
+        let t = |v: Vec<i64>| Tensor::from_vec(&[v.len()], v).unwrap();
+        let (s, e, a, st) = (t(vec![-1]), t(vec![i64::MIN]), t(vec![1]), t(vec![-2]));
+        let r = run(Op::Slice, &[Some(&x), Some(&s), Some(&e), Some(&a), Some(&st)], 1);
+        assert_eq!(r[0].shape(), &[2, 3]);
+        assert_eq!(i64s(&r[0]), vec![4, 2, 0, 9, 7, 5]);
+        // Forward with clamped end.
+        let (s, e) = (t(vec![1]), t(vec![100]));
+        let r = run(Op::Slice, &[Some(&x), Some(&s), Some(&e), Some(&a), None], 1);
+        assert_eq!(i64s(&r[0]), vec![1, 2, 3, 4, 6, 7, 8, 9]);
+    }
+
+    #[test]
+    fn split_uneven() {
+        let x = iota(&[5]);
+        let r = run(Op::Split { axis: 0, split: None }, &[Some(&x)], 3);
+        assert_eq!(r.iter().map(i64s).collect::<Vec<_>>(), vec![vec![0, 1], vec![2, 3], vec![4]]);
+        let sizes = Tensor::from_vec(&[2], vec![1i64, 4]).unwrap();
+        let r = run(Op::Split { axis: -1, split: None }, &[Some(&x), Some(&sizes)], 2);
+        assert_eq!(i64s(&r[1]), vec![1, 2, 3, 4]);
+        assert!(eval(&Op::Split { axis: 0, split: Some(vec![1, 1]) }, &[Some(&x)], 2).is_err());
+    }
+
+    #[test]
+    fn flatten_and_shape() {
+        let x = iota(&[2, 3, 4]);
+        assert_eq!(run(Op::Flatten { axis: -1 }, &[Some(&x)], 1)[0].shape(), &[6, 4]);
+        assert_eq!(run(Op::Flatten { axis: 0 }, &[Some(&x)], 1)[0].shape(), &[1, 24]);
+        let r = run(Op::Shape { start: -2, end: None }, &[Some(&x)], 1);
+        assert_eq!(i64s(&r[0]), vec![3, 4]);
+    }
 }

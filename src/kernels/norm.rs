@@ -1,9 +1,148 @@
-//! Kernels: TODO(helper) fill in.
+//! Normalization kernels: BatchNormalization (inference form) and Softmax.
+//!
+//! f32 runs natively; f64 runs natively through the same generic code; f16 is computed in
+//! f32 and rounded back.
 
 use crate::ir::Op;
-use crate::tensor::Tensor;
+use crate::tensor::{f16, Elem, Tensor};
 use anyhow::{bail, Result};
+use ndarray::{ArrayD, Axis, NdFloat};
 
-pub fn eval(op: &Op, _inputs: &[Option<&Tensor>], _n_outputs: usize) -> Result<Vec<Tensor>> {
-    bail!("no kernel yet for {}", op.name())
+use super::input;
+
+pub fn eval(op: &Op, inputs: &[Option<&Tensor>], _n_outputs: usize) -> Result<Vec<Tensor>> {
+    match op {
+        Op::BatchNorm { epsilon } => {
+            let x = input(inputs, 0, "X")?;
+            let p = [
+                input(inputs, 1, "scale")?,
+                input(inputs, 2, "B")?,
+                input(inputs, 3, "mean")?,
+                input(inputs, 4, "var")?,
+            ];
+            Ok(vec![batch_norm(x, p, *epsilon)?])
+        }
+        Op::Softmax { axis } => Ok(vec![softmax(input(inputs, 0, "input")?, *axis)?]),
+        other => bail!("norm kernel cannot run {}", other.name()),
+    }
+}
+
+/// The channel count of a BatchNorm input: dim 1 of `[N, C, ...]`.
+pub(crate) fn batch_norm_channels(shape: &[usize]) -> Result<usize> {
+    if shape.len() < 2 {
+        bail!("BatchNormalization input must have rank >= 2 ([N, C, ...]), got {shape:?}");
+    }
+    Ok(shape[1])
+}
+
+/// `y = (x - mean) / sqrt(var + eps) * scale + B`, folded per channel into `y = x * a + b`.
+/// Parameters may have their own float dtype (ONNX's T1/T2); they are read as f64.
+pub fn batch_norm(x: &Tensor, params: [&Tensor; 4], epsilon: f32) -> Result<Tensor> {
+    let c = batch_norm_channels(x.shape())?;
+    let mut vals = Vec::with_capacity(4);
+    for (t, name) in params.iter().zip(["scale", "B", "mean", "var"]) {
+        if !t.dtype().is_float() {
+            bail!("BatchNormalization {name} must be float, got {}", t.dtype());
+        }
+        if t.rank() != 1 || t.len() != c {
+            bail!("BatchNormalization {name} must have shape [{c}], got {:?}", t.shape());
+        }
+        vals.push(t.to_f64_vec());
+    }
+    let eps = f64::from(epsilon);
+    let (a, b): (Vec<f64>, Vec<f64>) = (0..c)
+        .map(|i| {
+            let a = vals[0][i] / (vals[3][i] + eps).sqrt();
+            (a, vals[1][i] - vals[2][i] * a)
+        })
+        .unzip();
+    Ok(match x {
+        Tensor::F32(x) => Tensor::F32(bn_t(x, &a, &b)),
+        Tensor::F64(x) => Tensor::F64(bn_t(x, &a, &b)),
+        Tensor::F16(x) => Tensor::F16(bn_t(&x.mapv(|v| v.to_f32()), &a, &b).mapv(f16::from_f32)),
+        _ => bail!("BatchNormalization needs a float input, got {}", x.dtype()),
+    })
+}
+
+fn bn_t<T: NdFloat + Elem>(x: &ArrayD<T>, a: &[f64], b: &[f64]) -> ArrayD<T> {
+    let shape = x.shape().to_vec();
+    let c = shape[1];
+    let inner: usize = shape[2..].iter().product();
+    let mut out = x.as_standard_layout().into_owned();
+    let data = out.as_slice_mut().expect("standard layout");
+    if inner == 0 {
+        return out;
+    }
+    // Contiguous [N, C, inner] blocks: one multiply-add per element.
+    for (blk, chunk) in data.chunks_mut(inner).enumerate() {
+        let ch = blk % c;
+        let (ca, cb) = (T::from_f64(a[ch]), T::from_f64(b[ch]));
+        for v in chunk {
+            *v = *v * ca + cb;
+        }
+    }
+    out
+}
+
+/// Softmax along one axis (the opset >= 13 definition), stabilized by subtracting the max.
+pub fn softmax(x: &Tensor, axis: i64) -> Result<Tensor> {
+    let ax = crate::ir::infer::norm_axis(axis, x.rank())?;
+    Ok(match x {
+        Tensor::F32(a) => Tensor::F32(softmax_t(a, ax)),
+        Tensor::F64(a) => Tensor::F64(softmax_t(a, ax)),
+        Tensor::F16(a) => Tensor::F16(softmax_t(&a.mapv(|v| v.to_f32()), ax).mapv(f16::from_f32)),
+        _ => bail!("Softmax needs a float input, got {}", x.dtype()),
+    })
+}
+
+fn softmax_t<T: NdFloat>(x: &ArrayD<T>, ax: usize) -> ArrayD<T> {
+    let mut out = x.as_standard_layout().into_owned();
+    for mut lane in out.lanes_mut(Axis(ax)) {
+        let m = lane.fold(T::neg_infinity(), |m, &v| if v > m { v } else { m });
+        let mut sum = T::zero();
+        for v in lane.iter_mut() {
+            *v = (*v - m).exp();
+            sum += *v;
+        }
+        for v in lane.iter_mut() {
+            *v /= sum;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batchnorm_tiny() {
+        // X: N=1, C=2, 2 elements per channel.
+        let x = Tensor::from_vec(&[1, 2, 2], vec![1f32, 2., 3., 4.]).unwrap();
+        let scale = Tensor::from_vec(&[2], vec![2f32, 1.]).unwrap();
+        let b = Tensor::from_vec(&[2], vec![0f32, 1.]).unwrap();
+        let mean = Tensor::from_vec(&[2], vec![1f32, 3.]).unwrap();
+        let var = Tensor::from_vec(&[2], vec![4f32, 1.]).unwrap();
+        let r = batch_norm(&x, [&scale, &b, &mean, &var], 0.0).unwrap();
+        // ch0: (x-1)/2*2+0 -> 0, 1 ; ch1: (x-3)/1*1+1 -> 1, 2
+        assert_eq!(r.to_f64_vec(), vec![0., 1., 1., 2.]);
+        let bad = Tensor::from_vec(&[3], vec![1f32, 1., 1.]).unwrap();
+        assert!(batch_norm(&x, [&bad, &b, &mean, &var], 0.0).is_err());
+    }
+
+    #[test]
+    fn softmax_rows() {
+        let x = Tensor::from_vec(&[2, 2], vec![0f32, 0., 0., (3f32).ln()]).unwrap();
+        let r = softmax(&x, -1).unwrap().to_f64_vec();
+        let want = [0.5, 0.5, 0.25, 0.75];
+        for (g, w) in r.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{r:?}");
+        }
+        // Along axis 0: columns [0,0] and [0, ln3].
+        let r = softmax(&x, 0).unwrap().to_f64_vec();
+        let want = [0.5, 0.25, 0.5, 0.75];
+        for (g, w) in r.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{r:?}");
+        }
+    }
 }

@@ -1,9 +1,278 @@
-//! Kernels: TODO(helper) fill in.
+//! MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool on f32, f64 and f16.
+//!
+//! Values are combined in f64 (exact for max, and an accurate sum for averages), then
+//! converted back. Work is split per (batch, channel) plane, so it is the same for any thread
+//! count. Windowed pools are written for 3 spatial dims; 1-D and 2-D inputs are lifted by
+//! leading spatial dims of size 1.
 
+use super::input;
+use crate::ir::op::PoolAttrs;
 use crate::ir::Op;
-use crate::tensor::Tensor;
-use anyhow::{bail, Result};
+use crate::tensor::{f16, DType, Elem, Tensor};
+use anyhow::{bail, ensure, Result};
+use ndarray::{ArrayD, IxDyn};
+use rayon::prelude::*;
 
-pub fn eval(op: &Op, _inputs: &[Option<&Tensor>], _n_outputs: usize) -> Result<Vec<Tensor>> {
-    bail!("no kernel yet for {}", op.name())
+pub fn eval(op: &Op, inputs: &[Option<&Tensor>], n_outputs: usize) -> Result<Vec<Tensor>> {
+    let x = input(inputs, 0, "X")?;
+    if n_outputs > 1 {
+        if matches!(op, Op::MaxPool(_)) {
+            bail!("MaxPool Indices output is not supported");
+        }
+        bail!(
+            "{} has one output, the node asks for {n_outputs}",
+            op.name()
+        );
+    }
+    let out = match x.dtype() {
+        DType::F32 => pool::<f32>(op, x.view()?)?,
+        DType::F64 => pool::<f64>(op, x.view()?)?,
+        DType::F16 => pool::<f16>(op, x.view()?)?,
+        other => bail!("{} on {other} is not supported", op.name()),
+    };
+    Ok(vec![out])
+}
+
+fn pool<T: Elem>(op: &Op, x: &ArrayD<T>) -> Result<Tensor> {
+    Ok(T::wrap(match op {
+        Op::MaxPool(p) => window_pool(x, p, true)?,
+        Op::AveragePool(p) => window_pool(x, p, false)?,
+        Op::GlobalMaxPool => global_pool(x, true)?,
+        Op::GlobalAveragePool => global_pool(x, false)?,
+        other => bail!("pool kernel called for {}", other.name()),
+    }))
+}
+
+fn lift(v: &[usize], fill: usize) -> [usize; 3] {
+    let mut out = [fill; 3];
+    out[3 - v.len()..].copy_from_slice(v);
+    out
+}
+
+/// A windowed pool. `max` selects MaxPool, else AveragePool.
+pub fn window_pool<T: Elem>(x: &ArrayD<T>, p: &PoolAttrs, max: bool) -> Result<ArrayD<T>> {
+    let xs = x.shape();
+    ensure!(
+        (3..=5).contains(&xs.len()),
+        "input has rank {} ({xs:?}); pooling needs [N, C, spatial...] with 1 to 3 spatial dims",
+        xs.len()
+    );
+    let Some(ks) = &p.window.kernel_shape else {
+        bail!("kernel_shape is required for pooling")
+    };
+    let g = p.window.resolve(&xs[2..], ks, p.ceil_mode)?;
+    let mut out_shape = xs[..2].to_vec();
+    out_shape.extend(&g.output);
+    crate::tensor::limits::check_alloc(&out_shape, T::DTYPE)?;
+
+    let input = lift(&g.input, 1);
+    let kernel = lift(&g.kernel, 1);
+    let strides = lift(&g.strides, 1);
+    let dil = lift(&g.dilations, 1);
+    let pb = lift(&g.pads_begin, 0);
+    let pe = lift(&g.pads_end, 0);
+    let output = lift(&g.output, 1);
+    let in_plane: usize = input.iter().product();
+    let out_plane: usize = output.iter().product();
+
+    let x = x.as_standard_layout();
+    let xd = x.as_slice().expect("standard layout");
+    let mut out = vec![T::default(); out_shape.iter().product()];
+    if out_plane > 0 {
+        out.par_chunks_mut(out_plane)
+            .enumerate()
+            .for_each(|(plane, dst)| {
+                let src = &xd[plane * in_plane..(plane + 1) * in_plane];
+                for (pos, v) in dst.iter_mut().enumerate() {
+                    let o = [
+                        pos / (output[1] * output[2]),
+                        (pos / output[2]) % output[1],
+                        pos % output[2],
+                    ];
+                    // Per axis: the kernel taps that fall inside the input, and (for
+                    // count_include_pad) how many fall inside input + pads. With ceil_mode the
+                    // last window may run past the end padding; those taps count for nothing.
+                    let mut taps: [Vec<usize>; 3] = Default::default();
+                    let mut padded_count = 1usize;
+                    for i in 0..3 {
+                        let start = (o[i] * strides[i]) as isize - pb[i] as isize;
+                        let mut in_padded = 0;
+                        for k in 0..kernel[i] {
+                            let c = start + (k * dil[i]) as isize;
+                            if c >= -(pb[i] as isize) && c < (input[i] + pe[i]) as isize {
+                                in_padded += 1;
+                            }
+                            if c >= 0 && c < input[i] as isize {
+                                taps[i].push(c as usize);
+                            }
+                        }
+                        padded_count *= in_padded;
+                    }
+                    let mut acc = if max { f64::NEG_INFINITY } else { 0.0 };
+                    let mut n = 0usize;
+                    for &z in &taps[0] {
+                        for &y in &taps[1] {
+                            for &xx in &taps[2] {
+                                let val = src[(z * input[1] + y) * input[2] + xx].to_f64();
+                                if max {
+                                    // NaN propagates, as in numpy's max.
+                                    if val > acc || val.is_nan() {
+                                        acc = val;
+                                    }
+                                } else {
+                                    acc += val;
+                                }
+                                n += 1;
+                            }
+                        }
+                    }
+                    let r = if max {
+                        acc
+                    } else {
+                        let count = if p.count_include_pad { padded_count } else { n };
+                        if count == 0 {
+                            0.0
+                        } else {
+                            acc / count as f64
+                        }
+                    };
+                    *v = T::from_f64(r);
+                }
+            });
+    }
+    Ok(ArrayD::from_shape_vec(IxDyn(&out_shape), out)?)
+}
+
+/// GlobalMaxPool / GlobalAveragePool: every spatial dim reduced to 1.
+pub fn global_pool<T: Elem>(x: &ArrayD<T>, max: bool) -> Result<ArrayD<T>> {
+    let xs = x.shape();
+    ensure!(
+        xs.len() >= 2,
+        "input has rank {} ({xs:?}); global pooling needs [N, C, spatial...]",
+        xs.len()
+    );
+    let mut out_shape = xs.to_vec();
+    out_shape[2..].fill(1);
+    let plane: usize = xs[2..].iter().product();
+    let x = x.as_standard_layout();
+    let xd = x.as_slice().expect("standard layout");
+    let mut out = vec![T::default(); xs[0] * xs[1]];
+    out.par_iter_mut().enumerate().for_each(|(i, v)| {
+        let src = &xd[i * plane..(i + 1) * plane];
+        let r = if max {
+            src.iter()
+                .map(|v| v.to_f64())
+                .fold(
+                    f64::NEG_INFINITY,
+                    |a, b| {
+                        if b > a || b.is_nan() {
+                            b
+                        } else {
+                            a
+                        }
+                    },
+                )
+        } else {
+            src.iter().map(|v| v.to_f64()).sum::<f64>() / plane as f64
+        };
+        *v = T::from_f64(r);
+    });
+    Ok(ArrayD::from_shape_vec(IxDyn(&out_shape), out)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::op::{Padding, Window};
+
+    fn attrs(ks: &[usize], strides: &[usize], pads: &[usize], ceil: bool, cip: bool) -> PoolAttrs {
+        PoolAttrs {
+            window: Window {
+                kernel_shape: Some(ks.to_vec()),
+                strides: strides.to_vec(),
+                dilations: vec![],
+                padding: Padding::Explicit(pads.to_vec()),
+            },
+            ceil_mode: ceil,
+            count_include_pad: cip,
+        }
+    }
+
+    fn x44() -> ArrayD<f32> {
+        // [[0,1,2,3],[4,5,6,7],[8,9,10,11],[12,13,14,15]]
+        ArrayD::from_shape_vec(IxDyn(&[1, 1, 4, 4]), (0..16).map(|v| v as f32).collect()).unwrap()
+    }
+
+    fn vals(a: &ArrayD<f32>) -> Vec<f32> {
+        a.iter().copied().collect()
+    }
+
+    #[test]
+    fn max_and_avg_by_hand() {
+        let x = x44();
+        let a = attrs(&[2, 2], &[2, 2], &[], false, false);
+        let y = window_pool(&x, &a, true).unwrap();
+        assert_eq!(y.shape(), &[1, 1, 2, 2]);
+        assert_eq!(vals(&y), vec![5., 7., 13., 15.]);
+        let y = window_pool(&x, &a, false).unwrap();
+        assert_eq!(vals(&y), vec![2.5, 4.5, 10.5, 12.5]);
+    }
+
+    #[test]
+    fn padding_and_count_include_pad() {
+        let x = x44();
+        // 3x3, stride 2, pad 1: windows centred on (0,0), (0,2), (2,0), (2,2).
+        let a = attrs(&[3, 3], &[2, 2], &[1, 1, 1, 1], false, false);
+        assert_eq!(
+            vals(&window_pool(&x, &a, true).unwrap()),
+            vec![5., 7., 13., 15.]
+        );
+        // (0,0): taps {0,1,4,5} -> 10/4; (0,2): {1,2,3,5,6,7} -> 24/6.
+        let y = window_pool(&x, &a, false).unwrap();
+        assert_eq!(vals(&y), vec![2.5, 4.0, 8.5, 10.0]);
+        let a = attrs(&[3, 3], &[2, 2], &[1, 1, 1, 1], false, true);
+        let y = window_pool(&x, &a, false).unwrap();
+        assert_eq!(vals(&y), vec![10. / 9., 24. / 9., 60. / 9., 90. / 9.]);
+    }
+
+    #[test]
+    fn ceil_mode_clips_windows() {
+        // 1-D: [0,1,2,3,4], k=2, s=2, ceil: windows [0,1], [2,3], [4] -> last clipped.
+        let x = ArrayD::from_shape_vec(IxDyn(&[1, 1, 5]), vec![0., 1., 2., 3., 4.]).unwrap();
+        let a = attrs(&[2], &[2], &[], true, false);
+        assert_eq!(vals(&window_pool(&x, &a, true).unwrap()), vec![1., 3., 4.]);
+        assert_eq!(
+            vals(&window_pool(&x, &a, false).unwrap()),
+            vec![0.5, 2.5, 4.]
+        );
+        // count_include_pad counts only positions within input + pads (no pads here).
+        let a = attrs(&[2], &[2], &[], true, true);
+        assert_eq!(
+            vals(&window_pool(&x, &a, false).unwrap()),
+            vec![0.5, 2.5, 4.]
+        );
+    }
+
+    #[test]
+    fn global_pools() {
+        let x = x44();
+        let y = global_pool(&x, false).unwrap();
+        assert_eq!(y.shape(), &[1, 1, 1, 1]);
+        assert_eq!(vals(&y), vec![7.5]);
+        assert_eq!(vals(&global_pool(&x, true).unwrap()), vec![15.]);
+        let t = Tensor::F64(x.mapv(|v| v as f64));
+        let y = eval(&Op::GlobalAveragePool, &[Some(&t)], 1).unwrap();
+        assert_eq!(y[0].to_f64_vec(), vec![7.5]);
+    }
+
+    #[test]
+    fn refuses() {
+        let t = Tensor::F32(x44());
+        let op = Op::MaxPool(attrs(&[2, 2], &[], &[], false, false));
+        let e = eval(&op, &[Some(&t)], 2).unwrap_err();
+        assert_eq!(e.to_string(), "MaxPool Indices output is not supported");
+        let mut a = attrs(&[2, 2], &[], &[], false, false);
+        a.window.kernel_shape = None;
+        assert!(eval(&Op::AveragePool(a), &[Some(&t)], 1).is_err());
+    }
 }

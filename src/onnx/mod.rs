@@ -1,1 +1,28 @@
-//! TODO
+//! The border with ONNX: decoding model and tensor protobufs, and importing a model's graph
+//! into the IR. Nothing past this module sees a protobuf type.
+
+pub mod import;
+pub mod tensor_proto;
+#[cfg(test)]
+pub mod test_util;
+#[cfg(test)]
+mod tests;
+
+pub use import::import_model;
+pub use tensor_proto::{load_tensor_pb, tensor_from_proto, tensor_to_proto};
+
+use crate::ir::Graph;
+use anyhow::{anyhow, Result};
+use std::path::Path;
+use tract_onnx::pb::ModelProto;
+
+/// Reads, decodes and imports an ONNX model file. Every error message starts with the path.
+pub fn load_model(path: &Path) -> Result<Graph> {
+    let inner = || -> Result<Graph> {
+        let bytes = std::fs::read(path)?;
+        let model = <ModelProto as prost::Message>::decode(bytes.as_slice())
+            .map_err(|e| anyhow!("not a valid ONNX model: {e}"))?;
+        import_model(&model)
+    };
+    inner().map_err(|e| anyhow!("{}: {e:#}", path.display()))
+}

@@ -1,8 +1,92 @@
-//! Shape rules: TODO(helper) fill in.
+//! Shape rules for MaxPool, AveragePool and the global pools: channels and batch pass
+//! through, spatial dims come from the window geometry (or become 1 for global pools).
 
+use super::input;
 use crate::ir::{Fact, Op};
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Result};
 
-pub fn infer(op: &Op, _inputs: &[Option<&Fact>], _n_outputs: usize) -> Result<Vec<Fact>> {
-    bail!("no shape rule yet for {}", op.name())
+pub fn infer(op: &Op, inputs: &[Option<&Fact>], n_outputs: usize) -> Result<Vec<Fact>> {
+    let x = input(inputs, 0, "X")?;
+    match op {
+        Op::MaxPool(_) | Op::AveragePool(_) if n_outputs > 1 => {
+            if matches!(op, Op::MaxPool(_)) {
+                bail!("MaxPool Indices output is not supported");
+            }
+            bail!("AveragePool has one output, the node asks for {n_outputs}");
+        }
+        _ => {}
+    }
+    let Some(xs) = &x.shape else {
+        return Ok(vec![Fact::unknown_shape(x.dtype)]);
+    };
+    Ok(vec![Fact::new(x.dtype, pool_output_shape(op, xs)?)])
+}
+
+/// The output shape of a pooling op on an input of shape `xs`. Shared with the kernel.
+pub(crate) fn pool_output_shape(op: &Op, xs: &[usize]) -> Result<Vec<usize>> {
+    match op {
+        Op::MaxPool(p) | Op::AveragePool(p) => {
+            ensure!(
+                (3..=5).contains(&xs.len()),
+                "input has rank {} ({xs:?}); pooling needs [N, C, spatial...] with 1 to 3 spatial dims",
+                xs.len()
+            );
+            let Some(ks) = &p.window.kernel_shape else {
+                bail!("kernel_shape is required for pooling")
+            };
+            let g = p.window.resolve(&xs[2..], ks, p.ceil_mode)?;
+            let mut out = xs[..2].to_vec();
+            out.extend(g.output);
+            Ok(out)
+        }
+        Op::GlobalAveragePool | Op::GlobalMaxPool => {
+            ensure!(
+                xs.len() >= 2,
+                "input has rank {} ({xs:?}); global pooling needs [N, C, spatial...]",
+                xs.len()
+            );
+            let mut out = xs.to_vec();
+            out[2..].fill(1);
+            Ok(out)
+        }
+        other => bail!("pool shape rule called for {}", other.name()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::op::{Padding, PoolAttrs, Window};
+    use crate::tensor::DType;
+
+    fn pool(ks: Option<Vec<usize>>, ceil_mode: bool) -> PoolAttrs {
+        PoolAttrs {
+            window: Window {
+                kernel_shape: ks,
+                strides: vec![2, 2],
+                dilations: vec![],
+                padding: Padding::Explicit(vec![]),
+            },
+            ceil_mode,
+            count_include_pad: false,
+        }
+    }
+
+    #[test]
+    fn shapes_and_errors() {
+        let x = Fact::new(DType::F32, vec![1, 64, 112, 112]);
+        let op = Op::MaxPool(pool(Some(vec![3, 3]), true));
+        assert_eq!(
+            infer(&op, &[Some(&x)], 1).unwrap()[0].shape,
+            Some(vec![1, 64, 56, 56])
+        );
+        let e = infer(&op, &[Some(&x)], 2).unwrap_err();
+        assert!(e.to_string().contains("Indices"), "{e}");
+        let op = Op::AveragePool(pool(None, false));
+        assert!(infer(&op, &[Some(&x)], 1).is_err());
+        assert_eq!(
+            infer(&Op::GlobalAveragePool, &[Some(&x)], 1).unwrap()[0].shape,
+            Some(vec![1, 64, 1, 1])
+        );
+    }
 }

@@ -1,0 +1,68 @@
+//! The command line: one file per subcommand. Errors of the input (file, model, shapes) exit
+//! with code 2 and one line on stderr; a failed comparison exits with 1.
+
+mod inputs;
+mod inspect;
+mod run;
+
+pub use inputs::{file_name_for, random_tensor};
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "convgraph", version, about = "Run, rewrite and verify ONNX convolution models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a model on given or seeded inputs and print or save its outputs.
+    Run(run::Args),
+    /// Print the graph IR, one line per node.
+    Inspect(inspect::Args),
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            // clap's own help/version are successes; usage errors are bad input (2).
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    let result = match cli.command {
+        Command::Run(a) => run::run(a),
+        Command::Inspect(a) => inspect::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: the context chain joined, outermost first (file, node, op, cause).
+            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", msg.join(": "));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Builds the thread pool for `--threads` (0 or absent: the machine's cores).
+pub(crate) fn thread_pool(threads: Option<usize>) -> anyhow::Result<rayon::ThreadPool> {
+    let mut b = rayon::ThreadPoolBuilder::new();
+    if let Some(n) = threads.filter(|&n| n > 0) {
+        b = b.num_threads(n);
+    }
+    Ok(b.build()?)
+}
+
+/// Splits `--passes a,b` into names.
+pub(crate) fn pass_list(passes: &Option<String>) -> Vec<String> {
+    passes
+        .as_deref()
+        .map(|p| p.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,84 @@
+//! The execution plan, computed once per graph: a slot per value, each node's input and
+//! output slots, and the slots that die after each node (their last use), so the interpreter
+//! frees tensors as soon as nothing reads them.
+
+use crate::ir::Graph;
+use anyhow::{anyhow, Result};
+use std::collections::HashMap;
+
+pub struct Plan {
+    /// Slot of every value name (constants, inputs, node outputs).
+    pub slots: HashMap<String, usize>,
+    pub n_slots: usize,
+    /// Per node: the slot of each input (`None` for an absent optional one).
+    pub node_inputs: Vec<Vec<Option<usize>>>,
+    /// Per node: the slot of each output (`None` for an unnamed one).
+    pub node_outputs: Vec<Vec<Option<usize>>>,
+    /// Per node: run-time slots whose last reader is this node, freed right after it.
+    pub frees: Vec<Vec<usize>>,
+    pub output_slots: Vec<usize>,
+}
+
+impl Plan {
+    pub fn new(graph: &Graph) -> Result<Plan> {
+        let mut slots = HashMap::new();
+        let slot_of = |name: &str, slots: &mut HashMap<String, usize>| {
+            let n = slots.len();
+            *slots.entry(name.to_string()).or_insert(n)
+        };
+        for name in graph.constants.keys() {
+            slot_of(name, &mut slots);
+        }
+        for decl in &graph.inputs {
+            slot_of(&decl.name, &mut slots);
+        }
+        let mut node_inputs = Vec::with_capacity(graph.nodes.len());
+        let mut node_outputs = Vec::with_capacity(graph.nodes.len());
+        for node in &graph.nodes {
+            let ins = node
+                .inputs
+                .iter()
+                .map(|i| {
+                    if i.is_empty() {
+                        Ok(None)
+                    } else {
+                        slots.get(i).copied().map(Some).ok_or_else(|| {
+                            anyhow!("node '{}' ({}): input '{i}' is not defined before it", node.name, node.op.name())
+                        })
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?;
+            node_inputs.push(ins);
+            let outs = node
+                .outputs
+                .iter()
+                .map(|o| (!o.is_empty()).then(|| slot_of(o, &mut slots)))
+                .collect();
+            node_outputs.push(outs);
+        }
+        let output_slots = graph
+            .outputs
+            .iter()
+            .map(|o| slots.get(&o.name).copied().ok_or_else(|| anyhow!("graph output '{}' is not defined", o.name)))
+            .collect::<Result<Vec<_>>>()?;
+
+        // Last reader of each slot; graph outputs and constants are never freed.
+        let mut last_use: HashMap<usize, usize> = HashMap::new();
+        for (i, ins) in node_inputs.iter().enumerate() {
+            for s in ins.iter().flatten() {
+                last_use.insert(*s, i);
+            }
+        }
+        let n_consts = graph.constants.len();
+        let mut frees = vec![Vec::new(); graph.nodes.len()];
+        for (slot, node) in last_use {
+            if slot >= n_consts && !output_slots.contains(&slot) {
+                frees[node].push(slot);
+            }
+        }
+        for f in &mut frees {
+            f.sort_unstable();
+        }
+        Ok(Plan { n_slots: slots.len(), slots, node_inputs, node_outputs, frees, output_slots })
+    }
+}

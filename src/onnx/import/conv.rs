@@ -1,0 +1,108 @@
+//! Conv and the pooling ops: the sliding-window geometry shared by all of them.
+
+use super::NodeCtx;
+use crate::ir::{ConvAttrs, Op, Padding, PoolAttrs, Window};
+use anyhow::{bail, Result};
+
+/// Reads kernel_shape, strides, dilations, pads and auto_pad, checking that the lists agree
+/// on the number of spatial axes.
+fn window(ctx: &NodeCtx, kernel_required: bool) -> Result<Window> {
+    let kernel_shape = ctx.get_usizes("kernel_shape", 1)?;
+    if kernel_required && kernel_shape.is_none() {
+        bail!("attribute 'kernel_shape' is required");
+    }
+    let strides = ctx.get_usizes("strides", 1)?.unwrap_or_default();
+    let dilations = ctx.get_usizes("dilations", 1)?.unwrap_or_default();
+    let pads = ctx.get_usizes("pads", 0)?;
+    // The spatial rank, from whichever list gives it first; the others must agree.
+    let mut rank = kernel_shape.as_ref().map(|k| k.len());
+    for (name, len) in [
+        ("strides", (!strides.is_empty()).then_some(strides.len())),
+        (
+            "dilations",
+            (!dilations.is_empty()).then_some(dilations.len()),
+        ),
+        ("pads", pads.as_ref().map(|p| p.len() / 2)),
+    ] {
+        if let Some(len) = len {
+            match rank {
+                Some(r) if r != len => {
+                    bail!(
+                        "attribute '{name}' has {len} spatial axes, but other attributes have {r}"
+                    )
+                }
+                _ => rank = Some(len),
+            }
+        }
+    }
+    if let Some(p) = &pads {
+        if p.len() % 2 != 0 {
+            bail!("attribute 'pads' = {p:?} must have an even length (begins, then ends)");
+        }
+    }
+    let auto_pad = ctx.get_string("auto_pad", "NOTSET")?;
+    let padding = match auto_pad.as_str() {
+        "NOTSET" | "" => Padding::Explicit(pads.clone().unwrap_or_default()),
+        "SAME_UPPER" => Padding::SameUpper,
+        "SAME_LOWER" => Padding::SameLower,
+        "VALID" => Padding::Valid,
+        other => bail!(
+            "attribute 'auto_pad' = '{other}' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID"
+        ),
+    };
+    // ONNX forbids pads together with auto_pad; zero pads are harmless, so accept those.
+    if !matches!(padding, Padding::Explicit(_))
+        && pads.as_ref().is_some_and(|p| p.iter().any(|&x| x != 0))
+    {
+        bail!("attribute 'pads' cannot be combined with auto_pad = '{auto_pad}'");
+    }
+    Ok(Window {
+        kernel_shape,
+        strides,
+        dilations,
+        padding,
+    })
+}
+
+pub fn conv(ctx: &NodeCtx) -> Result<Op> {
+    let group = ctx.get_int("group", 1)?;
+    if group <= 0 {
+        bail!("attribute 'group' = {group} must be positive");
+    }
+    Ok(Op::Conv(ConvAttrs {
+        window: window(ctx, false)?,
+        group: group as usize,
+    }))
+}
+
+fn pool(ctx: &NodeCtx) -> Result<PoolAttrs> {
+    // Only the Indices output of MaxPool is optional, and we do not compute it.
+    ctx.limit_outputs(1)?;
+    Ok(PoolAttrs {
+        window: window(ctx, true)?,
+        ceil_mode: ctx.get_bool("ceil_mode", false)?,
+        count_include_pad: ctx.get_bool("count_include_pad", false)?,
+    })
+}
+
+pub fn max_pool(ctx: &NodeCtx) -> Result<Op> {
+    // storage_order only affects the Indices output, which we refuse anyway; still, a
+    // non-default value signals an expectation we do not meet.
+    let so = ctx.get_int("storage_order", 0)?;
+    if so != 0 {
+        bail!("attribute 'storage_order' = {so} is not supported (only 0)");
+    }
+    Ok(Op::MaxPool(pool(ctx)?))
+}
+
+pub fn average_pool(ctx: &NodeCtx) -> Result<Op> {
+    Ok(Op::AveragePool(pool(ctx)?))
+}
+
+pub fn global_average_pool(_ctx: &NodeCtx) -> Result<Op> {
+    Ok(Op::GlobalAveragePool)
+}
+
+pub fn global_max_pool(_ctx: &NodeCtx) -> Result<Op> {
+    Ok(Op::GlobalMaxPool)
+}

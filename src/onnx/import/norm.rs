@@ -1,0 +1,41 @@
+//! BatchNormalization and Softmax.
+
+use super::NodeCtx;
+use crate::ir::Op;
+use anyhow::{bail, Result};
+
+pub fn batch_norm(ctx: &NodeCtx) -> Result<Op> {
+    if ctx.get_int("training_mode", 0)? != 0 {
+        bail!("attribute 'training_mode' = 1 is not supported (inference only)");
+    }
+    // Opset < 9: spatial=0 means per-element statistics, a different op.
+    if ctx.get_int("spatial", 1)? != 1 {
+        bail!("attribute 'spatial' = 0 is not supported");
+    }
+    // The extra outputs (running mean/var, saved stats) only exist in training.
+    ctx.limit_outputs(1)?;
+    Ok(Op::BatchNorm {
+        epsilon: ctx.get_float("epsilon", 1e-5)?,
+    })
+}
+
+/// From opset 13 Softmax works along one axis (default -1). Before, it flattened the input
+/// to 2D at `axis` (default 1) and normalised each row: the same thing only when `axis` is
+/// the last axis, so that is all we accept.
+pub fn softmax(ctx: &NodeCtx) -> Result<Op> {
+    if ctx.opset >= 13 {
+        return Ok(Op::Softmax {
+            axis: ctx.get_int("axis", -1)?,
+        });
+    }
+    let axis = ctx.get_int("axis", 1)?;
+    let rank = ctx.input_rank(0);
+    let last = axis == -1 || rank.is_some_and(|r| axis == r as i64 - 1);
+    if !last {
+        bail!(
+            "axis {axis} before opset 13 flattens the input to 2D; supported only on the last axis (input rank {})",
+            rank.map(|r| r.to_string()).unwrap_or_else(|| "unknown".into())
+        );
+    }
+    Ok(Op::Softmax { axis: -1 })
+}

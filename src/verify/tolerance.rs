@@ -1,0 +1,130 @@
+//! The tolerance rule: `|actual - expected| <= atol + rtol * |expected|` element-wise (numpy's
+//! allclose); NaN equals NaN, infinities equal when of the same sign; shapes and dtypes must
+//! match. A report gives the max abs and rel errors, the max ULP distance, the number of
+//! outliers and the first one's index.
+
+use crate::tensor::Tensor;
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tolerance {
+    pub atol: f64,
+    pub rtol: f64,
+}
+
+impl Default for Tolerance {
+    fn default() -> Self {
+        Tolerance { atol: 1e-4, rtol: 1e-3 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    /// Set when shapes or dtypes differ; the numbers below are then not computed.
+    pub mismatch: Option<String>,
+    pub max_abs: f64,
+    pub max_rel: f64,
+    pub max_ulp: u64,
+    pub outliers: usize,
+    /// Multi-index of the first outlier in row-major order.
+    pub first_outlier: Option<Vec<usize>>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.mismatch.is_none() && self.outliers == 0
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(m) = &self.mismatch {
+            return write!(f, "mismatch: {m}");
+        }
+        write!(
+            f,
+            "max abs {:.3e}, max rel {:.3e}, max ulp {}, {} outliers",
+            self.max_abs, self.max_rel, self.max_ulp, self.outliers
+        )?;
+        if let Some(i) = &self.first_outlier {
+            write!(f, ", first at {i:?}")?;
+        }
+        Ok(())
+    }
+}
+
+/// ULP distance between two f32 values (ordered-integer trick; 0 for equal values).
+fn ulp_f32(a: f32, b: f32) -> u64 {
+    let key = |x: f32| {
+        let i = x.to_bits() as i32;
+        if i < 0 { i32::MIN as i64 - i as i64 } else { i as i64 }
+    };
+    (key(a) - key(b)).unsigned_abs()
+}
+
+pub fn compare(actual: &Tensor, expected: &Tensor, tol: Tolerance) -> Report {
+    let mut r = Report { mismatch: None, max_abs: 0.0, max_rel: 0.0, max_ulp: 0, outliers: 0, first_outlier: None };
+    if actual.dtype() != expected.dtype() {
+        r.mismatch = Some(format!("dtype {} vs expected {}", actual.dtype(), expected.dtype()));
+        return r;
+    }
+    if actual.shape() != expected.shape() {
+        r.mismatch = Some(format!("shape {:?} vs expected {:?}", actual.shape(), expected.shape()));
+        return r;
+    }
+    let a = actual.to_f64_vec();
+    let e = expected.to_f64_vec();
+    let mut first = None;
+    for (i, (&x, &y)) in a.iter().zip(&e).enumerate() {
+        let same = (x.is_nan() && y.is_nan()) || x == y;
+        if same {
+            continue;
+        }
+        let abs = (x - y).abs();
+        let rel = if y != 0.0 { abs / y.abs() } else { f64::INFINITY };
+        if abs.is_finite() {
+            r.max_abs = r.max_abs.max(abs);
+        } else {
+            r.max_abs = f64::INFINITY;
+        }
+        r.max_rel = r.max_rel.max(rel);
+        r.max_ulp = r.max_ulp.max(ulp_f32(x as f32, y as f32));
+        if !(abs <= tol.atol + tol.rtol * y.abs()) {
+            r.outliers += 1;
+            first.get_or_insert(i);
+        }
+    }
+    r.first_outlier = first.map(|mut i| {
+        let shape = expected.shape();
+        let mut idx = vec![0; shape.len()];
+        for d in (0..shape.len()).rev() {
+            idx[d] = i % shape[d];
+            i /= shape[d];
+        }
+        idx
+    });
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allclose_rule_with_nan_and_inf() {
+        let e = Tensor::from_vec(&[4], vec![1.0f32, f32::NAN, f32::INFINITY, 100.0]).unwrap();
+        let a = Tensor::from_vec(&[4], vec![1.00005f32, f32::NAN, f32::INFINITY, 100.05]).unwrap();
+        assert!(compare(&a, &e, Tolerance::default()).ok());
+        let a = Tensor::from_vec(&[4], vec![1.0f32, f32::NAN, f32::NEG_INFINITY, 100.2]).unwrap();
+        let r = compare(&a, &e, Tolerance::default());
+        assert_eq!(r.outliers, 2);
+        assert_eq!(r.first_outlier, Some(vec![2]));
+    }
+
+    #[test]
+    fn shape_mismatch_is_reported() {
+        let a = Tensor::from_vec(&[2], vec![1.0f32, 2.0]).unwrap();
+        let e = Tensor::from_vec(&[1, 2], vec![1.0f32, 2.0]).unwrap();
+        assert!(!compare(&a, &e, Tolerance::default()).ok());
+    }
+}
