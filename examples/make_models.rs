@@ -5,9 +5,9 @@
 
 use prost::Message;
 use tract_onnx::pb::{
-    attribute_proto::AttributeType, tensor_shape_proto::dimension, tensor_shape_proto::Dimension, type_proto,
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
+    attribute_proto::AttributeType, tensor_shape_proto::dimension, tensor_shape_proto::Dimension,
+    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
 const FLOAT: i32 = 1;
@@ -16,7 +16,10 @@ const INT64: i32 = 7;
 fn value_info(name: &str, elem_type: i32, dims: &[i64]) -> ValueInfoProto {
     let dim = dims
         .iter()
-        .map(|&d| Dimension { value: Some(dimension::Value::DimValue(d)), ..Default::default() })
+        .map(|&d| Dimension {
+            value: Some(dimension::Value::DimValue(d)),
+            ..Default::default()
+        })
         .collect();
     ValueInfoProto {
         name: name.into(),
@@ -33,22 +36,50 @@ fn value_info(name: &str, elem_type: i32, dims: &[i64]) -> ValueInfoProto {
 
 fn floats(name: &str, dims: &[i64], data: Vec<f32>) -> TensorProto {
     assert_eq!(dims.iter().product::<i64>() as usize, data.len(), "{name}");
-    TensorProto { name: name.into(), dims: dims.to_vec(), data_type: FLOAT, float_data: data, ..Default::default() }
+    TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: FLOAT,
+        float_data: data,
+        ..Default::default()
+    }
 }
 
 fn ints(name: &str, data: Vec<i64>) -> TensorProto {
-    TensorProto { name: name.into(), dims: vec![data.len() as i64], data_type: INT64, int64_data: data, ..Default::default() }
+    TensorProto {
+        name: name.into(),
+        dims: vec![data.len() as i64],
+        data_type: INT64,
+        int64_data: data,
+        ..Default::default()
+    }
 }
 
 fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: v.to_vec(), ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Ints as i32,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
 }
 
 fn attr_int(name: &str, v: i64) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i: v, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i: v,
+        ..Default::default()
+    }
 }
 
-fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
+fn node(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attrs: Vec<AttributeProto>,
+) -> NodeProto {
     NodeProto {
         op_type: op.into(),
         name: name.into(),
@@ -59,22 +90,42 @@ fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<Attr
     }
 }
 
-fn model(name: &str, nodes: Vec<NodeProto>, inits: Vec<TensorProto>, inputs: Vec<ValueInfoProto>, outputs: Vec<ValueInfoProto>) -> ModelProto {
+fn model(
+    name: &str,
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
+    inputs: Vec<ValueInfoProto>,
+    outputs: Vec<ValueInfoProto>,
+) -> ModelProto {
     ModelProto {
         ir_version: 8,
         producer_name: "convgraph make_models".into(),
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
-        graph: Some(GraphProto { name: name.into(), node: nodes, initializer: inits, input: inputs, output: outputs, ..Default::default() }),
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(GraphProto {
+            name: name.into(),
+            node: nodes,
+            initializer: inits,
+            input: inputs,
+            output: outputs,
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
 
 /// Deterministic weights in [-0.5, 0.5): a fixed LCG, so the files are reproducible.
 fn weights(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
         })
         .collect()
@@ -104,7 +155,9 @@ fn multi_in() -> ModelProto {
 fn multi_in_out() -> ModelProto {
     // K stacked with K+1 and K+2: three output channels.
     let k = lesson_k();
-    let stacked: Vec<f32> = (0..3).flat_map(|i| k.iter().map(move |v| v + i as f32)).collect();
+    let stacked: Vec<f32> = (0..3)
+        .flat_map(|i| k.iter().map(move |v| v + i as f32))
+        .collect();
     model(
         "multi_in_out",
         vec![node("Conv", "conv", &["x", "k"], &["y"], vec![])],
@@ -133,14 +186,26 @@ fn small_cnn() -> ModelProto {
     let mut inits = vec![
         floats("stem.w", &[c, 3, 3, 3], weights(10, (c * 27) as usize)),
         floats("stem.b", &[c], weights(11, c as usize)),
-        floats("bn.scale", &[c], weights(12, c as usize).iter().map(|v| v + 1.0).collect()),
+        floats(
+            "bn.scale",
+            &[c],
+            weights(12, c as usize).iter().map(|v| v + 1.0).collect(),
+        ),
         floats("bn.bias", &[c], weights(13, c as usize)),
         floats("bn.mean", &[c], weights(14, c as usize)),
-        floats("bn.var", &[c], weights(15, c as usize).iter().map(|v| v + 1.0).collect()),
+        floats(
+            "bn.var",
+            &[c],
+            weights(15, c as usize).iter().map(|v| v + 1.0).collect(),
+        ),
         floats("dw.w", &[c, 1, 3, 3], weights(16, (c * 9) as usize)),
         floats("pw.w", &[c, c, 1, 1], weights(17, (c * c) as usize)),
         floats("pw.b", &[c], weights(18, c as usize)),
-        floats("down.w", &[2 * c, c, 1, 1], weights(19, (2 * c * c) as usize)),
+        floats(
+            "down.w",
+            &[2 * c, c, 1, 1],
+            weights(19, (2 * c * c) as usize),
+        ),
         floats("fc.w", &[10, 4 * c], weights(20, (40 * c) as usize)),
         floats("fc.b", &[10], weights(21, 10)),
     ];
@@ -148,24 +213,78 @@ fn small_cnn() -> ModelProto {
     inits.push(floats("clip.min", &[], vec![0.0]));
     inits.push(floats("clip.max", &[], vec![6.0]));
     let nodes = vec![
-        node("Conv", "stem", &["x", "stem.w", "stem.b"], &["s"], vec![attr_ints("strides", &[2, 2]), attr_ints("pads", &[1, 1, 1, 1])]),
-        node("BatchNormalization", "bn", &["s", "bn.scale", "bn.bias", "bn.mean", "bn.var"], &["s_bn"], vec![]),
+        node(
+            "Conv",
+            "stem",
+            &["x", "stem.w", "stem.b"],
+            &["s"],
+            vec![
+                attr_ints("strides", &[2, 2]),
+                attr_ints("pads", &[1, 1, 1, 1]),
+            ],
+        ),
+        node(
+            "BatchNormalization",
+            "bn",
+            &["s", "bn.scale", "bn.bias", "bn.mean", "bn.var"],
+            &["s_bn"],
+            vec![],
+        ),
         node("Relu", "relu", &["s_bn"], &["a"], vec![]),
-        node("Conv", "dw", &["a", "dw.w"], &["d"], vec![attr_int("group", c), attr_ints("pads", &[1, 1, 1, 1])]),
-        node("Clip", "relu6", &["d", "clip.min", "clip.max"], &["d6"], vec![]),
+        node(
+            "Conv",
+            "dw",
+            &["a", "dw.w"],
+            &["d"],
+            vec![attr_int("group", c), attr_ints("pads", &[1, 1, 1, 1])],
+        ),
+        node(
+            "Clip",
+            "relu6",
+            &["d", "clip.min", "clip.max"],
+            &["d6"],
+            vec![],
+        ),
         node("Conv", "pw", &["d6", "pw.w", "pw.b"], &["p"], vec![]),
         node("Add", "residual", &["p", "a"], &["r"], vec![]),
-        node("MaxPool", "pool", &["r"], &["m"], vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])]),
-        node("Conv", "down", &["m", "down.w"], &["dn"], vec![attr_ints("strides", &[2, 2])]),
+        node(
+            "MaxPool",
+            "pool",
+            &["r"],
+            &["m"],
+            vec![
+                attr_ints("kernel_shape", &[2, 2]),
+                attr_ints("strides", &[2, 2]),
+            ],
+        ),
+        node(
+            "Conv",
+            "down",
+            &["m", "down.w"],
+            &["dn"],
+            vec![attr_ints("strides", &[2, 2])],
+        ),
         node("Unsqueeze", "u1", &["dn", "axes1"], &["u1"], vec![]),
         node("Sigmoid", "gate", &["dn"], &["g"], vec![]),
         node("Mul", "gated", &["dn", "g"], &["dg"], vec![]),
         node("Unsqueeze", "u2", &["dg", "axes1"], &["u2"], vec![]),
-        node("Concat", "stack", &["u1", "u2"], &["st"], vec![attr_int("axis", 1)]),
+        node(
+            "Concat",
+            "stack",
+            &["u1", "u2"],
+            &["st"],
+            vec![attr_int("axis", 1)],
+        ),
         node("Reshape", "merge", &["st", "merge_shape"], &["mg"], vec![]),
         node("GlobalAveragePool", "gap", &["mg"], &["gp"], vec![]),
         node("Flatten", "flat", &["gp"], &["f"], vec![]),
-        node("Gemm", "fc", &["f", "fc.w", "fc.b"], &["logits"], vec![attr_int("transB", 1)]),
+        node(
+            "Gemm",
+            "fc",
+            &["f", "fc.w", "fc.b"],
+            &["logits"],
+            vec![attr_int("transB", 1)],
+        ),
     ];
     inits.push(ints("merge_shape", vec![0, 4 * c, 4, 4]));
     model(

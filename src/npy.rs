@@ -59,36 +59,56 @@ pub fn decode(bytes: &[u8]) -> Result<Tensor> {
             if bytes.len() < 12 {
                 bail!("truncated .npy header");
             }
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
         }
         v => bail!("unsupported .npy format version {v}"),
     };
-    let end = start.checked_add(header_len).filter(|&e| e <= bytes.len()).ok_or_else(|| anyhow!("truncated .npy header"))?;
+    let end = start
+        .checked_add(header_len)
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| anyhow!("truncated .npy header"))?;
     let header = std::str::from_utf8(&bytes[start..end]).context("npy header is not text")?;
     let field = |key: &str| -> Result<&str> {
         let k = format!("'{key}':");
-        let i = header.find(&k).ok_or_else(|| anyhow!("npy header has no '{key}'"))?;
+        let i = header
+            .find(&k)
+            .ok_or_else(|| anyhow!("npy header has no '{key}'"))?;
         Ok(header[i + k.len()..].trim_start())
     };
     let descr_s = field("descr")?;
-    let descr_s = descr_s.strip_prefix('\'').and_then(|s| s.split('\'').next()).ok_or_else(|| anyhow!("bad npy descr"))?;
+    let descr_s = descr_s
+        .strip_prefix('\'')
+        .and_then(|s| s.split('\'').next())
+        .ok_or_else(|| anyhow!("bad npy descr"))?;
     let dtype = dtype_of(descr_s)?;
     if field("fortran_order")?.starts_with("True") {
         bail!("Fortran-order .npy files are not supported");
     }
     let shape_s = field("shape")?;
-    let shape_s = shape_s.strip_prefix('(').and_then(|s| s.split(')').next()).ok_or_else(|| anyhow!("bad npy shape"))?;
+    let shape_s = shape_s
+        .strip_prefix('(')
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(|| anyhow!("bad npy shape"))?;
     let shape: Vec<usize> = shape_s
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| anyhow!("bad npy dimension '{s}'")))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| anyhow!("bad npy dimension '{s}'"))
+        })
         .collect::<Result<_>>()?;
     let n = limits::check_alloc(&shape, dtype)?;
     let data = &bytes[end..];
     let need = n * dtype.size_of();
     if data.len() != need {
-        bail!("npy data has {} bytes, shape {shape:?} of {dtype} needs {need}", data.len());
+        bail!(
+            "npy data has {} bytes, shape {shape:?} of {dtype} needs {need}",
+            data.len()
+        );
     }
     from_le_bytes(dtype, &shape, data)
 }
@@ -108,7 +128,10 @@ pub fn from_le_bytes(dtype: DType, shape: &[usize], data: &[u8]) -> Result<Tenso
         DType::F32 => conv!(f32),
         DType::F64 => conv!(f64),
         DType::F16 => {
-            let v: Vec<half::f16> = data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]])).collect();
+            let v: Vec<half::f16> = data
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]))
+                .collect();
             Tensor::from_vec(shape, v)
         }
         DType::I8 => conv!(i8),
@@ -155,9 +178,18 @@ pub fn encode(t: &Tensor) -> Vec<u8> {
     let shape = match t.shape() {
         [] => "()".to_string(),
         [d] => format!("({d},)"),
-        s => format!("({})", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+        s => format!(
+            "({})",
+            s.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
-    let mut header = format!("{{'descr': '{}', 'fortran_order': False, 'shape': {shape}, }}", descr(t.dtype()));
+    let mut header = format!(
+        "{{'descr': '{}', 'fortran_order': False, 'shape': {shape}, }}",
+        descr(t.dtype())
+    );
     // Pad so that the data starts on a 64-byte boundary, header ending in '\n'.
     let total = 10 + header.len() + 1;
     header.push_str(&" ".repeat((64 - total % 64) % 64));
@@ -191,7 +223,9 @@ mod tests {
     #[test]
     fn round_trips_every_dtype() {
         for dtype in DType::ALL {
-            let t = Tensor::from_vec(&[2, 3], (0..6).map(|i| i as f32).collect()).unwrap().cast(dtype);
+            let t = Tensor::from_vec(&[2, 3], (0..6).map(|i| i as f32).collect())
+                .unwrap()
+                .cast(dtype);
             let back = decode(&encode(&t)).unwrap();
             assert_eq!(back, t, "{dtype}");
         }

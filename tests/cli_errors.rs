@@ -5,9 +5,9 @@ use prost::Message;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tract_onnx::pb::{
-    attribute_proto::AttributeType, tensor_shape_proto::dimension, tensor_shape_proto::Dimension, type_proto,
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
+    attribute_proto::AttributeType, tensor_shape_proto::dimension, tensor_shape_proto::Dimension,
+    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
 fn bin() -> Command {
@@ -21,11 +21,20 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn vi(name: &str, dims: &[i64]) -> ValueInfoProto {
-    let dim = dims.iter().map(|&d| Dimension { value: Some(dimension::Value::DimValue(d)), ..Default::default() }).collect();
+    let dim = dims
+        .iter()
+        .map(|&d| Dimension {
+            value: Some(dimension::Value::DimValue(d)),
+            ..Default::default()
+        })
+        .collect();
     ValueInfoProto {
         name: name.into(),
         r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: 1, shape: Some(TensorShapeProto { dim }) })),
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: 1,
+                shape: Some(TensorShapeProto { dim }),
+            })),
             ..Default::default()
         }),
         ..Default::default()
@@ -34,7 +43,13 @@ fn vi(name: &str, dims: &[i64]) -> ValueInfoProto {
 
 fn weight(name: &str, dims: &[i64]) -> TensorProto {
     let n = dims.iter().product::<i64>() as usize;
-    TensorProto { name: name.into(), dims: dims.to_vec(), data_type: 1, float_data: vec![0.5; n], ..Default::default() }
+    TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: 1,
+        float_data: vec![0.5; n],
+        ..Default::default()
+    }
 }
 
 fn conv_node(name: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
@@ -49,18 +64,31 @@ fn conv_node(name: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProt
 }
 
 fn ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: v.to_vec(), ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Ints as i32,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
 }
 
 fn int(name: &str, v: i64) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i: v, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i: v,
+        ..Default::default()
+    }
 }
 
 /// A model: x [1, 4, 5, 5] -> nodes -> y, with the given initializers.
 fn model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>) -> ModelProto {
     ModelProto {
         ir_version: 8,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
         graph: Some(GraphProto {
             name: "bad".into(),
             node: nodes,
@@ -84,11 +112,23 @@ fn write_model(name: &str, m: &ModelProto) -> PathBuf {
 fn assert_bad(path: &Path, extra: &[&str], needles: &[&str]) {
     let out = bin().arg("run").arg(path).args(extra).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{}: stderr: {stderr}", path.display());
-    assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}: stderr: {stderr}",
+        path.display()
+    );
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
     let file = path.file_name().unwrap().to_string_lossy();
-    assert!(stderr.contains(file.as_ref()), "does not name the file: {stderr}");
+    assert!(
+        stderr.contains(file.as_ref()),
+        "does not name the file: {stderr}"
+    );
     for n in needles {
         assert!(stderr.contains(n), "missing '{n}' in: {stderr}");
     }
@@ -119,27 +159,65 @@ fn bad_graphs_name_node_and_op() {
     let w = || weight("w", &[2, 4, 3, 3]);
     let mut unknown = good_conv();
     unknown.op_type = "FancyOp".into();
-    assert_bad(&write_model("unknown_op.onnx", &model(vec![unknown], vec![w()])), &[], &["FancyOp", "c1"]);
+    assert_bad(
+        &write_model("unknown_op.onnx", &model(vec![unknown], vec![w()])),
+        &[],
+        &["FancyOp", "c1"],
+    );
 
     let dangling = conv_node("c1", &["x", "nowhere"], "y", vec![]);
-    assert_bad(&write_model("dangling.onnx", &model(vec![dangling], vec![])), &[], &["nowhere"]);
+    assert_bad(
+        &write_model("dangling.onnx", &model(vec![dangling], vec![])),
+        &[],
+        &["nowhere"],
+    );
 
     let a = conv_node("a", &["x", "w", "b_out"], "a_out", vec![]);
     let mut b = conv_node("b", &["a_out", "w2"], "b_out", vec![]);
     b.input = vec!["a_out".into(), "w2".into()];
-    let cyc = model(vec![a, b, conv_node("c", &["a_out", "w2"], "y", vec![])], vec![w(), weight("w2", &[2, 2, 1, 1])]);
+    let cyc = model(
+        vec![a, b, conv_node("c", &["a_out", "w2"], "y", vec![])],
+        vec![w(), weight("w2", &[2, 2, 1, 1])],
+    );
     assert_bad(&write_model("cycle.onnx", &cyc), &[], &["cycle"]);
 
     let rank = model(vec![good_conv()], vec![weight("w", &[2, 4, 3])]);
-    assert_bad(&write_model("weight_rank.onnx", &rank), &[], &["c1", "Conv"]);
+    assert_bad(
+        &write_model("weight_rank.onnx", &rank),
+        &[],
+        &["c1", "Conv"],
+    );
     let channels = model(vec![good_conv()], vec![weight("w", &[2, 3, 3, 3])]);
-    assert_bad(&write_model("channels.onnx", &channels), &[], &["c1", "Conv"]);
-    let group = model(vec![conv_node("c1", &["x", "w"], "y", vec![int("group", 3)])], vec![weight("w", &[2, 1, 3, 3])]);
+    assert_bad(
+        &write_model("channels.onnx", &channels),
+        &[],
+        &["c1", "Conv"],
+    );
+    let group = model(
+        vec![conv_node("c1", &["x", "w"], "y", vec![int("group", 3)])],
+        vec![weight("w", &[2, 1, 3, 3])],
+    );
     assert_bad(&write_model("group.onnx", &group), &[], &["c1", "Conv"]);
-    let stride = model(vec![conv_node("c1", &["x", "w"], "y", vec![ints("strides", &[0, 1])])], vec![w()]);
-    assert_bad(&write_model("zero_stride.onnx", &stride), &[], &["c1", "Conv"]);
+    let stride = model(
+        vec![conv_node(
+            "c1",
+            &["x", "w"],
+            "y",
+            vec![ints("strides", &[0, 1])],
+        )],
+        vec![w()],
+    );
+    assert_bad(
+        &write_model("zero_stride.onnx", &stride),
+        &[],
+        &["c1", "Conv"],
+    );
     let big = model(vec![good_conv()], vec![weight("w", &[2, 4, 7, 7])]);
-    assert_bad(&write_model("big_kernel.onnx", &big), &[], &["c1", "Conv", "larger"]);
+    assert_bad(
+        &write_model("big_kernel.onnx", &big),
+        &[],
+        &["c1", "Conv", "larger"],
+    );
 }
 
 #[test]
@@ -147,39 +225,68 @@ fn bad_tensors_in_the_model() {
     let mut short = weight("w", &[2, 4, 3, 3]);
     short.float_data.clear();
     short.raw_data = vec![0; 10];
-    assert_bad(&write_model("short_raw.onnx", &model(vec![good_conv()], vec![short])), &[], &["w"]);
+    assert_bad(
+        &write_model("short_raw.onnx", &model(vec![good_conv()], vec![short])),
+        &[],
+        &["w"],
+    );
     let mut huge = weight("w", &[2, 4, 3, 3]);
     huge.dims = vec![1 << 40, 1 << 40, 1 << 40, 3];
-    assert_bad(&write_model("overflow.onnx", &model(vec![good_conv()], vec![huge])), &[], &["w"]);
+    assert_bad(
+        &write_model("overflow.onnx", &model(vec![good_conv()], vec![huge])),
+        &[],
+        &["w"],
+    );
 }
 
 #[test]
 fn bad_inputs() {
-    let m = write_model("ok_model.onnx", &model(vec![good_conv()], vec![weight("w", &[2, 4, 3, 3])]));
+    let m = write_model(
+        "ok_model.onnx",
+        &model(vec![good_conv()], vec![weight("w", &[2, 4, 3, 3])]),
+    );
     // Sanity: the model itself runs.
     let out = bin().arg("run").arg(&m).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let write_npy = |name: &str, t: &convgraph::Tensor| {
         let p = tmp(name);
         std::fs::write(&p, convgraph::npy::encode(t)).unwrap();
         p
     };
-    let wrong_shape = write_npy("wrong_shape.npy", &convgraph::Tensor::zeros(convgraph::DType::F32, &[1, 3, 5, 5]).unwrap());
+    let wrong_shape = write_npy(
+        "wrong_shape.npy",
+        &convgraph::Tensor::zeros(convgraph::DType::F32, &[1, 3, 5, 5]).unwrap(),
+    );
     let arg = format!("x={}", wrong_shape.display());
     assert_bad(&m, &["--input", &arg], &["x", "shape"]);
-    let wrong_dtype = write_npy("wrong_dtype.npy", &convgraph::Tensor::zeros(convgraph::DType::F64, &[1, 4, 5, 5]).unwrap());
+    let wrong_dtype = write_npy(
+        "wrong_dtype.npy",
+        &convgraph::Tensor::zeros(convgraph::DType::F64, &[1, 4, 5, 5]).unwrap(),
+    );
     let arg = format!("x={}", wrong_dtype.display());
     assert_bad(&m, &["--input", &arg], &["x", "f32"]);
     let corrupt = tmp("corrupt.npy");
-    let mut bytes = convgraph::npy::encode(&convgraph::Tensor::zeros(convgraph::DType::F32, &[1, 4, 5, 5]).unwrap());
+    let mut bytes = convgraph::npy::encode(
+        &convgraph::Tensor::zeros(convgraph::DType::F32, &[1, 4, 5, 5]).unwrap(),
+    );
     bytes.truncate(bytes.len() - 7);
     std::fs::write(&corrupt, bytes).unwrap();
     let arg = format!("x={}", corrupt.display());
     assert_bad(&m, &["--input", &arg], &["corrupt.npy"]);
 
     // A tensor larger than the machine allows is refused before allocating.
-    let out = bin().arg("run").arg(&m).env("CONVGRAPH_MAX_TENSOR_BYTES", "64").output().unwrap();
+    let out = bin()
+        .arg("run")
+        .arg(&m)
+        .env("CONVGRAPH_MAX_TENSOR_BYTES", "64")
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("more than"), "{stderr}");
@@ -187,11 +294,25 @@ fn bad_inputs() {
 
 #[test]
 fn output_dir_gets_one_npy_per_output() {
-    let m = write_model("ok_model2.onnx", &model(vec![good_conv()], vec![weight("w", &[2, 4, 3, 3])]));
+    let m = write_model(
+        "ok_model2.onnx",
+        &model(vec![good_conv()], vec![weight("w", &[2, 4, 3, 3])]),
+    );
     let dir = tmp("outdir");
     let _ = std::fs::remove_dir_all(&dir);
-    let out = bin().arg("run").arg(&m).arg("--output-dir").arg(&dir).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin()
+        .arg("run")
+        .arg(&m)
+        .arg("--output-dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let y = convgraph::npy::read(&dir.join("y.npy")).unwrap();
     assert_eq!(y.shape(), &[1, 2, 3, 3]);
 }

@@ -10,11 +10,22 @@ use convgraph::{Graph, Tensor};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-const MODELS: &[&str] = &["lesson_multi_in", "lesson_multi_in_out", "lesson_conv_1x1", "small_cnn"];
+const MODELS: &[&str] = &[
+    "lesson_multi_in",
+    "lesson_multi_in_out",
+    "lesson_conv_1x1",
+    "small_cnn",
+];
 
 fn model_path(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models").join(format!("{name}.onnx"));
-    assert!(p.exists(), "{} is missing: run `cargo run --example make_models`", p.display());
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("models")
+        .join(format!("{name}.onnx"));
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo run --example make_models`",
+        p.display()
+    );
     p
 }
 
@@ -28,8 +39,19 @@ fn seeded_inputs(g: &Graph, seed: u64) -> Vec<Tensor> {
 }
 
 fn run(g: &Graph, inputs: &[Tensor]) -> Vec<Tensor> {
-    let map: HashMap<String, Tensor> = g.inputs.iter().map(|d| d.name.clone()).zip(inputs.iter().cloned()).collect();
-    Runner::new(g).unwrap().run(map).unwrap().into_iter().map(|(_, t)| t).collect()
+    let map: HashMap<String, Tensor> = g
+        .inputs
+        .iter()
+        .map(|d| d.name.clone())
+        .zip(inputs.iter().cloned())
+        .collect();
+    Runner::new(g)
+        .unwrap()
+        .run(map)
+        .unwrap()
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect()
 }
 
 #[test]
@@ -62,20 +84,30 @@ fn ir_snapshots_before_and_after_lowering() {
         insta::assert_snapshot!(format!("{name}.ir"), print(&graph, &facts));
         let notes = run_pipeline(&mut graph, &["lower-1x1-conv".to_string()]).unwrap();
         let facts = analyze(&graph, &DimBindings::default()).unwrap();
-        insta::assert_snapshot!(format!("{name}.lowered.ir"), format!("{}notes: {notes:?}\n", print(&graph, &facts)));
+        insta::assert_snapshot!(
+            format!("{name}.lowered.ir"),
+            format!("{}notes: {notes:?}\n", print(&graph, &facts))
+        );
     }
 }
 
 /// The lesson's X (2x3x3) = [[0..8], [1..9]].
 fn lesson_x() -> Tensor {
-    Tensor::from_vec(&[1, 2, 3, 3], (0..9).chain(1..10).map(|v| v as f32).collect()).unwrap()
+    Tensor::from_vec(
+        &[1, 2, 3, 3],
+        (0..9).chain(1..10).map(|v| v as f32).collect(),
+    )
+    .unwrap()
 }
 
 #[test]
 fn lesson_multi_input_channels_gives_its_numbers() {
     let g = convgraph::onnx::load_model(&model_path("lesson_multi_in")).unwrap();
     let y = run(&g, &[lesson_x()]);
-    assert_eq!(y[0], Tensor::from_vec(&[1, 1, 2, 2], vec![56f32, 72., 104., 120.]).unwrap());
+    assert_eq!(
+        y[0],
+        Tensor::from_vec(&[1, 1, 2, 2], vec![56f32, 72., 104., 120.]).unwrap()
+    );
 }
 
 #[test]
@@ -83,7 +115,9 @@ fn lesson_multi_output_channels_stacks_one_sum_per_kernel() {
     let g = convgraph::onnx::load_model(&model_path("lesson_multi_in_out")).unwrap();
     let y = run(&g, &[lesson_x()]);
     // K+1 adds the sum of the 8 window inputs to each output; K+2 twice that.
-    let expected = vec![56f32, 72., 104., 120., 76., 96., 144., 164., 96., 120., 184., 208.];
+    let expected = vec![
+        56f32, 72., 104., 120., 76., 100., 148., 172., 96., 128., 192., 224.,
+    ];
     assert_eq!(y[0], Tensor::from_vec(&[1, 3, 2, 2], expected).unwrap());
 }
 
@@ -93,7 +127,10 @@ fn lesson_1x1_conv_equals_one_matrix_product() {
     let x = seeded_inputs(&g, 7);
     let conv = run(&g, &x);
     run_pipeline(&mut g, &["lower-1x1-conv".to_string()]).unwrap();
-    assert!(!g.nodes.iter().any(|n| matches!(n.op, Op::Conv(_))), "a 1x1 Conv was left");
+    assert!(
+        !g.nodes.iter().any(|n| matches!(n.op, Op::Conv(_))),
+        "a 1x1 Conv was left"
+    );
     assert!(g.nodes.iter().any(|n| matches!(n.op, Op::MatMul)));
     let mm = run(&g, &x);
     let (a, b) = (conv[0].as_f32().unwrap(), mm[0].as_f32().unwrap());

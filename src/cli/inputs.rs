@@ -20,8 +20,12 @@ pub fn load_tensor(path: &Path) -> Result<Tensor> {
 pub fn parse_dims(dims: &[String]) -> Result<HashMap<String, usize>> {
     dims.iter()
         .map(|d| {
-            let (k, v) = d.split_once('=').ok_or_else(|| anyhow!("--dim '{d}' must be NAME=N"))?;
-            let n = v.parse().map_err(|_| anyhow!("--dim '{d}': '{v}' is not a size"))?;
+            let (k, v) = d
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--dim '{d}' must be NAME=N"))?;
+            let n = v
+                .parse()
+                .map_err(|_| anyhow!("--dim '{d}': '{v}' is not a size"))?;
             Ok((k.to_string(), n))
         })
         .collect()
@@ -29,17 +33,24 @@ pub fn parse_dims(dims: &[String]) -> Result<HashMap<String, usize>> {
 
 /// Builds every graph input: the given ones (`NAME=FILE`, or `FILE` for the next input in
 /// declaration order) and seeded random ones for the rest.
-pub fn gather_inputs(graph: &Graph, specs: &[String], seed: u64, symbols: HashMap<String, usize>) -> Result<HashMap<String, Tensor>> {
+pub fn gather_inputs(
+    graph: &Graph,
+    specs: &[String],
+    seed: u64,
+    symbols: HashMap<String, usize>,
+) -> Result<HashMap<String, Tensor>> {
     let mut given: HashMap<String, Tensor> = HashMap::new();
     let mut positional = 0;
     for spec in specs {
         let (name, file) = match spec.split_once('=') {
             Some((n, f)) if graph.inputs.iter().any(|d| d.name == n) => (n.to_string(), f),
             _ => {
-                let decl = graph
-                    .inputs
-                    .get(positional)
-                    .ok_or_else(|| anyhow!("--input '{spec}': the model has only {} inputs", graph.inputs.len()))?;
+                let decl = graph.inputs.get(positional).ok_or_else(|| {
+                    anyhow!(
+                        "--input '{spec}': the model has only {} inputs",
+                        graph.inputs.len()
+                    )
+                })?;
                 positional += 1;
                 (decl.name.clone(), spec.as_str())
             }
@@ -47,17 +58,26 @@ pub fn gather_inputs(graph: &Graph, specs: &[String], seed: u64, symbols: HashMa
         let t = load_tensor(Path::new(file)).with_context(|| format!("input '{name}'"))?;
         given.insert(name, t);
     }
-    let bindings = DimBindings { symbols, shapes: HashMap::new() };
+    let bindings = DimBindings {
+        symbols,
+        shapes: HashMap::new(),
+    };
     let mut inputs = HashMap::new();
     for (i, decl) in graph.inputs.iter().enumerate() {
         if let Some(t) = given.remove(&decl.name) {
             inputs.insert(decl.name.clone(), t);
             continue;
         }
-        let shape = bindings
-            .input_shape(decl)
-            .ok_or_else(|| anyhow!("input '{}' has no declared shape: give it with --input", decl.name))?;
-        inputs.insert(decl.name.clone(), random_tensor(decl.dtype, &shape, seed.wrapping_add(i as u64))?);
+        let shape = bindings.input_shape(decl).ok_or_else(|| {
+            anyhow!(
+                "input '{}' has no declared shape: give it with --input",
+                decl.name
+            )
+        })?;
+        inputs.insert(
+            decl.name.clone(),
+            random_tensor(decl.dtype, &shape, seed.wrapping_add(i as u64))?,
+        );
     }
     Ok(inputs)
 }
@@ -76,17 +96,34 @@ pub fn random_tensor(dtype: DType, shape: &[usize], seed: u64) -> Result<Tensor>
         z ^ (z >> 31)
     };
     let t = if dtype.is_float() {
-        let v: Vec<f64> = (0..n).map(|_| (next() >> 11) as f64 / (1u64 << 52) as f64 - 1.0).collect();
+        let v: Vec<f64> = (0..n)
+            .map(|_| (next() >> 11) as f64 / (1u64 << 52) as f64 - 1.0)
+            .collect();
         Tensor::from_vec(shape, v)?.cast(dtype)
     } else if dtype == DType::Bool {
-        Tensor::from_vec(shape, (0..n).map(|_| next() & 1 == 1).collect::<Vec<bool>>())?
+        Tensor::from_vec(
+            shape,
+            (0..n).map(|_| next() & 1 == 1).collect::<Vec<bool>>(),
+        )?
     } else {
-        Tensor::from_vec(shape, (0..n).map(|_| (next() % 10) as i64).collect::<Vec<i64>>())?.cast(dtype)
+        Tensor::from_vec(
+            shape,
+            (0..n).map(|_| (next() % 10) as i64).collect::<Vec<i64>>(),
+        )?
+        .cast(dtype)
     };
     Ok(t)
 }
 
 /// A file name for a value: characters outside `[A-Za-z0-9_.-]` become `_`.
 pub fn file_name_for(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '_' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }

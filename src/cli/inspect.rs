@@ -22,9 +22,13 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let mut graph = crate::onnx::load_model(&a.model)?;
-    let notes = run_pipeline(&mut graph, &super::pass_list(&a.passes)).with_context(|| a.model.display().to_string())?;
+    let notes = run_pipeline(&mut graph, &super::pass_list(&a.passes))
+        .with_context(|| a.model.display().to_string())?;
     check_structure(&graph)?;
-    let bindings = DimBindings { symbols: super::inputs::parse_dims(&a.dims)?, ..Default::default() };
+    let bindings = DimBindings {
+        symbols: super::inputs::parse_dims(&a.dims)?,
+        ..Default::default()
+    };
     let facts = analyze(&graph, &bindings).with_context(|| a.model.display().to_string())?;
     if a.json {
         let value = |name: &str| {

@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "convgraph", version, about = "Run, rewrite and verify ONNX convolution models")]
+#[command(
+    name = "convgraph",
+    version,
+    about = "Run, rewrite and verify ONNX convolution models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,7 +36,11 @@ pub fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             // clap's own help/version are successes; usage errors are bad input (2).
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     let result = match cli.command {
@@ -63,6 +71,12 @@ pub(crate) fn thread_pool(threads: Option<usize>) -> anyhow::Result<rayon::Threa
 pub(crate) fn pass_list(passes: &Option<String>) -> Vec<String> {
     passes
         .as_deref()
-        .map(|p| p.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+        .map(|p| {
+            p.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default()
 }

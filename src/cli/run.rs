@@ -37,13 +37,17 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let model = a.model.display().to_string();
     let mut graph = crate::onnx::load_model(&a.model)?;
     run_pipeline(&mut graph, &super::pass_list(&a.passes)).with_context(|| model.clone())?;
-    let inputs = gather_inputs(&graph, &a.inputs, a.seed, parse_dims(&a.dims)?).with_context(|| model.clone())?;
+    let inputs = gather_inputs(&graph, &a.inputs, a.seed, parse_dims(&a.dims)?)
+        .with_context(|| model.clone())?;
     let pool = super::thread_pool(a.threads)?;
     let runner = Runner::new(&graph).with_context(|| model.clone())?;
-    let outputs = pool.install(|| runner.run(inputs)).with_context(|| model.clone())?;
+    let outputs = pool
+        .install(|| runner.run(inputs))
+        .with_context(|| model.clone())?;
 
     if let Some(dir) = &a.output_dir {
-        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
         for (name, t) in &outputs {
             crate::npy::write(&dir.join(format!("{}.npy", file_name_for(name))), t)?;
         }
@@ -63,7 +67,12 @@ pub fn run(a: Args) -> Result<ExitCode> {
             let v = t.to_f64_vec();
             let head: Vec<String> = v.iter().take(8).map(|x| format!("{x:.6}")).collect();
             let more = if v.len() > 8 { ", ..." } else { "" };
-            println!("{name}: {}{:?} [{}{more}]", t.dtype(), t.shape(), head.join(", "));
+            println!(
+                "{name}: {}{:?} [{}{more}]",
+                t.dtype(),
+                t.shape(),
+                head.join(", ")
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

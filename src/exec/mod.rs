@@ -36,7 +36,10 @@ impl Slot<'_> {
 
 impl<'g> Runner<'g> {
     pub fn new(graph: &'g Graph) -> Result<Runner<'g>> {
-        Ok(Runner { graph, plan: Plan::new(graph)? })
+        Ok(Runner {
+            graph,
+            plan: Plan::new(graph)?,
+        })
     }
 
     pub fn graph(&self) -> &Graph {
@@ -49,30 +52,56 @@ impl<'g> Runner<'g> {
         for name in inputs.keys() {
             if !self.graph.inputs.iter().any(|d| &d.name == name) {
                 let known: Vec<&str> = self.graph.inputs.iter().map(|d| d.name.as_str()).collect();
-                bail!("the model has no input named '{name}' (its inputs: {})", known.join(", "));
+                bail!(
+                    "the model has no input named '{name}' (its inputs: {})",
+                    known.join(", ")
+                );
             }
         }
         let mut symbols: HashMap<&str, usize> = HashMap::new();
         for decl in &self.graph.inputs {
-            let t = inputs.get(&decl.name).ok_or_else(|| anyhow!("input '{}' was not given", decl.name))?;
+            let t = inputs
+                .get(&decl.name)
+                .ok_or_else(|| anyhow!("input '{}' was not given", decl.name))?;
             if t.dtype() != decl.dtype {
-                bail!("input '{}' must be {}, got {}", decl.name, decl.dtype, t.dtype());
+                bail!(
+                    "input '{}' must be {}, got {}",
+                    decl.name,
+                    decl.dtype,
+                    t.dtype()
+                );
             }
             let Some(dims) = &decl.dims else { continue };
             let shape = t.shape();
-            let declared = || dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",");
+            let declared = || {
+                dims.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
             if dims.len() != shape.len() {
-                bail!("input '{}' must have shape [{}], got {shape:?}", decl.name, declared());
+                bail!(
+                    "input '{}' must have shape [{}], got {shape:?}",
+                    decl.name,
+                    declared()
+                );
             }
             for (d, &n) in dims.iter().zip(shape) {
                 match d {
                     Dim::Fixed(f) if *f != n => {
-                        bail!("input '{}' must have shape [{}], got {shape:?}", decl.name, declared())
+                        bail!(
+                            "input '{}' must have shape [{}], got {shape:?}",
+                            decl.name,
+                            declared()
+                        )
                     }
                     Dim::Sym(s) if s != "?" => {
                         let prev = *symbols.entry(s).or_insert(n);
                         if prev != n {
-                            bail!("input '{}': dim '{s}' is {n} here but {prev} in another input", decl.name);
+                            bail!(
+                                "input '{}': dim '{s}' is {n} here but {prev} in another input",
+                                decl.name
+                            );
                         }
                     }
                     _ => {}
@@ -112,8 +141,12 @@ impl<'g> Runner<'g> {
                 .collect();
             let outs = kernels::eval(&node.op, &ins, node.outputs.len()).with_context(ctx)?;
             if outs.len() != node.outputs.len() {
-                return Err(anyhow!("produced {} outputs, expected {}", outs.len(), node.outputs.len()))
-                    .with_context(ctx);
+                return Err(anyhow!(
+                    "produced {} outputs, expected {}",
+                    outs.len(),
+                    node.outputs.len()
+                ))
+                .with_context(ctx);
             }
             for ((name, slot), t) in node.outputs.iter().zip(&plan.node_outputs[i]).zip(outs) {
                 if let Some(s) = slot {

@@ -43,7 +43,11 @@ impl Plan {
                         Ok(None)
                     } else {
                         slots.get(i).copied().map(Some).ok_or_else(|| {
-                            anyhow!("node '{}' ({}): input '{i}' is not defined before it", node.name, node.op.name())
+                            anyhow!(
+                                "node '{}' ({}): input '{i}' is not defined before it",
+                                node.name,
+                                node.op.name()
+                            )
                         })
                     }
                 })
@@ -59,7 +63,12 @@ impl Plan {
         let output_slots = graph
             .outputs
             .iter()
-            .map(|o| slots.get(&o.name).copied().ok_or_else(|| anyhow!("graph output '{}' is not defined", o.name)))
+            .map(|o| {
+                slots
+                    .get(&o.name)
+                    .copied()
+                    .ok_or_else(|| anyhow!("graph output '{}' is not defined", o.name))
+            })
             .collect::<Result<Vec<_>>>()?;
 
         // Last reader of each slot; graph outputs and constants are never freed.
@@ -79,6 +88,13 @@ impl Plan {
         for f in &mut frees {
             f.sort_unstable();
         }
-        Ok(Plan { n_slots: slots.len(), slots, node_inputs, node_outputs, frees, output_slots })
+        Ok(Plan {
+            n_slots: slots.len(),
+            slots,
+            node_inputs,
+            node_outputs,
+            frees,
+            output_slots,
+        })
     }
 }

@@ -146,7 +146,7 @@ mod tests {
 
     #[test]
     fn explicit_pads_and_strides() {
-        let g = win(vec![2, 2], Padding::Explicit(vec![1, 1, 1, 1]))
+        let g = win(vec![2, 2], Padding::Explicit(vec![3, 3, 3, 3]))
             .resolve(&[224, 224], &[7, 7], false)
             .unwrap();
         assert_eq!(g.output, vec![112, 112]);

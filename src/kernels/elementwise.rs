@@ -35,8 +35,16 @@ pub(crate) fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     let mut out = vec![0; r];
     for i in 0..r {
         // Missing leading dims behave as 1.
-        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        let da = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -62,10 +70,28 @@ pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
         Tensor::Bool(_) => bail!("{op:?} is not defined on bool tensors"),
         // Integers: only the ops ONNX defines on them (sign and magnitude games).
         _ => match op {
+            // Unsigned values are already non-negative: going through i64 would turn values
+            // above i64::MAX negative, so Relu/Abs are the identity there.
+            UnaryOp::Relu | UnaryOp::Abs if is_unsigned(x.dtype()) => {
+                Ok(x.clone().into_standard_layout())
+            }
+            UnaryOp::Neg if is_unsigned(x.dtype()) => bail!("Neg is not defined on {}", x.dtype()),
             UnaryOp::Relu | UnaryOp::Neg | UnaryOp::Abs => Ok(unary_int(op, x)),
             _ => bail!("{op:?} needs a float tensor, got {}", x.dtype()),
         },
     }
+}
+
+pub(crate) fn is_unsigned(d: DType) -> bool {
+    matches!(d, DType::U8 | DType::U16 | DType::U32 | DType::U64)
+}
+
+/// Whether ONNX defines the unary op on `d`: math on floats; Relu/Abs/Neg also on integers
+/// (Neg on signed ones only).
+pub(crate) fn unary_supports(op: UnaryOp, d: DType) -> bool {
+    d.is_float()
+        || (d.is_int() && matches!(op, UnaryOp::Relu | UnaryOp::Abs))
+        || (d.is_int() && op == UnaryOp::Neg && !is_unsigned(d))
 }
 
 fn unary_int(op: UnaryOp, x: &Tensor) -> Tensor {
@@ -243,7 +269,11 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         b
     };
     if a.dtype() != b.dtype() {
-        bail!("{op:?} needs matching dtypes, got {} and {}", a.dtype(), b.dtype());
+        bail!(
+            "{op:?} needs matching dtypes, got {} and {}",
+            a.dtype(),
+            b.dtype()
+        );
     }
     Ok(match (a, b) {
         (Tensor::F32(x), Tensor::F32(y)) => Tensor::F32(binary_t(op, x, y)?),
@@ -290,6 +320,18 @@ fn binary_t<T: Arith>(op: BinaryOp, a: &ArrayD<T>, b: &ArrayD<T>) -> Result<Arra
         let x = *a.iter().next().expect("one element");
         return Ok(b.as_standard_layout().mapv(|y| f(x, y)));
     }
+    // Per-channel case ([N, C, H, W] op [C, 1, 1] and the like): one side constant over
+    // contiguous runs of the other, so each run is a scalar loop.
+    if out_shape == a.shape() {
+        if let Some(r) = per_run(a, b, &out_shape, |x, y| f(x, y)) {
+            return Ok(r);
+        }
+    }
+    if out_shape == b.shape() {
+        if let Some(r) = per_run(b, a, &out_shape, |y, x| f(x, y)) {
+            return Ok(r);
+        }
+    }
     // General case: broadcast both views to the output shape and zip them.
     let av = a
         .broadcast(IxDyn(&out_shape))
@@ -297,7 +339,45 @@ fn binary_t<T: Arith>(op: BinaryOp, a: &ArrayD<T>, b: &ArrayD<T>) -> Result<Arra
     let bv = b
         .broadcast(IxDyn(&out_shape))
         .ok_or_else(|| anyhow::anyhow!("cannot broadcast {:?} to {out_shape:?}", b.shape()))?;
-    Ok(standard(Zip::from(&av).and(&bv).map_collect(|&x, &y| f(x, y))))
+    Ok(standard(
+        Zip::from(&av).and(&bv).map_collect(|&x, &y| f(x, y)),
+    ))
+}
+
+/// `big` (already output-shaped) combined with `small`, when `small` ends in dims of 1 so it
+/// is constant over contiguous runs of `big`: `small` is broadcast over the leading dims only
+/// (a few values) and each run of `big` is a tight loop against one of them.
+fn per_run<T: Arith>(
+    big: &ArrayD<T>,
+    small: &ArrayD<T>,
+    out_shape: &[usize],
+    f: impl Fn(T, T) -> T,
+) -> Option<ArrayD<T>> {
+    let r = out_shape.len();
+    let pad = r - small.ndim();
+    // Number of trailing output dims over which `small` is constant (its dim is 1 or absent).
+    let t = (0..r)
+        .rev()
+        .take_while(|&i| i < pad || small.shape()[i - pad] == 1)
+        .count();
+    let inner: usize = out_shape[r - t..].iter().product();
+    let big_s = big.as_slice()?;
+    if t == 0 || inner <= 1 {
+        return None;
+    }
+    // `small` with its trailing 1s dropped, broadcast over the leading output dims.
+    let lead = &out_shape[..r - t];
+    let keep = small.ndim().saturating_sub(t);
+    let sv = small
+        .view()
+        .into_shape_with_order(IxDyn(&small.shape()[..keep]))
+        .ok()?;
+    let sb = sv.broadcast(IxDyn(lead))?;
+    let mut out = Vec::with_capacity(big_s.len());
+    for (chunk, &y) in big_s.chunks(inner).zip(sb.iter()) {
+        out.extend(chunk.iter().map(|&x| f(x, y)));
+    }
+    ArrayD::from_shape_vec(IxDyn(out_shape), out).ok()
 }
 
 fn standard<T: Clone>(a: ArrayD<T>) -> ArrayD<T> {
@@ -312,7 +392,12 @@ fn standard<T: Clone>(a: ArrayD<T>) -> ArrayD<T> {
 // Clip
 
 /// A clip bound: the optional input (a scalar of X's dtype) wins over the attribute form.
-fn clip_bound(t: Option<&Tensor>, attr: Option<f32>, dtype: DType, what: &str) -> Result<Option<f64>> {
+fn clip_bound(
+    t: Option<&Tensor>,
+    attr: Option<f32>,
+    dtype: DType,
+    what: &str,
+) -> Result<Option<f64>> {
     match t {
         Some(t) => {
             if t.dtype() != dtype {
@@ -368,7 +453,31 @@ mod tests {
         assert_eq!(&v[0..6], &[11., 12., 13., 21., 22., 23.]);
         assert_eq!(&v[12..15], &[14., 15., 16.]);
         assert_eq!(&v[21..24], &[44., 45., 46.]);
-        assert!(binary(BinaryOp::Add, &a, &Tensor::from_vec(&[2], vec![1f32, 2.]).unwrap()).is_err());
+        assert!(binary(
+            BinaryOp::Add,
+            &a,
+            &Tensor::from_vec(&[2], vec![1f32, 2.]).unwrap()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn per_channel_fast_path_matches_general() {
+        // [1, 2, 2, 2] - [2, 1, 1] and the mirrored [2, 1, 1] - [1, 2, 2, 2].
+        let a = Tensor::from_vec(&[1, 2, 2, 2], (0..8).map(|v| v as f32).collect()).unwrap();
+        let b = Tensor::from_vec(&[2, 1, 1], vec![1f32, 10.]).unwrap();
+        let r = binary(BinaryOp::Sub, &a, &b).unwrap().to_f64_vec();
+        assert_eq!(r, vec![-1., 0., 1., 2., -6., -5., -4., -3.]);
+        let r = binary(BinaryOp::Sub, &b, &a).unwrap().to_f64_vec();
+        assert_eq!(r, vec![1., 0., -1., -2., 6., 5., 4., 3.]);
+        // Trailing 1s in the middle of a broadcast: [2, 3] + [2, 1].
+        let a = Tensor::from_vec(&[2, 3], vec![1i32, 2, 3, 4, 5, 6]).unwrap();
+        let b = Tensor::from_vec(&[2, 1], vec![100i32, 200]).unwrap();
+        let r = binary(BinaryOp::Add, &a, &b).unwrap();
+        assert_eq!(
+            r,
+            Tensor::from_vec(&[2, 3], vec![101i32, 102, 103, 204, 205, 206]).unwrap()
+        );
     }
 
     #[test]
@@ -386,7 +495,10 @@ mod tests {
         let x = Tensor::from_vec(&[5], vec![-3f32, -1., 0., 2., 9.]).unwrap();
         let lo = Tensor::scalar(-1.5f32);
         let hi = Tensor::scalar(3f32);
-        let op = Op::Clip { min: None, max: None };
+        let op = Op::Clip {
+            min: None,
+            max: None,
+        };
         let r = eval(&op, &[Some(&x), Some(&lo), Some(&hi)], 1).unwrap();
         assert_eq!(r[0].to_f64_vec(), vec![-1.5, -1., 0., 2., 3.]);
         // Only max given (min absent), on integers.

@@ -27,7 +27,8 @@ pub fn eval(op: &Op, inputs: &[Option<&Tensor>], n_outputs: usize) -> Result<Vec
         Op::Squeeze { axes } => {
             let x = x()?;
             let axes = axes_from(axes.as_deref(), inputs.get(1).copied().flatten())?;
-            x.clone().reshape(&squeeze_shape(x.shape(), axes.as_deref())?)?
+            x.clone()
+                .reshape(&squeeze_shape(x.shape(), axes.as_deref())?)?
         }
         Op::Flatten { axis } => {
             let x = x()?;
@@ -36,7 +37,8 @@ pub fn eval(op: &Op, inputs: &[Option<&Tensor>], n_outputs: usize) -> Result<Vec
         Op::Reshape { allowzero } => {
             let x = x()?;
             let spec = input(inputs, 1, "shape")?.to_i64_vec()?;
-            x.clone().reshape(&reshape_shape(x.shape(), &spec, *allowzero)?)?
+            x.clone()
+                .reshape(&reshape_shape(x.shape(), &spec, *allowzero)?)?
         }
         Op::Transpose { perm } => {
             let x = x()?;
@@ -54,18 +56,39 @@ pub fn eval(op: &Op, inputs: &[Option<&Tensor>], n_outputs: usize) -> Result<Vec
         Op::Slice => {
             let x = x()?;
             let v = |i: usize| -> Result<Option<Vec<i64>>> {
-                inputs.get(i).copied().flatten().map(|t| t.to_i64_vec()).transpose()
+                inputs
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .map(|t| t.to_i64_vec())
+                    .transpose()
             };
             let starts = v(1)?.ok_or_else(|| anyhow!("missing required input 1 (starts)"))?;
             let ends = v(2)?.ok_or_else(|| anyhow!("missing required input 2 (ends)"))?;
-            let plan = slice_plan(x.shape(), &starts, &ends, v(3)?.as_deref(), v(4)?.as_deref())?;
+            let plan = slice_plan(
+                x.shape(),
+                &starts,
+                &ends,
+                v(3)?.as_deref(),
+                v(4)?.as_deref(),
+            )?;
             slice(x, &plan)
         }
         Op::Split { axis, split } => {
             let x = x()?;
-            let from_input = inputs.get(1).copied().flatten().map(|t| t.to_i64_vec()).transpose()?;
+            let from_input = inputs
+                .get(1)
+                .copied()
+                .flatten()
+                .map(|t| t.to_i64_vec())
+                .transpose()?;
             let ax = norm_axis(*axis, x.rank())?;
-            let sizes = split_sizes(x.shape()[ax], split.as_deref(), from_input.as_deref(), n_outputs)?;
+            let sizes = split_sizes(
+                x.shape()[ax],
+                split.as_deref(),
+                from_input.as_deref(),
+                n_outputs,
+            )?;
             return Ok(split_tensor(x, ax, &sizes));
         }
         other => bail!("layout kernel cannot run {}", other.name()),
@@ -78,7 +101,9 @@ fn all_inputs<'a>(inputs: &[Option<&'a Tensor>]) -> Result<Vec<&'a Tensor>> {
     if inputs.is_empty() {
         bail!("needs at least one input");
     }
-    (0..inputs.len()).map(|i| input(inputs, i, "input")).collect()
+    (0..inputs.len())
+        .map(|i| input(inputs, i, "input"))
+        .collect()
 }
 
 /// Axes from the attribute or (opset >= 13) the optional second input.
@@ -108,7 +133,9 @@ fn norm_axes(axes: &[i64], rank: usize) -> Result<Vec<usize>> {
 
 /// Concat: ranks equal, dims equal except along `axis`, which adds up.
 pub(crate) fn concat_shape(shapes: &[&[usize]], axis: i64) -> Result<Vec<usize>> {
-    let first = shapes.first().ok_or_else(|| anyhow!("Concat needs at least one input"))?;
+    let first = shapes
+        .first()
+        .ok_or_else(|| anyhow!("Concat needs at least one input"))?;
     let ax = norm_axis(axis, first.len())?;
     let mut out = first.to_vec();
     for s in &shapes[1..] {
@@ -124,7 +151,9 @@ pub(crate) fn concat_shape(shapes: &[&[usize]], axis: i64) -> Result<Vec<usize>>
 
 /// Stack: equal shapes joined along a new axis in `[-(r+1), r]`.
 pub(crate) fn stack_shape(shapes: &[&[usize]], axis: i64) -> Result<Vec<usize>> {
-    let first = shapes.first().ok_or_else(|| anyhow!("Stack needs at least one input"))?;
+    let first = shapes
+        .first()
+        .ok_or_else(|| anyhow!("Stack needs at least one input"))?;
     if let Some(s) = shapes.iter().find(|s| *s != first) {
         bail!("Stack inputs must have one shape, got {first:?} and {s:?}");
     }
@@ -140,7 +169,13 @@ pub(crate) fn unsqueeze_shape(shape: &[usize], axes: &[i64]) -> Result<Vec<usize
     let axes = norm_axes(axes, r)?;
     let mut it = shape.iter();
     Ok((0..r)
-        .map(|i| if axes.contains(&i) { 1 } else { *it.next().expect("counted") })
+        .map(|i| {
+            if axes.contains(&i) {
+                1
+            } else {
+                *it.next().expect("counted")
+            }
+        })
         .collect())
 }
 
@@ -153,14 +188,23 @@ pub(crate) fn squeeze_shape(shape: &[usize], axes: Option<&[i64]>) -> Result<Vec
             if let Some(&a) = axes.iter().find(|&&a| shape[a] != 1) {
                 bail!("cannot squeeze axis {a} of size {} in {shape:?}", shape[a]);
             }
-            Ok((0..shape.len()).filter(|i| !axes.contains(i)).map(|i| shape[i]).collect())
+            Ok((0..shape.len())
+                .filter(|i| !axes.contains(i))
+                .map(|i| shape[i])
+                .collect())
         }
     }
 }
 
 /// Flatten: `[prod(dims[..axis]), prod(dims[axis..])]`, axis in `[-r, r]`.
 pub(crate) fn flatten_shape(shape: &[usize], axis: i64) -> Result<Vec<usize>> {
-    let ax = norm_axis(axis, shape.len() + 1)?;
+    // Negative axes count from the rank itself (not rank + 1): -1 keeps the last dim apart.
+    let r = shape.len() as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    if !(0..=r).contains(&a) {
+        bail!("Flatten axis {axis} is out of range for rank {r}");
+    }
+    let ax = a as usize;
     Ok(vec![
         limits::checked_numel(&shape[..ax])?,
         limits::checked_numel(&shape[ax..])?,
@@ -184,9 +228,9 @@ pub(crate) fn reshape_shape(shape: &[usize], spec: &[i64], allowzero: bool) -> R
                 }
                 1
             }
-            0 if !allowzero => *shape
-                .get(i)
-                .ok_or_else(|| anyhow!("Reshape shape {spec:?}: 0 at {i} has no input dim to copy from {shape:?}"))?,
+            0 if !allowzero => *shape.get(i).ok_or_else(|| {
+                anyhow!("Reshape shape {spec:?}: 0 at {i} has no input dim to copy from {shape:?}")
+            })?,
             d if d < 0 => bail!("Reshape shape {spec:?} has invalid dim {d}"),
             d => usize::try_from(d)?,
         });
@@ -209,7 +253,10 @@ pub(crate) fn transpose_perm(rank: usize, perm: Option<&[usize]>) -> Result<Vec<
         None => Ok((0..rank).rev().collect()),
         Some(p) => {
             let mut seen = vec![false; rank];
-            if p.len() != rank || p.iter().any(|&a| a >= rank || std::mem::replace(&mut seen[a], true)) {
+            if p.len() != rank
+                || p.iter()
+                    .any(|&a| a >= rank || std::mem::replace(&mut seen[a], true))
+            {
                 bail!("perm {p:?} is not a permutation of {rank} axes");
             }
             Ok(p.to_vec())
@@ -282,12 +329,25 @@ pub(crate) fn slice_plan(
             let (start, len) = if step > 0 {
                 let (s, e) = (start.clamp(0, dim), end.clamp(0, dim));
                 (s, if e > s { (e - s - 1) / step + 1 } else { 0 })
+            } else if dim == 0 {
+                // Nothing to walk backwards over (and `clamp(0, -1)` would panic).
+                (0, 0)
             } else {
                 let (s, e) = (start.clamp(0, dim - 1), end.clamp(-1, dim - 1));
-                (s, if s > e { (s - e - 1) / (-step) + 1 } else { 0 })
+                // `unsigned_abs` because `-i64::MIN` overflows.
+                let n = if s > e {
+                    (s - e - 1) as u64 / step.unsigned_abs() + 1
+                } else {
+                    0
+                };
+                (s, n as i64)
             };
-            // An empty axis (dim 0) gives start -1 for negative steps; len is 0 then.
-            Ok(AxisSlice { axis, start: start.max(0), step, len: len as usize })
+            Ok(AxisSlice {
+                axis,
+                start: start.max(0),
+                step,
+                len: len as usize,
+            })
         })
         .collect()
 }
@@ -302,7 +362,12 @@ pub(crate) fn slice_out_shape(shape: &[usize], plan: &[AxisSlice]) -> Vec<usize>
 
 /// Split sizes: the attribute, else the second input, else an even split over the outputs
 /// where, as in opset 18, chunks are `ceil(dim / n)` and the last one takes the remainder.
-pub(crate) fn split_sizes(dim: usize, attr: Option<&[usize]>, input: Option<&[i64]>, n_outputs: usize) -> Result<Vec<usize>> {
+pub(crate) fn split_sizes(
+    dim: usize,
+    attr: Option<&[usize]>,
+    input: Option<&[i64]>,
+    n_outputs: usize,
+) -> Result<Vec<usize>> {
     let sizes: Vec<usize> = match (attr, input) {
         (Some(a), _) => a.to_vec(),
         (None, Some(v)) => limits::dims_from_i64(v)?,
@@ -334,7 +399,11 @@ pub(crate) fn split_sizes(dim: usize, attr: Option<&[usize]>, input: Option<&[i6
 
 fn same_dtype(ts: &[&Tensor]) -> Result<()> {
     if let Some(t) = ts.iter().find(|t| t.dtype() != ts[0].dtype()) {
-        bail!("inputs must share a dtype, got {} and {}", ts[0].dtype(), t.dtype());
+        bail!(
+            "inputs must share a dtype, got {} and {}",
+            ts[0].dtype(),
+            t.dtype()
+        );
     }
     Ok(())
 }
@@ -422,7 +491,11 @@ pub(crate) fn slice(x: &Tensor, plan: &[AxisSlice]) -> Tensor {
                 // ndarray takes the range [lo, hi) and, for a negative step, walks it from
                 // the end: with lo exactly the last element visited, that is ONNX's order.
                 let last = s.start + (s.len as i64 - 1) * s.step;
-                let (lo, hi) = if s.step > 0 { (s.start, last + 1) } else { (last, s.start + 1) };
+                let (lo, hi) = if s.step > 0 {
+                    (s.start, last + 1)
+                } else {
+                    (last, s.start + 1)
+                };
                 Slice::new(lo as isize, Some(hi as isize), s.step as isize)
             };
             v.slice_axis_inplace(Axis(s.axis), sl);
@@ -437,7 +510,12 @@ fn split_tensor(x: &Tensor, ax: usize, sizes: &[usize]) -> Vec<Tensor> {
     sizes
         .iter()
         .map(|&n| {
-            let plan = [AxisSlice { axis: ax, start: at as i64, step: 1, len: n }];
+            let plan = [AxisSlice {
+                axis: ax,
+                start: at as i64,
+                step: 1,
+                len: n,
+            }];
             at += n;
             slice(x, &plan)
         })
@@ -477,12 +555,25 @@ mod tests {
     #[test]
     fn unsqueeze_squeeze_negative_axes() {
         let x = iota(&[2, 3]);
-        let r = run(Op::Unsqueeze { axes: Some(vec![-1, 0]) }, &[Some(&x)], 1);
+        let r = run(
+            Op::Unsqueeze {
+                axes: Some(vec![-1, 0]),
+            },
+            &[Some(&x)],
+            1,
+        );
         assert_eq!(r[0].shape(), &[1, 2, 3, 1]);
         let axes = Tensor::from_vec(&[2], vec![-4i64, -1]).unwrap();
         let r = run(Op::Squeeze { axes: None }, &[Some(&r[0]), Some(&axes)], 1);
         assert_eq!(r[0].shape(), &[2, 3]);
-        assert!(eval(&Op::Squeeze { axes: Some(vec![-1]) }, &[Some(&x)], 1).is_err());
+        assert!(eval(
+            &Op::Squeeze {
+                axes: Some(vec![-1])
+            },
+            &[Some(&x)],
+            1
+        )
+        .is_err());
     }
 
     #[test]
@@ -498,7 +589,13 @@ mod tests {
     #[test]
     fn transpose_values() {
         let x = iota(&[2, 3]);
-        let r = run(Op::Transpose { perm: Some(vec![1, 0]) }, &[Some(&x)], 1);
+        let r = run(
+            Op::Transpose {
+                perm: Some(vec![1, 0]),
+            },
+            &[Some(&x)],
+            1,
+        );
         assert_eq!(r[0].shape(), &[3, 2]);
         assert_eq!(i64s(&r[0]), vec![0, 3, 1, 4, 2, 5]);
     }
@@ -509,7 +606,11 @@ mod tests {
         let idx = Tensor::from_vec(&[2], vec![-1i32, 0]).unwrap();
         let r = run(Op::Gather { axis: 0 }, &[Some(&x), Some(&idx)], 1);
         assert_eq!(i64s(&r[0]), vec![4, 5, 0, 1]);
-        let r = run(Op::Gather { axis: 1 }, &[Some(&x), Some(&Tensor::scalar(-1i64))], 1);
+        let r = run(
+            Op::Gather { axis: 1 },
+            &[Some(&x), Some(&Tensor::scalar(-1i64))],
+            1,
+        );
         assert_eq!(r[0].shape(), &[3]);
         assert_eq!(i64s(&r[0]), vec![1, 3, 5]);
         let bad = Tensor::scalar(3i64);
@@ -521,32 +622,94 @@ mod tests {
         let x = iota(&[2, 5]);
         let t = |v: Vec<i64>| Tensor::from_vec(&[v.len()], v).unwrap();
         let (s, e, a, st) = (t(vec![-1]), t(vec![i64::MIN]), t(vec![1]), t(vec![-2]));
-        let r = run(Op::Slice, &[Some(&x), Some(&s), Some(&e), Some(&a), Some(&st)], 1);
+        let r = run(
+            Op::Slice,
+            &[Some(&x), Some(&s), Some(&e), Some(&a), Some(&st)],
+            1,
+        );
         assert_eq!(r[0].shape(), &[2, 3]);
         assert_eq!(i64s(&r[0]), vec![4, 2, 0, 9, 7, 5]);
         // Forward with clamped end.
         let (s, e) = (t(vec![1]), t(vec![100]));
-        let r = run(Op::Slice, &[Some(&x), Some(&s), Some(&e), Some(&a), None], 1);
+        let r = run(
+            Op::Slice,
+            &[Some(&x), Some(&s), Some(&e), Some(&a), None],
+            1,
+        );
         assert_eq!(i64s(&r[0]), vec![1, 2, 3, 4, 6, 7, 8, 9]);
     }
 
     #[test]
     fn split_uneven() {
         let x = iota(&[5]);
-        let r = run(Op::Split { axis: 0, split: None }, &[Some(&x)], 3);
-        assert_eq!(r.iter().map(i64s).collect::<Vec<_>>(), vec![vec![0, 1], vec![2, 3], vec![4]]);
+        let r = run(
+            Op::Split {
+                axis: 0,
+                split: None,
+            },
+            &[Some(&x)],
+            3,
+        );
+        assert_eq!(
+            r.iter().map(i64s).collect::<Vec<_>>(),
+            vec![vec![0, 1], vec![2, 3], vec![4]]
+        );
         let sizes = Tensor::from_vec(&[2], vec![1i64, 4]).unwrap();
-        let r = run(Op::Split { axis: -1, split: None }, &[Some(&x), Some(&sizes)], 2);
+        let r = run(
+            Op::Split {
+                axis: -1,
+                split: None,
+            },
+            &[Some(&x), Some(&sizes)],
+            2,
+        );
         assert_eq!(i64s(&r[1]), vec![1, 2, 3, 4]);
-        assert!(eval(&Op::Split { axis: 0, split: Some(vec![1, 1]) }, &[Some(&x)], 2).is_err());
+        assert!(eval(
+            &Op::Split {
+                axis: 0,
+                split: Some(vec![1, 1])
+            },
+            &[Some(&x)],
+            2
+        )
+        .is_err());
     }
 
     #[test]
     fn flatten_and_shape() {
         let x = iota(&[2, 3, 4]);
-        assert_eq!(run(Op::Flatten { axis: -1 }, &[Some(&x)], 1)[0].shape(), &[6, 4]);
-        assert_eq!(run(Op::Flatten { axis: 0 }, &[Some(&x)], 1)[0].shape(), &[1, 24]);
-        let r = run(Op::Shape { start: -2, end: None }, &[Some(&x)], 1);
+        assert_eq!(
+            run(Op::Flatten { axis: -1 }, &[Some(&x)], 1)[0].shape(),
+            &[6, 4]
+        );
+        assert_eq!(
+            run(Op::Flatten { axis: 0 }, &[Some(&x)], 1)[0].shape(),
+            &[1, 24]
+        );
+        let r = run(
+            Op::Shape {
+                start: -2,
+                end: None,
+            },
+            &[Some(&x)],
+            1,
+        );
         assert_eq!(i64s(&r[0]), vec![3, 4]);
+    }
+}
+
+#[cfg(test)]
+mod edge_tests {
+    use super::*;
+
+    #[test]
+    fn slice_edge_cases_do_not_panic() {
+        // Empty axis with a negative step, and the most negative step.
+        let p = slice_plan(&[0], &[-1], &[i64::MIN], None, Some(&[-1])).unwrap();
+        assert_eq!(p[0].len, 0);
+        let p = slice_plan(&[5], &[4], &[-10], None, Some(&[i64::MIN])).unwrap();
+        assert_eq!((p[0].start, p[0].len), (4, 1));
+        assert!(slice_plan(&[5], &[0], &[5], None, Some(&[0])).is_err());
+        assert!(slice_plan(&[5], &[0], &[5], Some(&[1]), None).is_err());
     }
 }

@@ -45,7 +45,10 @@ pub fn batch_norm(x: &Tensor, params: [&Tensor; 4], epsilon: f32) -> Result<Tens
             bail!("BatchNormalization {name} must be float, got {}", t.dtype());
         }
         if t.rank() != 1 || t.len() != c {
-            bail!("BatchNormalization {name} must have shape [{c}], got {:?}", t.shape());
+            bail!(
+                "BatchNormalization {name} must have shape [{c}], got {:?}",
+                t.shape()
+            );
         }
         vals.push(t.to_f64_vec());
     }

@@ -32,12 +32,19 @@ pub(crate) struct ReducePlan {
 
 /// Resolves the axes (attribute first, then the axes input; none means all axes unless
 /// `noop_with_empty_axes`) and the output shape.
-pub(crate) fn reduce_plan(shape: &[usize], attrs: &ReduceAttrs, axes_input: Option<&[i64]>) -> Result<ReducePlan> {
+pub(crate) fn reduce_plan(
+    shape: &[usize],
+    attrs: &ReduceAttrs,
+    axes_input: Option<&[i64]>,
+) -> Result<ReducePlan> {
     let given: &[i64] = attrs.axes.as_deref().or(axes_input).unwrap_or(&[]);
     let rank = shape.len();
     let axes: Vec<usize> = if given.is_empty() {
         if attrs.noop_with_empty_axes {
-            return Ok(ReducePlan { axes: vec![], out_shape: shape.to_vec() });
+            return Ok(ReducePlan {
+                axes: vec![],
+                out_shape: shape.to_vec(),
+            });
         }
         (0..rank).collect()
     } else {
@@ -127,13 +134,16 @@ fn reduce_int<T: Elem>(a: &ArrayD<T>, plan: &ReducePlan, mean: bool) -> ArrayD<T
     ArrayD::from_shape_vec(IxDyn(&plan.out_shape), out).expect("output count matches")
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn attrs(axes: Option<Vec<i64>>, keepdims: bool) -> ReduceAttrs {
-        ReduceAttrs { axes, keepdims, noop_with_empty_axes: false }
+        ReduceAttrs {
+            axes,
+            keepdims,
+            noop_with_empty_axes: false,
+        }
     }
 
     #[test]

@@ -402,3 +402,24 @@ fn dropout_and_conv_attrs() {
         .build();
     assert!(err_text(import_model(&m)).starts_with("node 'd' (Dropout): the mask output"));
 }
+
+#[test]
+fn bundled_models_load() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "onnx") {
+            let g = super::load_model(&p).unwrap_or_else(|e| panic!("{e:#}"));
+            assert!(!g.nodes.is_empty(), "{}", p.display());
+        }
+    }
+}
+
+#[test]
+fn load_errors_start_with_the_path() {
+    let p = std::path::Path::new("/nonexistent/model.onnx");
+    assert!(err_text(super::load_model(p)).starts_with("/nonexistent/model.onnx: "));
+}

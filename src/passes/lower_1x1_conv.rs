@@ -22,20 +22,30 @@ pub fn run(graph: &mut Graph, notes: &mut Notes) -> Result<bool> {
             nodes.push(node);
             continue;
         };
-        let shape_of = |i: usize| node.input(i).and_then(|n| facts.get(n)).and_then(|f| f.shape.clone());
+        let shape_of = |i: usize| {
+            node.input(i)
+                .and_then(|n| facts.get(n))
+                .and_then(|f| f.shape.clone())
+        };
         let (Some(x), Some(w)) = (shape_of(0), shape_of(1)) else {
             notes.push(format!("{}: not lowered: input shapes unknown", node.name));
             nodes.push(node);
             continue;
         };
         let out_shape = facts.get(&node.outputs[0]).and_then(|f| f.shape.clone());
-        match why_not(attrs, &x, &w, graph.constants.contains_key(node.input(1).unwrap_or(""))) {
+        match why_not(
+            attrs,
+            &x,
+            &w,
+            graph.constants.contains_key(node.input(1).unwrap_or("")),
+        ) {
             Some(reason) => {
                 notes.push(format!("{}: not lowered: {reason}", node.name));
                 nodes.push(node);
             }
             None => {
-                let out = out_shape.ok_or_else(|| anyhow!("{}: output shape unknown", node.name))?;
+                let out =
+                    out_shape.ok_or_else(|| anyhow!("{}: output shape unknown", node.name))?;
                 lower(graph, &mut names, &node, attrs, &x, &w, &out, &mut nodes)?;
                 changed = true;
             }
@@ -48,7 +58,10 @@ pub fn run(graph: &mut Graph, notes: &mut Notes) -> Result<bool> {
 /// Why this Conv cannot be lowered, or `None` when it can.
 fn why_not(a: &ConvAttrs, x: &[usize], w: &[usize], weight_is_const: bool) -> Option<String> {
     if x.len() != 4 {
-        return Some(format!("input rank {} (only 2-D convolutions are lowered)", x.len()));
+        return Some(format!(
+            "input rank {} (only 2-D convolutions are lowered)",
+            x.len()
+        ));
     }
     if w[2] != 1 || w[3] != 1 {
         return Some(format!("kernel {}x{} is not 1x1", w[2], w[3]));
@@ -95,36 +108,89 @@ fn lower(
     let mut input = node.inputs[0].clone();
     let mut push = |names: &mut NameGen, op: Op, suffix: &str, inputs: Vec<String>| {
         let out = names.fresh(&format!("{base}.{suffix}"));
-        nodes.push(Node { name: out.clone(), op, inputs, outputs: vec![out.clone()] });
+        nodes.push(Node {
+            name: out.clone(),
+            op,
+            inputs,
+            outputs: vec![out.clone()],
+        });
         out
     };
 
     // Stride: keep every s-th row and column; then the conv is stride 1.
-    let strides: Vec<usize> = if a.window.strides.is_empty() { vec![1, 1] } else { a.window.strides.clone() };
+    let strides: Vec<usize> = if a.window.strides.is_empty() {
+        vec![1, 1]
+    } else {
+        a.window.strides.clone()
+    };
     if strides.iter().any(|&s| s > 1) {
-        let starts = konst(graph, names, "starts", Tensor::from_vec(&[2], vec![0i64, 0])?);
-        let ends = konst(graph, names, "ends", Tensor::from_vec(&[2], vec![i64::MAX, i64::MAX])?);
+        let starts = konst(
+            graph,
+            names,
+            "starts",
+            Tensor::from_vec(&[2], vec![0i64, 0])?,
+        );
+        let ends = konst(
+            graph,
+            names,
+            "ends",
+            Tensor::from_vec(&[2], vec![i64::MAX, i64::MAX])?,
+        );
         let axes = konst(graph, names, "axes", Tensor::from_vec(&[2], vec![2i64, 3])?);
-        let steps = konst(graph, names, "steps", Tensor::from_vec(&[2], strides.iter().map(|&s| s as i64).collect())?);
-        input = push(names, Op::Slice, "strided", vec![input, starts, ends, axes, steps]);
+        let steps = konst(
+            graph,
+            names,
+            "steps",
+            Tensor::from_vec(&[2], strides.iter().map(|&s| s as i64).collect())?,
+        );
+        input = push(
+            names,
+            Op::Slice,
+            "strided",
+            vec![input, starts, ends, axes, steps],
+        );
     }
-    let flat_shape = konst(graph, names, "flat_shape", Tensor::from_vec(&[3], vec![0i64, c as i64, -1])?);
-    let flat = push(names, Op::Reshape { allowzero: false }, "flat", vec![input, flat_shape]);
+    let flat_shape = konst(
+        graph,
+        names,
+        "flat_shape",
+        Tensor::from_vec(&[3], vec![0i64, c as i64, -1])?,
+    );
+    let flat = push(
+        names,
+        Op::Reshape { allowzero: false },
+        "flat",
+        vec![input, flat_shape],
+    );
 
-    let weight = graph.constants[node.input(1).expect("checked")].clone().reshape(&[m, c])?;
+    let weight = graph.constants[node.input(1).expect("checked")]
+        .clone()
+        .reshape(&[m, c])?;
     let weight = konst(graph, names, "weight", weight);
     let mut y = push(names, Op::MatMul, "matmul", vec![weight, flat]);
     if let Some(b) = node.input(2) {
         let bias = match graph.constants.get(b) {
             Some(t) => konst(graph, names, "bias", t.clone().reshape(&[m, 1])?),
             None => {
-                let shape = konst(graph, names, "bias_shape", Tensor::from_vec(&[2], vec![m as i64, 1])?);
-                push(names, Op::Reshape { allowzero: false }, "bias", vec![b.to_string(), shape])
+                let shape = konst(
+                    graph,
+                    names,
+                    "bias_shape",
+                    Tensor::from_vec(&[2], vec![m as i64, 1])?,
+                );
+                push(
+                    names,
+                    Op::Reshape { allowzero: false },
+                    "bias",
+                    vec![b.to_string(), shape],
+                )
             }
         };
         y = push(names, Op::Binary(BinaryOp::Add), "add_bias", vec![y, bias]);
     }
-    let out_shape = konst(graph, names,
+    let out_shape = konst(
+        graph,
+        names,
         "out_shape",
         Tensor::from_vec(&[4], vec![0i64, m as i64, out[2] as i64, out[3] as i64])?,
     );

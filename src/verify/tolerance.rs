@@ -14,7 +14,10 @@ pub struct Tolerance {
 
 impl Default for Tolerance {
     fn default() -> Self {
-        Tolerance { atol: 1e-4, rtol: 1e-3 }
+        Tolerance {
+            atol: 1e-4,
+            rtol: 1e-3,
+        }
     }
 }
 
@@ -57,19 +60,38 @@ impl fmt::Display for Report {
 fn ulp_f32(a: f32, b: f32) -> u64 {
     let key = |x: f32| {
         let i = x.to_bits() as i32;
-        if i < 0 { i32::MIN as i64 - i as i64 } else { i as i64 }
+        if i < 0 {
+            i32::MIN as i64 - i as i64
+        } else {
+            i as i64
+        }
     };
     (key(a) - key(b)).unsigned_abs()
 }
 
 pub fn compare(actual: &Tensor, expected: &Tensor, tol: Tolerance) -> Report {
-    let mut r = Report { mismatch: None, max_abs: 0.0, max_rel: 0.0, max_ulp: 0, outliers: 0, first_outlier: None };
+    let mut r = Report {
+        mismatch: None,
+        max_abs: 0.0,
+        max_rel: 0.0,
+        max_ulp: 0,
+        outliers: 0,
+        first_outlier: None,
+    };
     if actual.dtype() != expected.dtype() {
-        r.mismatch = Some(format!("dtype {} vs expected {}", actual.dtype(), expected.dtype()));
+        r.mismatch = Some(format!(
+            "dtype {} vs expected {}",
+            actual.dtype(),
+            expected.dtype()
+        ));
         return r;
     }
     if actual.shape() != expected.shape() {
-        r.mismatch = Some(format!("shape {:?} vs expected {:?}", actual.shape(), expected.shape()));
+        r.mismatch = Some(format!(
+            "shape {:?} vs expected {:?}",
+            actual.shape(),
+            expected.shape()
+        ));
         return r;
     }
     let a = actual.to_f64_vec();
@@ -81,7 +103,11 @@ pub fn compare(actual: &Tensor, expected: &Tensor, tol: Tolerance) -> Report {
             continue;
         }
         let abs = (x - y).abs();
-        let rel = if y != 0.0 { abs / y.abs() } else { f64::INFINITY };
+        let rel = if y != 0.0 {
+            abs / y.abs()
+        } else {
+            f64::INFINITY
+        };
         if abs.is_finite() {
             r.max_abs = r.max_abs.max(abs);
         } else {
@@ -89,7 +115,9 @@ pub fn compare(actual: &Tensor, expected: &Tensor, tol: Tolerance) -> Report {
         }
         r.max_rel = r.max_rel.max(rel);
         r.max_ulp = r.max_ulp.max(ulp_f32(x as f32, y as f32));
-        if !(abs <= tol.atol + tol.rtol * y.abs()) {
+        // Infinities match only themselves (handled by `same` above); NaN only NaN.
+        let special = x.is_infinite() || y.is_infinite() || x.is_nan() || y.is_nan();
+        if special || !(abs <= tol.atol + tol.rtol * y.abs()) {
             r.outliers += 1;
             first.get_or_insert(i);
         }

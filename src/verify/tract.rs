@@ -9,28 +9,65 @@ use tract_onnx::prelude::*;
 
 fn to_tract(t: &Tensor) -> Result<tp::Tensor> {
     Ok(match t {
-        Tensor::F32(a) => tp::Tensor::from_shape(a.shape(), &a.iter().copied().collect::<Vec<_>>())?,
-        Tensor::F64(a) => tp::Tensor::from_shape(a.shape(), &a.iter().copied().collect::<Vec<_>>())?,
-        Tensor::I64(a) => tp::Tensor::from_shape(a.shape(), &a.iter().copied().collect::<Vec<_>>())?,
-        Tensor::I32(a) => tp::Tensor::from_shape(a.shape(), &a.iter().copied().collect::<Vec<_>>())?,
-        other => bail!("tract reference: inputs of dtype {} are not supported", other.dtype()),
+        Tensor::F32(a) => {
+            tp::Tensor::from_shape(a.shape(), &a.iter().copied().collect::<Vec<_>>())?
+        }
+        Tensor::F64(a) => {
+            tp::Tensor::from_shape(a.shape(), &a.iter().copied().collect::<Vec<_>>())?
+        }
+        Tensor::I64(a) => {
+            tp::Tensor::from_shape(a.shape(), &a.iter().copied().collect::<Vec<_>>())?
+        }
+        Tensor::I32(a) => {
+            tp::Tensor::from_shape(a.shape(), &a.iter().copied().collect::<Vec<_>>())?
+        }
+        other => bail!(
+            "tract reference: inputs of dtype {} are not supported",
+            other.dtype()
+        ),
     })
 }
 
 fn from_tract(t: &tp::Tensor) -> Result<Tensor> {
     let shape = t.shape().to_vec();
     match t.datum_type() {
-        tp::DatumType::F32 => Tensor::from_vec(&shape, t.to_plain_array_view::<f32>()?.iter().copied().collect::<Vec<_>>()),
-        tp::DatumType::F64 => Tensor::from_vec(&shape, t.to_plain_array_view::<f64>()?.iter().copied().collect::<Vec<_>>()),
-        tp::DatumType::I64 => Tensor::from_vec(&shape, t.to_plain_array_view::<i64>()?.iter().copied().collect::<Vec<_>>()),
-        tp::DatumType::I32 => Tensor::from_vec(&shape, t.to_plain_array_view::<i32>()?.iter().copied().collect::<Vec<_>>()),
+        tp::DatumType::F32 => Tensor::from_vec(
+            &shape,
+            t.to_plain_array_view::<f32>()?
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
+        ),
+        tp::DatumType::F64 => Tensor::from_vec(
+            &shape,
+            t.to_plain_array_view::<f64>()?
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
+        ),
+        tp::DatumType::I64 => Tensor::from_vec(
+            &shape,
+            t.to_plain_array_view::<i64>()?
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
+        ),
+        tp::DatumType::I32 => Tensor::from_vec(
+            &shape,
+            t.to_plain_array_view::<i32>()?
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
+        ),
         dt => bail!("tract reference: output dtype {dt:?} is not supported"),
     }
 }
 
 /// Runs `model` with tract on `inputs` (in the model's input order) and returns its outputs.
 pub fn run(model: &Path, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
-    let mut m = tract_onnx::onnx().model_for_path(model).with_context(|| format!("{}: tract cannot load it", model.display()))?;
+    let mut m = tract_onnx::onnx()
+        .model_for_path(model)
+        .with_context(|| format!("{}: tract cannot load it", model.display()))?;
     for (i, t) in inputs.iter().enumerate() {
         let dt = match t.dtype() {
             DType::F32 => tp::DatumType::F32,
@@ -42,7 +79,10 @@ pub fn run(model: &Path, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
         m.set_input_fact(i, tp::InferenceFact::dt_shape(dt, t.shape()))?;
     }
     let runnable = m.into_optimized()?.into_runnable()?;
-    let tv: tp::TVec<tp::TValue> = inputs.iter().map(|t| to_tract(t).map(|t| t.into())).collect::<Result<_>>()?;
+    let tv: tp::TVec<tp::TValue> = inputs
+        .iter()
+        .map(|t| to_tract(t).map(|t| t.into()))
+        .collect::<Result<_>>()?;
     let outs = runnable.run(tv)?;
     outs.iter().map(|t| from_tract(t)).collect()
 }

@@ -5,17 +5,33 @@
 use super::input;
 use crate::ir::{BinaryOp, Fact, Op};
 use crate::kernels::elementwise as k;
+use crate::tensor::DType;
 use anyhow::{bail, Result};
 
 pub fn infer(op: &Op, inputs: &[Option<&Fact>], n_outputs: usize) -> Result<Vec<Fact>> {
     let x = input(inputs, 0, "X")?;
     let fact = match op {
-        Op::Unary(_) => Fact { value: None, ..x.clone() },
+        Op::Unary(u) => {
+            if !k::unary_supports(*u, x.dtype) {
+                bail!("{u:?} is not defined on {} tensors", x.dtype);
+            }
+            Fact {
+                value: None,
+                ..x.clone()
+            }
+        }
         Op::Binary(b) => {
             let y = input(inputs, 1, "B")?;
+            if x.dtype == DType::Bool {
+                bail!("{b:?} is not defined on bool tensors");
+            }
             // Pow's exponent may have its own type; every other op needs one dtype.
             if *b != BinaryOp::Pow && x.dtype != y.dtype {
-                bail!("{b:?} needs matching dtypes, got {} and {}", x.dtype, y.dtype);
+                bail!(
+                    "{b:?} needs matching dtypes, got {} and {}",
+                    x.dtype,
+                    y.dtype
+                );
             }
             match (&x.shape, &y.shape) {
                 (Some(a), Some(b)) => Fact::new(x.dtype, k::broadcast_shapes(a, b)?),
@@ -35,9 +51,16 @@ pub fn infer(op: &Op, inputs: &[Option<&Fact>], n_outputs: usize) -> Result<Vec<
                     }
                 }
             }
-            Fact { value: None, ..x.clone() }
+            Fact {
+                value: None,
+                ..x.clone()
+            }
         }
-        Op::Cast { to } => Fact { dtype: *to, shape: x.shape.clone(), value: None },
+        Op::Cast { to } => Fact {
+            dtype: *to,
+            shape: x.shape.clone(),
+            value: None,
+        },
         other => bail!("elementwise shape rule cannot handle {}", other.name()),
     };
     super::layout::fold(op, inputs, n_outputs, vec![fact])
@@ -46,7 +69,7 @@ pub fn infer(op: &Op, inputs: &[Option<&Fact>], n_outputs: usize) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tensor::{DType, Tensor};
+    use crate::tensor::Tensor;
     use std::sync::Arc;
 
     #[test]
@@ -63,6 +86,9 @@ mod tests {
         let v = Fact::of_tensor(&Tensor::from_vec(&[2], vec![6i64, 9]).unwrap());
         let two = Fact::of_tensor(&Tensor::scalar(2i64));
         let r = infer(&Op::Binary(BinaryOp::Div), &[Some(&v), Some(&two)], 1).unwrap();
-        assert_eq!(r[0].value, Some(Arc::new(Tensor::from_vec(&[2], vec![3i64, 4]).unwrap())));
+        assert_eq!(
+            r[0].value,
+            Some(Arc::new(Tensor::from_vec(&[2], vec![3i64, 4]).unwrap()))
+        );
     }
 }

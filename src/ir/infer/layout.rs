@@ -35,9 +35,18 @@ pub fn infer(op: &Op, inputs: &[Option<&Fact>], n_outputs: usize) -> Result<Vec<
                 .map(|i| input(inputs, i, "input"))
                 .collect::<Result<_>>()?;
             if let Some(f) = all.iter().find(|f| f.dtype != dt) {
-                bail!("{} inputs must share a dtype, got {} and {}", op.name(), dt, f.dtype);
+                bail!(
+                    "{} inputs must share a dtype, got {} and {}",
+                    op.name(),
+                    dt,
+                    f.dtype
+                );
             }
-            let Some(shapes) = all.iter().map(|f| f.shape.as_deref()).collect::<Option<Vec<_>>>() else {
+            let Some(shapes) = all
+                .iter()
+                .map(|f| f.shape.as_deref())
+                .collect::<Option<Vec<_>>>()
+            else {
                 return unknown();
             };
             let s = if matches!(op, Op::Stack { .. }) {
@@ -107,8 +116,12 @@ pub fn infer(op: &Op, inputs: &[Option<&Fact>], n_outputs: usize) -> Result<Vec<
                     // Known indices are bounds-checked now rather than at run time.
                     if let Some(v) = &idx.value {
                         let dim = d[norm_axis(*axis, d.len())?] as i64;
-                        if let Some(bad) = v.to_i64_vec()?.into_iter().find(|&j| j < -dim || j >= dim) {
-                            bail!("Gather index {bad} is out of range for axis {axis} of size {dim}");
+                        if let Some(bad) =
+                            v.to_i64_vec()?.into_iter().find(|&j| j < -dim || j >= dim)
+                        {
+                            bail!(
+                                "Gather index {bad} is out of range for axis {axis} of size {dim}"
+                            );
                         }
                     }
                     vec![Fact::new(dt, k::gather_shape(d, i, *axis)?)]
@@ -127,7 +140,10 @@ pub fn infer(op: &Op, inputs: &[Option<&Fact>], n_outputs: usize) -> Result<Vec<
                 }
             }
             let Some(s) = &x.shape else { return unknown() };
-            let (starts, ends) = (v[0].as_deref().expect("required"), v[1].as_deref().expect("required"));
+            let (starts, ends) = (
+                v[0].as_deref().expect("required"),
+                v[1].as_deref().expect("required"),
+            );
             let plan = k::slice_plan(s, starts, ends, v[2].as_deref(), v[3].as_deref())?;
             vec![Fact::new(dt, k::slice_out_shape(s, &plan))]
         }
@@ -170,11 +186,18 @@ fn shape_tensor(s: &[usize], start: i64, end: Option<i64>) -> Result<Tensor> {
 /// Constant folding: when every present input's value is known and the outputs are small,
 /// runs the kernel and returns facts carrying the values; otherwise returns `facts`.
 /// The folded shapes must agree with the rule's (they come from the same arithmetic).
-pub(super) fn fold(op: &Op, inputs: &[Option<&Fact>], n_outputs: usize, facts: Vec<Fact>) -> Result<Vec<Fact>> {
+pub(super) fn fold(
+    op: &Op,
+    inputs: &[Option<&Fact>],
+    n_outputs: usize,
+    facts: Vec<Fact>,
+) -> Result<Vec<Fact>> {
     let small = facts.iter().all(|f| {
-        f.shape
-            .as_ref()
-            .is_some_and(|s| s.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).is_some_and(|n| n <= MAX_FACT_VALUE_LEN))
+        f.shape.as_ref().is_some_and(|s| {
+            s.iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .is_some_and(|n| n <= MAX_FACT_VALUE_LEN)
+        })
     });
     if !small || inputs.first().copied().flatten().is_none() {
         return Ok(facts);
@@ -194,7 +217,10 @@ pub(super) fn fold(op: &Op, inputs: &[Option<&Fact>], n_outputs: usize, facts: V
     let folded: Vec<Fact> = out.iter().map(Fact::of_tensor).collect();
     for (f, g) in facts.iter().zip(&folded) {
         if f.shape != g.shape || f.dtype != g.dtype {
-            bail!("internal: folded {} gives {g}, the shape rule {f}", op.name());
+            bail!(
+                "internal: folded {} gives {g}, the shape rule {f}",
+                op.name()
+            );
         }
     }
     Ok(folded)
@@ -211,11 +237,34 @@ mod tests {
     #[test]
     fn shape_gives_value() {
         let x = Fact::new(DType::F32, vec![1, 3, 224, 224]);
-        let r = infer(&Op::Shape { start: 1, end: Some(-1) }, &[Some(&x)], 1).unwrap();
+        let r = infer(
+            &Op::Shape {
+                start: 1,
+                end: Some(-1),
+            },
+            &[Some(&x)],
+            1,
+        )
+        .unwrap();
         assert_eq!(r[0].shape, Some(vec![2]));
-        assert_eq!(r[0].value.as_deref(), Some(&Tensor::from_vec(&[2], vec![3i64, 224]).unwrap()));
+        assert_eq!(
+            r[0].value.as_deref(),
+            Some(&Tensor::from_vec(&[2], vec![3i64, 224]).unwrap())
+        );
         let u = Fact::unknown_shape(DType::F32);
-        assert_eq!(infer(&Op::Shape { start: 0, end: None }, &[Some(&u)], 1).unwrap()[0].shape, None);
+        assert_eq!(
+            infer(
+                &Op::Shape {
+                    start: 0,
+                    end: None
+                },
+                &[Some(&u)],
+                1
+            )
+            .unwrap()[0]
+                .shape,
+            None
+        );
     }
 
     #[test]
@@ -233,12 +282,28 @@ mod tests {
     #[test]
     fn shape_gather_concat_folds() {
         let x = Fact::new(DType::F32, vec![5, 6, 7]);
-        let sh = infer(&Op::Shape { start: 0, end: None }, &[Some(&x)], 1).unwrap().remove(0);
+        let sh = infer(
+            &Op::Shape {
+                start: 0,
+                end: None,
+            },
+            &[Some(&x)],
+            1,
+        )
+        .unwrap()
+        .remove(0);
         let i = val(&[1], vec![-1]);
-        let g = infer(&Op::Gather { axis: 0 }, &[Some(&sh), Some(&i)], 1).unwrap().remove(0);
-        assert_eq!(g.value.as_deref(), Some(&Tensor::from_vec(&[1], vec![7i64]).unwrap()));
+        let g = infer(&Op::Gather { axis: 0 }, &[Some(&sh), Some(&i)], 1)
+            .unwrap()
+            .remove(0);
+        assert_eq!(
+            g.value.as_deref(),
+            Some(&Tensor::from_vec(&[1], vec![7i64]).unwrap())
+        );
         let m = val(&[1], vec![-1]);
-        let c = infer(&Op::Concat { axis: 0 }, &[Some(&m), Some(&g)], 1).unwrap().remove(0);
+        let c = infer(&Op::Concat { axis: 0 }, &[Some(&m), Some(&g)], 1)
+            .unwrap()
+            .remove(0);
         let r = infer(&Op::Reshape { allowzero: false }, &[Some(&x), Some(&c)], 1).unwrap();
         assert_eq!(r[0].shape, Some(vec![30, 7]));
     }
@@ -246,10 +311,28 @@ mod tests {
     #[test]
     fn slice_and_split_facts() {
         let x = Fact::new(DType::F32, vec![4, 10]);
-        let (s, e, a, st) = (val(&[1], vec![-1]), val(&[1], vec![-100]), val(&[1], vec![1]), val(&[1], vec![-3]));
-        let r = infer(&Op::Slice, &[Some(&x), Some(&s), Some(&e), Some(&a), Some(&st)], 1).unwrap();
+        let (s, e, a, st) = (
+            val(&[1], vec![-1]),
+            val(&[1], vec![-100]),
+            val(&[1], vec![1]),
+            val(&[1], vec![-3]),
+        );
+        let r = infer(
+            &Op::Slice,
+            &[Some(&x), Some(&s), Some(&e), Some(&a), Some(&st)],
+            1,
+        )
+        .unwrap();
         assert_eq!(r[0].shape, Some(vec![4, 4])); // 9, 6, 3, 0
-        let r = infer(&Op::Split { axis: 1, split: None }, &[Some(&x)], 4).unwrap();
+        let r = infer(
+            &Op::Split {
+                axis: 1,
+                split: None,
+            },
+            &[Some(&x)],
+            4,
+        )
+        .unwrap();
         let dims: Vec<usize> = r.iter().map(|f| f.shape.as_ref().unwrap()[1]).collect();
         assert_eq!(dims, vec![3, 3, 3, 1]);
     }

@@ -33,7 +33,10 @@ pub fn infer(op: &Op, inputs: &[Option<&Fact>], _n_outputs: usize) -> Result<Vec
         }
         other => bail!("norm shape rule cannot handle {}", other.name()),
     }
-    Ok(vec![Fact { value: None, ..x.clone() }])
+    Ok(vec![Fact {
+        value: None,
+        ..x.clone()
+    }])
 }
 
 #[cfg(test)]
@@ -46,9 +49,17 @@ mod tests {
         let x = Fact::new(DType::F32, vec![1, 3, 4, 4]);
         let p = Fact::new(DType::F32, vec![3]);
         let q = Fact::new(DType::F32, vec![2]);
-        let ok = infer(&Op::BatchNorm { epsilon: 1e-5 }, &[Some(&x), Some(&p), Some(&p), Some(&p), Some(&p)], 1);
+        let ok = infer(
+            &Op::BatchNorm { epsilon: 1e-5 },
+            &[Some(&x), Some(&p), Some(&p), Some(&p), Some(&p)],
+            1,
+        );
         assert_eq!(ok.unwrap()[0].shape, Some(vec![1, 3, 4, 4]));
-        let bad = infer(&Op::BatchNorm { epsilon: 1e-5 }, &[Some(&x), Some(&p), Some(&q), Some(&p), Some(&p)], 1);
+        let bad = infer(
+            &Op::BatchNorm { epsilon: 1e-5 },
+            &[Some(&x), Some(&p), Some(&q), Some(&p), Some(&p)],
+            1,
+        );
         assert!(bad.is_err());
         assert!(infer(&Op::Softmax { axis: 4 }, &[Some(&x)], 1).is_err());
     }

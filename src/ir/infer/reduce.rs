@@ -40,14 +40,21 @@ mod tests {
     #[test]
     fn reduce_facts() {
         let x = Fact::new(DType::F32, vec![2, 3, 4]);
-        let a = ReduceAttrs { axes: None, keepdims: true, noop_with_empty_axes: false };
+        let a = ReduceAttrs {
+            axes: None,
+            keepdims: true,
+            noop_with_empty_axes: false,
+        };
         let axes = Fact::of_tensor(&Tensor::from_vec(&[1], vec![-2i64]).unwrap());
         let r = infer(&Op::ReduceMean(a.clone()), &[Some(&x), Some(&axes)], 1).unwrap();
         assert_eq!(r[0].shape, Some(vec![2, 1, 4]));
         let unknown = Fact::new(DType::I64, vec![1]);
         let r = infer(&Op::ReduceMean(a.clone()), &[Some(&x), Some(&unknown)], 1).unwrap();
         assert_eq!(r[0].shape, None);
-        let a = ReduceAttrs { keepdims: false, ..a };
+        let a = ReduceAttrs {
+            keepdims: false,
+            ..a
+        };
         let r = infer(&Op::ReduceSum(a), &[Some(&x)], 1).unwrap();
         assert_eq!(r[0].shape, Some(vec![]));
     }
