@@ -90,6 +90,23 @@ impl Graph {
         self.outputs.iter().any(|o| o.name == value)
     }
 
+    /// Drops constants that no node reads and no output names (left behind by a rewrite).
+    pub fn remove_unused_constants(&mut self) {
+        let mut used: HashSet<&str> = self.outputs.iter().map(|o| o.name.as_str()).collect();
+        for n in &self.nodes {
+            used.extend(n.inputs.iter().map(String::as_str));
+        }
+        let unused: Vec<String> = self
+            .constants
+            .keys()
+            .filter(|k| !used.contains(k.as_str()))
+            .cloned()
+            .collect();
+        for k in unused {
+            self.constants.remove(&k);
+        }
+    }
+
     /// Every name used in the graph, for making fresh ones.
     pub fn all_names(&self) -> HashSet<String> {
         let mut names: HashSet<String> = self.constants.keys().cloned().collect();

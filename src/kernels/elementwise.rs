@@ -323,7 +323,7 @@ fn binary_t<T: Arith>(op: BinaryOp, a: &ArrayD<T>, b: &ArrayD<T>) -> Result<Arra
     // Per-channel case ([N, C, H, W] op [C, 1, 1] and the like): one side constant over
     // contiguous runs of the other, so each run is a scalar loop.
     if out_shape == a.shape() {
-        if let Some(r) = per_run(a, b, &out_shape, |x, y| f(x, y)) {
+        if let Some(r) = per_run(a, b, &out_shape, f) {
             return Ok(r);
         }
     }

@@ -52,6 +52,8 @@ pub fn run(graph: &mut Graph, notes: &mut Notes) -> Result<bool> {
         }
     }
     graph.nodes = nodes;
+    // The 4-D weights of lowered Convs now live on as (M, C) copies.
+    graph.remove_unused_constants();
     Ok(changed)
 }
 
@@ -74,7 +76,7 @@ fn why_not(a: &ConvAttrs, x: &[usize], w: &[usize], weight_is_const: bool) -> Op
         // With a 1x1 kernel SAME pads only when the stride does not divide the input.
         Padding::SameUpper | Padding::SameLower => {
             let s = |i: usize| a.window.strides.get(i).copied().unwrap_or(1);
-            (0..2).any(|i| x[2 + i] % s(i) != 0 && s(i) > 1)
+            (0..2).any(|i| s(i) > 1 && !x[2 + i].is_multiple_of(s(i)))
         }
         Padding::Valid => false,
     };

@@ -117,7 +117,8 @@ pub fn compare(actual: &Tensor, expected: &Tensor, tol: Tolerance) -> Report {
         r.max_ulp = r.max_ulp.max(ulp_f32(x as f32, y as f32));
         // Infinities match only themselves (handled by `same` above); NaN only NaN.
         let special = x.is_infinite() || y.is_infinite() || x.is_nan() || y.is_nan();
-        if special || !(abs <= tol.atol + tol.rtol * y.abs()) {
+        let within = abs <= tol.atol + tol.rtol * y.abs();
+        if special || !within {
             r.outliers += 1;
             first.get_or_insert(i);
         }
