@@ -76,6 +76,49 @@ fn every_model_agrees_with_tract_before_and_after_lowering() {
     }
 }
 
+/// Output summary rounded to 1e-3, far coarser than the float noise between runtimes, so the
+/// text is stable; the values themselves are checked against tract above.
+fn summary(t: &Tensor) -> String {
+    let v = t.to_f64_vec();
+    let r = |x: f64| {
+        let s = format!("{:.3}", x);
+        if s == "-0.000" {
+            "0.000".to_string()
+        } else {
+            s
+        }
+    };
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let max = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let head: Vec<String> = v.iter().take(12).map(|x| r(*x)).collect();
+    format!(
+        "{} {:?} min {} max {} mean {} first [{}]",
+        t.dtype(),
+        t.shape(),
+        r(min),
+        r(max),
+        r(mean),
+        head.join(", ")
+    )
+}
+
+#[test]
+fn output_summaries_on_seed_0() {
+    for name in MODELS {
+        let graph = convgraph::onnx::load_model(&model_path(name)).unwrap();
+        let inputs = seeded_inputs(&graph, 0);
+        let expected = tract::run(&model_path(name), &inputs).unwrap();
+        let outs = run(&graph, &inputs);
+        let mut text = String::new();
+        for ((decl, a), e) in graph.outputs.iter().zip(&outs).zip(&expected) {
+            assert!(compare(a, e, Tolerance::default()).ok(), "{name} vs tract");
+            text.push_str(&format!("{}: {}\n", decl.name, summary(a)));
+        }
+        insta::assert_snapshot!(format!("{name}.outputs"), text);
+    }
+}
+
 #[test]
 fn ir_snapshots_before_and_after_lowering() {
     for name in MODELS {
