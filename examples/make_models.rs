@@ -131,11 +131,6 @@ fn weights(seed: u64, n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// The lesson's X (2x3x3) = [[0..8], [1..9]], as a batch of one.
-fn lesson_x() -> Vec<f32> {
-    (0..9).chain(1..10).map(|v| v as f32).collect()
-}
-
 /// The lesson's K (2x2x2) = [[[0,1],[2,3]], [[1,2],[3,4]]].
 fn lesson_k() -> Vec<f32> {
     vec![0., 1., 2., 3., 1., 2., 3., 4.]
