@@ -43,10 +43,23 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    let result = match cli.command {
+    // A safety net, not a plan: a panic is a bug, but the contract is one line on stderr and
+    // exit code 2, never a backtrace dump. The default hook is silenced; we report it below.
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(|| match cli.command {
         Command::Run(a) => run::run(a),
         Command::Inspect(a) => inspect::run(a),
-    };
+    })
+    .unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(anyhow::anyhow!(
+            "internal error (a bug in convgraph, please report it): {msg}"
+        ))
+    });
     match result {
         Ok(code) => code,
         Err(e) => {
