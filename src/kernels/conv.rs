@@ -18,7 +18,7 @@ use crate::ir::op::ConvAttrs;
 use crate::ir::window::Geometry;
 use crate::ir::Op;
 use crate::tensor::{DType, Tensor};
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, Result};
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
@@ -89,44 +89,12 @@ fn lift(v: &[usize], fill: usize) -> [usize; 3] {
     out
 }
 
-/// Checks the shapes (the same rules as the shape inference) and resolves the geometry.
+/// Checks the shapes (with the shape rule itself) and resolves the geometry.
 fn plan(xs: &[usize], ws: &[usize], bs: Option<&[usize]>, attrs: &ConvAttrs) -> Result<Plan> {
-    let group = attrs.group;
-    ensure!(group > 0, "group is 0");
-    ensure!(
-        (3..=5).contains(&xs.len()),
-        "input has rank {} ({xs:?}); Conv needs [N, C, spatial...] with 1 to 3 spatial dims",
-        xs.len()
-    );
-    ensure!(
-        ws.len() == xs.len(),
-        "weight rank {} ({ws:?}) differs from input rank {} ({xs:?})",
-        ws.len(),
-        xs.len()
-    );
-    let (c, m) = (xs[1], ws[0]);
-    ensure!(
-        c % group == 0,
-        "group {group} does not divide the input channels {c}"
-    );
-    ensure!(
-        m % group == 0,
-        "group {group} does not divide the output channels {m}"
-    );
-    ensure!(
-        ws[1] * group == c,
-        "input has {c} channels but weight {ws:?} expects {}",
-        ws[1] * group
-    );
-    if let Some(bs) = bs {
-        ensure!(
-            bs.len() == 1 && bs[0] == m,
-            "bias shape {bs:?} does not match the {m} output channels"
-        );
-    }
+    // The shape rule is the one place that says which shapes a Conv accepts.
+    let out_shape = crate::ir::infer::conv_output_shape(xs, ws, bs, attrs)?;
+    let (group, c, m) = (attrs.group, xs[1], ws[0]);
     let g: Geometry = attrs.window.resolve(&xs[2..], &ws[2..], false)?;
-    let mut out_shape = vec![xs[0], m];
-    out_shape.extend(&g.output);
     Ok(Plan {
         n: xs[0],
         c,

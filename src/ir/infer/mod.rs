@@ -14,6 +14,8 @@ mod norm;
 mod pool;
 mod reduce;
 
+pub(crate) use conv::conv_output_shape;
+
 use super::{Fact, Op};
 use anyhow::{anyhow, Result};
 
