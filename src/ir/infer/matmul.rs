@@ -42,31 +42,6 @@ pub fn infer(op: &Op, inputs: &[Option<&Fact>], _n_outputs: usize) -> Result<Vec
     Ok(vec![Fact::new(a.dtype, shape)])
 }
 
-/// numpy broadcasting of two batch shapes (right-aligned; a dim of 1 stretches).
-pub(crate) fn broadcast_batch(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
-    let r = a.len().max(b.len());
-    let mut out = vec![0; r];
-    for i in 0..r {
-        let da = if i + a.len() >= r {
-            a[i + a.len() - r]
-        } else {
-            1
-        };
-        let db = if i + b.len() >= r {
-            b[i + b.len() - r]
-        } else {
-            1
-        };
-        out[i] = match (da, db) {
-            (x, y) if x == y => x,
-            (1, y) => y,
-            (x, 1) => x,
-            _ => bail!("batch dims {a:?} and {b:?} do not broadcast"),
-        };
-    }
-    Ok(out)
-}
-
 /// numpy matmul output shape: a 1-D A is promoted to `[1, k]` and a 1-D B to `[k, 1]`, the
 /// promoted dim being removed from the result again.
 pub(crate) fn matmul_output_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
@@ -90,7 +65,7 @@ pub(crate) fn matmul_output_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>
     } else {
         &[][..]
     };
-    let mut out = broadcast_batch(a_batch, b_batch)?;
+    let mut out = crate::kernels::elementwise::broadcast_shapes(a_batch, b_batch)?;
     if a.len() >= 2 {
         out.push(a[a.len() - 2]);
     }
