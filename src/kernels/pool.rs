@@ -51,18 +51,7 @@ fn lift(v: &[usize], fill: usize) -> [usize; 3] {
 
 /// A windowed pool. `max` selects MaxPool, else AveragePool.
 pub fn window_pool<T: Elem>(x: &ArrayD<T>, p: &PoolAttrs, max: bool) -> Result<ArrayD<T>> {
-    let xs = x.shape();
-    ensure!(
-        (3..=5).contains(&xs.len()),
-        "input has rank {} ({xs:?}); pooling needs [N, C, spatial...] with 1 to 3 spatial dims",
-        xs.len()
-    );
-    let Some(ks) = &p.window.kernel_shape else {
-        bail!("kernel_shape is required for pooling")
-    };
-    let g = p.window.resolve(&xs[2..], ks, p.ceil_mode)?;
-    let mut out_shape = xs[..2].to_vec();
-    out_shape.extend(&g.output);
+    let (out_shape, g) = crate::ir::infer::window_pool_geometry(p, x.shape())?;
     crate::tensor::limits::check_alloc(&out_shape, T::DTYPE)?;
 
     let input = lift(&g.input, 1);

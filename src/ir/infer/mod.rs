@@ -15,6 +15,7 @@ mod pool;
 mod reduce;
 
 pub(crate) use conv::conv_output_shape;
+pub(crate) use pool::window_pool_geometry;
 
 use super::{Fact, Op};
 use anyhow::{anyhow, Result};

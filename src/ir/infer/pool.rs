@@ -22,23 +22,30 @@ pub fn infer(op: &Op, inputs: &[Option<&Fact>], n_outputs: usize) -> Result<Vec<
     Ok(vec![Fact::new(x.dtype, pool_output_shape(op, xs)?)])
 }
 
+/// Output shape and resolved window of MaxPool/AveragePool on an input of shape `xs`: the one
+/// place that says which inputs a windowed pool accepts; the kernel calls it too.
+pub(crate) fn window_pool_geometry(
+    p: &crate::ir::PoolAttrs,
+    xs: &[usize],
+) -> Result<(Vec<usize>, crate::ir::window::Geometry)> {
+    ensure!(
+        (3..=5).contains(&xs.len()),
+        "input has rank {} ({xs:?}); pooling needs [N, C, spatial...] with 1 to 3 spatial dims",
+        xs.len()
+    );
+    let Some(ks) = &p.window.kernel_shape else {
+        bail!("kernel_shape is required for pooling")
+    };
+    let g = p.window.resolve(&xs[2..], ks, p.ceil_mode)?;
+    let mut out = xs[..2].to_vec();
+    out.extend(&g.output);
+    Ok((out, g))
+}
+
 /// The output shape of a pooling op on an input of shape `xs`. Shared with the kernel.
 pub(crate) fn pool_output_shape(op: &Op, xs: &[usize]) -> Result<Vec<usize>> {
     match op {
-        Op::MaxPool(p) | Op::AveragePool(p) => {
-            ensure!(
-                (3..=5).contains(&xs.len()),
-                "input has rank {} ({xs:?}); pooling needs [N, C, spatial...] with 1 to 3 spatial dims",
-                xs.len()
-            );
-            let Some(ks) = &p.window.kernel_shape else {
-                bail!("kernel_shape is required for pooling")
-            };
-            let g = p.window.resolve(&xs[2..], ks, p.ceil_mode)?;
-            let mut out = xs[..2].to_vec();
-            out.extend(g.output);
-            Ok(out)
-        }
+        Op::MaxPool(p) | Op::AveragePool(p) => Ok(window_pool_geometry(p, xs)?.0),
         Op::GlobalAveragePool | Op::GlobalMaxPool => {
             ensure!(
                 xs.len() >= 2,
