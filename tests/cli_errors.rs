@@ -319,3 +319,84 @@ fn output_dir_gets_one_npy_per_output() {
     let y = convgraph::npy::read(&dir.join("y.npy")).unwrap();
     assert_eq!(y.shape(), &[1, 2, 3, 3]);
 }
+
+/// `w` stored in the side file `data_file` at `offset`, `length` bytes (as the dynamo
+/// exporter writes every weight).
+fn external_weight(dims: &[i64], location: &str, offset: u64, length: u64) -> TensorProto {
+    use tract_onnx::pb::StringStringEntryProto as Entry;
+    let entry = |k: &str, v: String| Entry {
+        key: k.into(),
+        value: v,
+    };
+    TensorProto {
+        name: "w".into(),
+        dims: dims.to_vec(),
+        data_type: 1,
+        data_location: Some(1),
+        external_data: vec![
+            entry("location", location.into()),
+            entry("offset", offset.to_string()),
+            entry("length", length.to_string()),
+        ],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn external_weights_are_read_and_bad_ones_refused() {
+    // A side file with 16 junk bytes, then the 72 weights of a (2,4,3,3) kernel.
+    let w: Vec<f32> = (0..72).map(|i| i as f32 * 0.01 - 0.3).collect();
+    let mut bytes = vec![7u8; 16];
+    bytes.extend(w.iter().flat_map(|v| v.to_le_bytes()));
+    std::fs::write(tmp("ext_weights.bin"), &bytes).unwrap();
+    let dims = [2, 4, 3, 3];
+
+    let inline = TensorProto {
+        float_data: w.clone(),
+        ..weight("w", &dims)
+    };
+    let external = external_weight(&dims, "ext_weights.bin", 16, 288);
+    let run = |name: &str, init: TensorProto| {
+        let p = write_model(name, &model(vec![good_conv()], vec![init]));
+        let out = bin().arg("run").arg(&p).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(
+        run("ext_inline.onnx", inline),
+        run("ext_good.onnx", external)
+    );
+
+    let bad = |name: &str, init: TensorProto, needle: &str| {
+        assert_bad(
+            &write_model(name, &model(vec![good_conv()], vec![init])),
+            &[],
+            &["'w'", needle],
+        )
+    };
+    bad(
+        "ext_missing.onnx",
+        external_weight(&dims, "no_such_file.bin", 0, 288),
+        "no_such_file.bin",
+    );
+    bad(
+        "ext_past_end.onnx",
+        external_weight(&dims, "ext_weights.bin", 100, 288),
+        "past the end",
+    );
+    bad(
+        "ext_escape.onnx",
+        external_weight(&dims, "../cli_errors/ext_weights.bin", 16, 288),
+        "inside the model's directory",
+    );
+    bad(
+        "ext_short.onnx",
+        external_weight(&dims, "ext_weights.bin", 16, 200),
+        "raw_data has 200 bytes",
+    );
+}

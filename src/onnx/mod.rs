@@ -1,6 +1,7 @@
 //! The border with ONNX: decoding model and tensor protobufs, and importing a model's graph
 //! into the IR. Nothing past this module sees a protobuf type.
 
+mod external_data;
 pub mod import;
 pub mod tensor_proto;
 #[cfg(test)]
@@ -20,8 +21,10 @@ use tract_onnx::pb::ModelProto;
 pub fn load_model(path: &Path) -> Result<Graph> {
     let inner = || -> Result<Graph> {
         let bytes = std::fs::read(path)?;
-        let model = <ModelProto as prost::Message>::decode(bytes.as_slice())
+        let mut model = <ModelProto as prost::Message>::decode(bytes.as_slice())
             .map_err(|e| anyhow!("not a valid ONNX model: {e}"))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        external_data::inline_external_data(&mut model, dir)?;
         import_model(&model)
     };
     inner().map_err(|e| anyhow!("{}: {e:#}", path.display()))
