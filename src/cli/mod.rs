@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand. Errors of the input (file, model, shapes) exit
 //! with code 2 and one line on stderr; a failed comparison exits with 1.
 
+mod conformance;
 mod inputs;
 mod inspect;
 mod run;
@@ -27,6 +28,8 @@ enum Command {
     Run(run::Args),
     /// Print the graph IR, one line per node.
     Inspect(inspect::Args),
+    /// Run ONNX backend-test case folders and report PASS/FAIL/ERROR per case.
+    Conformance(conformance::Args),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -49,6 +52,7 @@ pub fn main() -> ExitCode {
     let result = std::panic::catch_unwind(|| match cli.command {
         Command::Run(a) => run::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Conformance(a) => conformance::run(a),
     })
     .unwrap_or_else(|p| {
         let msg = p

@@ -1,5 +1,6 @@
 //! Checking numbers: the tolerance rule of DESIGN.md and tract as a reference runtime.
 
+pub mod conformance;
 pub mod tolerance;
 pub mod tract;
 
