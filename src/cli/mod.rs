@@ -3,6 +3,7 @@
 
 mod inputs;
 mod inspect;
+mod rewrite;
 mod run;
 
 pub use inputs::{file_name_for, random_tensor};
@@ -27,6 +28,8 @@ enum Command {
     Run(run::Args),
     /// Print the graph IR, one line per node.
     Inspect(inspect::Args),
+    /// Apply passes and write the result as an ONNX model.
+    Rewrite(rewrite::Args),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -49,6 +52,7 @@ pub fn main() -> ExitCode {
     let result = std::panic::catch_unwind(|| match cli.command {
         Command::Run(a) => run::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Rewrite(a) => rewrite::run(a),
     })
     .unwrap_or_else(|p| {
         let msg = p
