@@ -2,6 +2,8 @@
 //! the IR and exporting it back. Nothing past this module sees a protobuf type.
 
 pub mod export;
+#[cfg(test)]
+mod export_tests;
 pub mod import;
 pub mod tensor_proto;
 #[cfg(test)]
