@@ -4,6 +4,7 @@
 mod conformance;
 mod inputs;
 mod inspect;
+mod rewrite;
 mod run;
 
 pub use inputs::{file_name_for, random_tensor};
@@ -30,6 +31,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Run ONNX backend-test case folders and report PASS/FAIL/ERROR per case.
     Conformance(conformance::Args),
+    /// Apply passes and write the result as an ONNX model.
+    Rewrite(rewrite::Args),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -53,6 +56,7 @@ pub fn main() -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Conformance(a) => conformance::run(a),
+        Command::Rewrite(a) => rewrite::run(a),
     })
     .unwrap_or_else(|p| {
         let msg = p

@@ -1,6 +1,9 @@
-//! The border with ONNX: decoding model and tensor protobufs, and importing a model's graph
-//! into the IR. Nothing past this module sees a protobuf type.
+//! The border with ONNX: decoding model and tensor protobufs, importing a model's graph into
+//! the IR and exporting it back. Nothing past this module sees a protobuf type.
 
+pub mod export;
+#[cfg(test)]
+mod export_tests;
 mod external_data;
 pub mod import;
 pub mod tensor_proto;
@@ -9,6 +12,7 @@ pub mod test_util;
 #[cfg(test)]
 mod tests;
 
+pub use export::{export_model, save_model};
 pub use import::import_model;
 pub use tensor_proto::{load_tensor_pb, tensor_from_proto, tensor_to_proto};
 

@@ -2,7 +2,10 @@
 //! anything); the pipeline runs the checker after every pass, and a failing check names the
 //! pass, as cranelift runs its verifier after each one.
 
+mod eliminate_identity;
 mod lower_1x1_conv;
+pub mod lower_stack;
+pub mod raise_stack;
 
 use crate::ir::{check, Graph};
 use anyhow::{bail, Context, Result};
@@ -13,7 +16,12 @@ pub type Notes = Vec<String>;
 pub type PassFn = fn(&mut Graph, &mut Notes) -> Result<bool>;
 
 /// Every pass, by the name used on the command line.
-pub const PASSES: &[(&str, PassFn)] = &[("lower-1x1-conv", lower_1x1_conv::run)];
+pub const PASSES: &[(&str, PassFn)] = &[
+    ("lower-1x1-conv", lower_1x1_conv::run),
+    ("raise-stack", raise_stack::run),
+    ("lower-stack", lower_stack::run),
+    ("eliminate-identity", eliminate_identity::run),
+];
 
 pub fn lookup(name: &str) -> Result<PassFn> {
     match PASSES.iter().find(|(n, _)| *n == name) {

@@ -11,7 +11,6 @@ mod elementwise;
 mod layout;
 mod matmul;
 mod norm;
-pub mod raise_stack;
 mod reduce;
 
 use super::tensor_proto::{dtype_from_onnx, tensor_from_proto};
@@ -315,7 +314,8 @@ pub fn import_model(model: &ModelProto) -> Result<Graph> {
         .as_ref()
         .ok_or_else(|| anyhow!("the model has no graph"))?;
     let mut graph = import_graph(g, opset)?;
-    raise_stack::raise_stack(&mut graph);
+    // Exporters write torch.stack as Unsqueeze+Concat; the IR sees it as one Stack.
+    crate::passes::raise_stack::raise_stack(&mut graph);
     crate::ir::check::check_structure(&graph)?;
     Ok(graph)
 }

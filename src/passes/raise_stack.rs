@@ -1,9 +1,12 @@
-//! Raises `Unsqueeze(axis k)` x n -> `Concat(axis k)` into one `Stack(axis k)` node.
+//! `raise-stack`: `Unsqueeze(axis k)` x n -> `Concat(axis k)` becomes one `Stack(axis k)`.
 //!
 //! Exporters write `torch.stack` this way. Seeing it as one op lets passes and kernels treat
-//! it directly instead of reasoning about n shape changes and a join.
+//! it directly instead of reasoning about n shape changes and a join. The importer runs it on
+//! every model, so this is the one copy of the logic; `lower-stack` is its inverse.
 
+use super::Notes;
 use crate::ir::{Graph, Node, Op};
+use anyhow::Result;
 use std::collections::{HashMap, HashSet};
 
 /// The single axis an Unsqueeze node inserts, from its attribute or its constant input.
@@ -21,7 +24,13 @@ fn unsqueeze_axis(graph: &Graph, node: &Node) -> Option<i64> {
     }
 }
 
-pub fn raise_stack(graph: &mut Graph) {
+pub fn run(graph: &mut Graph, _notes: &mut Notes) -> Result<bool> {
+    Ok(raise_stack(graph))
+}
+
+/// Raises every Unsqueeze+Concat group it can; returns whether it raised any. Infallible, so
+/// the importer can call it unconditionally.
+pub fn raise_stack(graph: &mut Graph) -> bool {
     // How many times each value is read, by nodes or as a graph output.
     let mut reads: HashMap<String, usize> = HashMap::new();
     for n in &graph.nodes {
@@ -72,6 +81,7 @@ pub fn raise_stack(graph: &mut Graph) {
             },
         ));
     }
+    let changed = !replace.is_empty();
     for (ci, node) in replace {
         graph.nodes[ci] = node;
     }
@@ -92,4 +102,5 @@ pub fn raise_stack(graph: &mut Graph) {
     graph
         .constants
         .retain(|k, _| still_read.contains(k) || !reads.contains_key(k));
+    changed
 }
