@@ -1,9 +1,12 @@
 //! The command line: one file per subcommand. Errors of the input (file, model, shapes) exit
 //! with code 2 and one line on stderr; a failed comparison exits with 1.
 
+mod compare;
 mod inputs;
 mod inspect;
 mod run;
+mod snapshot;
+mod verify;
 
 pub use inputs::{file_name_for, random_tensor};
 
@@ -27,6 +30,13 @@ enum Command {
     Run(run::Args),
     /// Print the graph IR, one line per node.
     Inspect(inspect::Args),
+    /// Check a rewrite (--passes) against the original graph, and convgraph against tract
+    /// (--reference tract), on the same inputs; name the first diverging tensor.
+    Verify(verify::Args),
+    /// Compare two models on the same inputs; name the first diverging tensor.
+    Compare(compare::Args),
+    /// Print a stable text summary of every output, for snapshot tests.
+    Snapshot(snapshot::Args),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -49,6 +59,9 @@ pub fn main() -> ExitCode {
     let result = std::panic::catch_unwind(|| match cli.command {
         Command::Run(a) => run::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Verify(a) => verify::run(a),
+        Command::Compare(a) => compare::run(a),
+        Command::Snapshot(a) => snapshot::run(a),
     })
     .unwrap_or_else(|p| {
         let msg = p
