@@ -272,3 +272,33 @@ fn a_wrong_pass_is_caught_and_its_node_named() {
     assert_eq!((d.node.as_str(), d.op.as_str()), ("dw", "Conv"), "{t}");
     assert_eq!(t.reference, "tract");
 }
+
+#[test]
+fn verify_on_given_inputs_runs_one_sample() {
+    let graph = convgraph::onnx::load_model(&model_path("lesson_multi_in")).unwrap();
+    let x = seeded_samples(&graph, 1, 42)
+        .unwrap()
+        .remove(0)
+        .remove("x")
+        .unwrap();
+    let file = tmp("lesson_x.npy");
+    convgraph::npy::write(&file, &x).unwrap();
+    let spec = format!("x={}", file.display());
+    let o = convgraph(&[
+        "verify",
+        model_path("lesson_multi_in").to_str().unwrap(),
+        "--input",
+        &spec,
+        "--reference",
+        "tract",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let cs = doc["comparisons"].as_array().unwrap();
+    // No passes with a reference: only the tract comparison runs.
+    assert_eq!(cs.len(), 1);
+    assert_eq!(cs[0]["reference"], "tract");
+    assert_eq!(cs[0]["samples"], 1);
+    assert_eq!(cs[0]["outputs"][0]["outliers"], 0);
+}

@@ -32,9 +32,11 @@ pub struct Comparison {
     pub reference: String,
     /// What was checked against it.
     pub candidate: String,
+    /// The rule every output was held to.
     pub tolerance: Tolerance,
     /// Number of input samples run.
     pub samples: usize,
+    /// One per output, in the reference's declaration order.
     pub outputs: Vec<OutputComparison>,
     /// When the outputs disagree: the first tensor that left tolerance.
     pub divergence: Option<Divergence>,

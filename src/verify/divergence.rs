@@ -47,6 +47,7 @@ impl fmt::Display for Divergence {
 }
 
 impl Divergence {
+    /// `{"sample", "tensor", "node", "op", "report"}`.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "sample": self.sample,

@@ -88,7 +88,7 @@ fn run_model(m: tp::InferenceModel, inputs: &[Tensor]) -> Result<tp::TVec<tp::TV
         .iter()
         .map(|t| to_tract(t).map(|t| t.into()))
         .collect::<Result<_>>()?;
-    Ok(runnable.run(tv)?)
+    runnable.run(tv)
 }
 
 /// Runs `model` with tract on `inputs` (in the model's input order) and returns its outputs.
@@ -126,6 +126,14 @@ pub fn run_with_values(
     }
     m.select_output_outlets(&outlets)?;
     let outs = run_model(m, inputs)?;
+    // tract returns one value per selected outlet; checked all the same, never indexed blind.
+    if outs.len() != outlets.len() {
+        bail!(
+            "tract returned {} values for {} requested outputs",
+            outs.len(),
+            outlets.len()
+        );
+    }
     let outputs = outs[..n_outputs]
         .iter()
         .map(|t| from_tract(t))
@@ -134,9 +142,7 @@ pub fn run_with_values(
     for (name, ix) in wanted {
         let t = &outs[ix];
         let converted = if t.datum_type() == tp::DatumType::TDim {
-            t.cast_to::<i64>()
-                .map_err(anyhow::Error::from)
-                .and_then(|c| from_tract(&c))
+            t.cast_to::<i64>().and_then(|c| from_tract(&c))
         } else {
             from_tract(t)
         };
