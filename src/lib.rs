@@ -10,6 +10,7 @@ pub mod kernels;
 pub mod npy;
 pub mod onnx;
 pub mod passes;
+pub mod snapshot;
 pub mod tensor;
 pub mod verify;
 

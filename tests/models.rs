@@ -5,6 +5,7 @@ use convgraph::cli::random_tensor;
 use convgraph::exec::Runner;
 use convgraph::ir::{analyze, print::print, DimBindings, Op};
 use convgraph::passes::run_pipeline;
+use convgraph::snapshot::summarize;
 use convgraph::verify::{compare, tract, Tolerance};
 use convgraph::{Graph, Tensor};
 use std::collections::HashMap;
@@ -76,33 +77,6 @@ fn every_model_agrees_with_tract_before_and_after_lowering() {
     }
 }
 
-/// Output summary rounded to 1e-3, far coarser than the float noise between runtimes, so the
-/// text is stable; the values themselves are checked against tract above.
-fn summary(t: &Tensor) -> String {
-    let v = t.to_f64_vec();
-    let r = |x: f64| {
-        let s = format!("{:.3}", x);
-        if s == "-0.000" {
-            "0.000".to_string()
-        } else {
-            s
-        }
-    };
-    let mean = v.iter().sum::<f64>() / v.len() as f64;
-    let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
-    let max = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let head: Vec<String> = v.iter().take(12).map(|x| r(*x)).collect();
-    format!(
-        "{} {:?} min {} max {} mean {} first [{}]",
-        t.dtype(),
-        t.shape(),
-        r(min),
-        r(max),
-        r(mean),
-        head.join(", ")
-    )
-}
-
 #[test]
 fn output_summaries_on_seed_0() {
     for name in MODELS {
@@ -113,7 +87,7 @@ fn output_summaries_on_seed_0() {
         let mut text = String::new();
         for ((decl, a), e) in graph.outputs.iter().zip(&outs).zip(&expected) {
             assert!(compare(a, e, Tolerance::default()).ok(), "{name} vs tract");
-            text.push_str(&format!("{}: {}\n", decl.name, summary(a)));
+            text.push_str(&format!("{}: {}\n", decl.name, summarize(a)));
         }
         insta::assert_snapshot!(format!("{name}.outputs"), text);
     }

@@ -293,12 +293,16 @@ fn assert_rewrite_fails(model: &Path, extra: &[&str], out: &Path, needles: &[&st
 
 #[test]
 fn rewrite_of_a_bad_model_exits_2_with_one_line_and_writes_nothing() {
-    let bad = tmp("garbage.onnx");
+    // Its own folder: the leftover check must not see the temporary files of rewrites that
+    // other tests run at the same time in tmp("").
+    let dir = tmp("failing");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("garbage.onnx");
     std::fs::write(&bad, b"this is not a protobuf").unwrap();
-    let out = tmp("garbage.out.onnx");
+    let out = dir.join("garbage.out.onnx");
     assert_rewrite_fails(&bad, &["--passes", "lower-stack"], &out, &["garbage.onnx"]);
 
-    let missing = tmp("does_not_exist.onnx");
+    let missing = dir.join("does_not_exist.onnx");
     assert_rewrite_fails(&missing, &[], &out, &["does_not_exist.onnx"]);
 
     // A good model with an unknown pass: the file and the pass are named.
@@ -311,6 +315,6 @@ fn rewrite_of_a_bad_model_exits_2_with_one_line_and_writes_nothing() {
     );
 
     // The output directory does not exist: the output path is named.
-    let nowhere = tmp("no_such_dir").join("out.onnx");
+    let nowhere = dir.join("no_such_dir").join("out.onnx");
     assert_rewrite_fails(&model, &[], &nowhere, &["out.onnx", "cannot write"]);
 }

@@ -1,11 +1,14 @@
 //! The command line: one file per subcommand. Errors of the input (file, model, shapes) exit
 //! with code 2 and one line on stderr; a failed comparison exits with 1.
 
+mod compare;
 mod conformance;
 mod inputs;
 mod inspect;
 mod rewrite;
 mod run;
+mod snapshot;
+mod verify;
 
 pub use inputs::{file_name_for, random_tensor};
 
@@ -33,6 +36,13 @@ enum Command {
     Conformance(conformance::Args),
     /// Apply passes and write the result as an ONNX model.
     Rewrite(rewrite::Args),
+    /// Check a rewrite (--passes) against the original graph, and convgraph against tract
+    /// (--reference tract), on the same inputs; name the first diverging tensor.
+    Verify(verify::Args),
+    /// Compare two models on the same inputs; name the first diverging tensor.
+    Compare(compare::Args),
+    /// Print a stable text summary of every output, for snapshot tests.
+    Snapshot(snapshot::Args),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -57,6 +67,9 @@ pub fn main() -> ExitCode {
         Command::Inspect(a) => inspect::run(a),
         Command::Conformance(a) => conformance::run(a),
         Command::Rewrite(a) => rewrite::run(a),
+        Command::Verify(a) => verify::run(a),
+        Command::Compare(a) => compare::run(a),
+        Command::Snapshot(a) => snapshot::run(a),
     })
     .unwrap_or_else(|p| {
         let msg = p

@@ -6,6 +6,7 @@
 use crate::tensor::Tensor;
 use std::fmt;
 
+/// `|actual - expected| <= atol + rtol * |expected|`; defaults atol 1e-4, rtol 1e-3.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tolerance {
     pub atol: f64,
@@ -21,7 +22,9 @@ impl Default for Tolerance {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+/// How one tensor compares with its expected value. The default is an empty report (no
+/// error yet), the start of a [`Report::merge`] over samples.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Report {
     /// Set when shapes or dtypes differ; the numbers below are then not computed.
     pub mismatch: Option<String>,
@@ -34,8 +37,47 @@ pub struct Report {
 }
 
 impl Report {
+    /// Within tolerance: same shape and dtype, no outlier.
     pub fn ok(&self) -> bool {
         self.mismatch.is_none() && self.outliers == 0
+    }
+
+    /// Folds the report of another sample of the same tensor into this one: maxima of the
+    /// errors, the sum of the outliers, the first mismatch and the first outlier kept.
+    pub fn merge(&mut self, other: &Report) {
+        if self.mismatch.is_none() {
+            self.mismatch.clone_from(&other.mismatch);
+        }
+        self.max_abs = self.max_abs.max(other.max_abs);
+        self.max_rel = self.max_rel.max(other.max_rel);
+        self.max_ulp = self.max_ulp.max(other.max_ulp);
+        self.outliers += other.outliers;
+        if self.first_outlier.is_none() {
+            self.first_outlier.clone_from(&other.first_outlier);
+        }
+    }
+
+    /// The report as JSON; infinite or NaN errors become the strings `"inf"`/`"NaN"`,
+    /// since JSON numbers cannot hold them.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "ok": self.ok(),
+            "mismatch": self.mismatch,
+            "max_abs": json_f64(self.max_abs),
+            "max_rel": json_f64(self.max_rel),
+            "max_ulp": self.max_ulp,
+            "outliers": self.outliers,
+            "first_outlier": self.first_outlier,
+        })
+    }
+}
+
+/// A float as a JSON number, or as a string when JSON has no number for it.
+pub fn json_f64(x: f64) -> serde_json::Value {
+    if x.is_finite() {
+        serde_json::json!(x)
+    } else {
+        serde_json::json!(x.to_string())
     }
 }
 
@@ -69,6 +111,17 @@ fn ulp_f32(a: f32, b: f32) -> u64 {
     (key(a) - key(b)).unsigned_abs()
 }
 
+/// Compares `actual` with `expected` element-wise under `tol`.
+///
+/// ```
+/// use convgraph::verify::{compare, Tolerance};
+/// use convgraph::Tensor;
+/// let e = Tensor::from_vec(&[2], vec![1.0f32, 2.0]).unwrap();
+/// let a = Tensor::from_vec(&[2], vec![1.0f32, 2.1]).unwrap();
+/// let r = compare(&a, &e, Tolerance::default());
+/// assert_eq!(r.outliers, 1);
+/// assert_eq!(r.first_outlier, Some(vec![1]));
+/// ```
 pub fn compare(actual: &Tensor, expected: &Tensor, tol: Tolerance) -> Report {
     let mut r = Report {
         mismatch: None,

@@ -3,6 +3,7 @@
 use crate::tensor::{DType, Tensor};
 #[allow(unused_imports)]
 use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
 use std::path::Path;
 use tract_onnx::prelude as tp;
 use tract_onnx::prelude::*;
@@ -63,8 +64,8 @@ fn from_tract(t: &tp::Tensor) -> Result<Tensor> {
     }
 }
 
-/// Runs `model` with tract on `inputs` (in the model's input order) and returns its outputs.
-pub fn run(model: &Path, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+/// Loads `model` into tract with the input facts of `inputs`.
+fn load(model: &Path, inputs: &[Tensor]) -> Result<tp::InferenceModel> {
     let mut m = tract_onnx::onnx()
         .model_for_path(model)
         .with_context(|| format!("{}: tract cannot load it", model.display()))?;
@@ -78,11 +79,76 @@ pub fn run(model: &Path, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
         };
         m.set_input_fact(i, tp::InferenceFact::dt_shape(dt, t.shape()))?;
     }
+    Ok(m)
+}
+
+fn run_model(m: tp::InferenceModel, inputs: &[Tensor]) -> Result<tp::TVec<tp::TValue>> {
     let runnable = m.into_optimized()?.into_runnable()?;
     let tv: tp::TVec<tp::TValue> = inputs
         .iter()
         .map(|t| to_tract(t).map(|t| t.into()))
         .collect::<Result<_>>()?;
-    let outs = runnable.run(tv)?;
+    runnable.run(tv)
+}
+
+/// Runs `model` with tract on `inputs` (in the model's input order) and returns its outputs.
+pub fn run(model: &Path, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+    let m = load(model, inputs)?;
+    let outs = run_model(m, inputs)?;
     outs.iter().map(|t| from_tract(t)).collect()
+}
+
+/// Runs `model` with tract on `inputs` and returns, besides its outputs, the values tract
+/// computes for the ONNX value names in `names` (tract labels each node output with its
+/// ONNX name; those outlets are made extra outputs before optimising, so tract keeps them).
+/// Names tract does not know, and values of dtypes convgraph does not read back (tract's
+/// symbolic `TDim` shapes are cast to i64), are left out of the map.
+pub fn run_with_values(
+    model: &Path,
+    inputs: &[Tensor],
+    names: &[String],
+) -> Result<(Vec<Tensor>, HashMap<String, Tensor>)> {
+    let mut m = load(model, inputs)?;
+    let mut outlets: Vec<tp::OutletId> = m.output_outlets()?.to_vec();
+    let n_outputs = outlets.len();
+    let mut wanted: Vec<(String, usize)> = Vec::new();
+    for name in names {
+        if let Some(o) = m.find_outlet_label(name) {
+            let ix = match outlets.iter().position(|x| *x == o) {
+                Some(ix) => ix,
+                None => {
+                    outlets.push(o);
+                    outlets.len() - 1
+                }
+            };
+            wanted.push((name.clone(), ix));
+        }
+    }
+    m.select_output_outlets(&outlets)?;
+    let outs = run_model(m, inputs)?;
+    // tract returns one value per selected outlet; checked all the same, never indexed blind.
+    if outs.len() != outlets.len() {
+        bail!(
+            "tract returned {} values for {} requested outputs",
+            outs.len(),
+            outlets.len()
+        );
+    }
+    let outputs = outs[..n_outputs]
+        .iter()
+        .map(|t| from_tract(t))
+        .collect::<Result<Vec<_>>>()?;
+    let mut values = HashMap::new();
+    for (name, ix) in wanted {
+        let t = &outs[ix];
+        let converted = if t.datum_type() == tp::DatumType::TDim {
+            t.cast_to::<i64>().and_then(|c| from_tract(&c))
+        } else {
+            from_tract(t)
+        };
+        if let Ok(v) = converted {
+            values.insert(name, v);
+        }
+    }
+    Ok((outputs, values))
 }
