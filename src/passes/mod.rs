@@ -2,6 +2,9 @@
 //! (did it change anything); the pipeline runs the checker after every pass, and a failing
 //! check names the pass, as cranelift runs its verifier after each one.
 
+mod decompose_channels;
+mod fold_batchnorm;
+mod fold_constants;
 mod lower_1x1_conv;
 
 use crate::ir::{check, Graph};
@@ -29,6 +32,9 @@ pub type PassFn = fn(&mut Graph, &PassOptions, &mut Notes) -> Result<bool>;
 /// Every pass, by the name used on the command line.
 pub const PASSES: &[(&str, PassFn)] = &[
     ("lower-1x1-conv", lower_1x1_conv::run),
+    ("fold-batchnorm", fold_batchnorm::run),
+    ("fold-constants", fold_constants::run),
+    ("decompose-channels", decompose_channels::run),
 ];
 
 pub fn lookup(name: &str) -> Result<PassFn> {
