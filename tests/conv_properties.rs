@@ -5,7 +5,7 @@
 use convgraph::cli::random_tensor;
 use convgraph::exec::Runner;
 use convgraph::ir::{ConvAttrs, Dim, Graph, Node, Op, Padding, ValueDecl, Window};
-use convgraph::passes::run_pipeline;
+use convgraph::passes::{run_pipeline, PassOptions};
 use convgraph::{DType, Tensor};
 use proptest::prelude::*;
 use std::collections::HashMap;
@@ -157,7 +157,7 @@ proptest! {
         g.nodes.push(Node { name: "c".into(), op: Op::Conv(conv), inputs, outputs: vec!["y".into()] });
         g.outputs.push(ValueDecl { name: "y".into(), dtype: DType::F32, dims: None });
         let mut lowered = g.clone();
-        run_pipeline(&mut lowered, &["lower-1x1-conv".to_string()]).unwrap();
+        run_pipeline(&mut lowered, &["lower-1x1-conv".to_string()], &PassOptions::default()).unwrap();
         prop_assert!(!lowered.nodes.iter().any(|n| matches!(n.op, Op::Conv(_))));
 
         let x = random_tensor(DType::F32, &[n, cin, h, w], seed + 2).unwrap();

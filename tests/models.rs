@@ -4,7 +4,7 @@
 use convgraph::cli::random_tensor;
 use convgraph::exec::Runner;
 use convgraph::ir::{analyze, print::print, DimBindings, Op};
-use convgraph::passes::run_pipeline;
+use convgraph::passes::{run_pipeline, PassOptions};
 use convgraph::snapshot::summarize;
 use convgraph::verify::{compare, tract, Tolerance};
 use convgraph::{Graph, Tensor};
@@ -61,7 +61,12 @@ fn every_model_agrees_with_tract_before_and_after_lowering() {
         let path = model_path(name);
         let graph = convgraph::onnx::load_model(&path).unwrap();
         let mut lowered = graph.clone();
-        run_pipeline(&mut lowered, &["lower-1x1-conv".to_string()]).unwrap();
+        run_pipeline(
+            &mut lowered,
+            &["lower-1x1-conv".to_string()],
+            &PassOptions::default(),
+        )
+        .unwrap();
         for seed in [0, 1] {
             let inputs = seeded_inputs(&graph, seed);
             let expected = tract::run(&path, &inputs).unwrap();
@@ -99,7 +104,12 @@ fn ir_snapshots_before_and_after_lowering() {
         let mut graph = convgraph::onnx::load_model(&model_path(name)).unwrap();
         let facts = analyze(&graph, &DimBindings::default()).unwrap();
         insta::assert_snapshot!(format!("{name}.ir"), print(&graph, &facts));
-        let notes = run_pipeline(&mut graph, &["lower-1x1-conv".to_string()]).unwrap();
+        let notes = run_pipeline(
+            &mut graph,
+            &["lower-1x1-conv".to_string()],
+            &PassOptions::default(),
+        )
+        .unwrap();
         let facts = analyze(&graph, &DimBindings::default()).unwrap();
         insta::assert_snapshot!(
             format!("{name}.lowered.ir"),
@@ -143,7 +153,12 @@ fn lesson_1x1_conv_equals_one_matrix_product() {
     let mut g = convgraph::onnx::load_model(&model_path("lesson_conv_1x1")).unwrap();
     let x = seeded_inputs(&g, 7);
     let conv = run(&g, &x);
-    run_pipeline(&mut g, &["lower-1x1-conv".to_string()]).unwrap();
+    run_pipeline(
+        &mut g,
+        &["lower-1x1-conv".to_string()],
+        &PassOptions::default(),
+    )
+    .unwrap();
     assert!(
         !g.nodes.iter().any(|n| matches!(n.op, Op::Conv(_))),
         "a 1x1 Conv was left"

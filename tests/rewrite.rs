@@ -6,7 +6,7 @@ use convgraph::cli::random_tensor;
 use convgraph::exec::Runner;
 use convgraph::ir::{analyze, print::print, DimBindings};
 use convgraph::onnx::{export_model, import_model, load_model, save_model};
-use convgraph::passes::run_pipeline;
+use convgraph::passes::{run_pipeline, PassOptions};
 use convgraph::verify::{compare, tract, Tolerance};
 use convgraph::{Graph, Tensor};
 use std::collections::HashMap;
@@ -97,7 +97,7 @@ fn every_rewritten_file_agrees_with_tract_on_the_original() {
         for set in PASS_SETS {
             let what = format!("{name} with [{}]", set.join(","));
             let mut g = graph.clone();
-            run_pipeline(&mut g, &passes(set)).unwrap();
+            run_pipeline(&mut g, &passes(set), &PassOptions::default()).unwrap();
             let out = tmp(&format!("{name}.{}.onnx", set.join("+")));
             save_model(&g, &out).unwrap();
 
@@ -132,12 +132,17 @@ fn import_of_export_prints_the_same_ir() {
         let graph = load_model(&model_path(name)).unwrap();
         for set in PASS_SETS {
             let mut g = graph.clone();
-            run_pipeline(&mut g, &passes(set)).unwrap();
+            run_pipeline(&mut g, &passes(set), &PassOptions::default()).unwrap();
             let back = import_model(&export_model(&g).unwrap()).unwrap();
             // The importer raises Unsqueeze+Concat into Stack, so a lowered Stack comes back
             // raised: compare with the graph as the importer would see it.
             let mut want = g.clone();
-            run_pipeline(&mut want, &passes(&["raise-stack"])).unwrap();
+            run_pipeline(
+                &mut want,
+                &passes(&["raise-stack"]),
+                &PassOptions::default(),
+            )
+            .unwrap();
             assert_eq!(
                 ir_text(&back),
                 ir_text(&want),

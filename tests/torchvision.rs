@@ -8,7 +8,7 @@
 //! fails its test with the command to run.
 
 use convgraph::exec::Runner;
-use convgraph::passes::run_pipeline;
+use convgraph::passes::{run_pipeline, PassOptions};
 use convgraph::verify::{compare, tract, Tolerance};
 use convgraph::{Graph, Tensor};
 use std::collections::HashMap;
@@ -52,7 +52,12 @@ fn check_case(case: &str) {
     assert!(r.ok(), "{case}: convgraph vs tract: {r}");
 
     let mut lowered = graph.clone();
-    run_pipeline(&mut lowered, &["lower-1x1-conv".to_string()]).unwrap();
+    run_pipeline(
+        &mut lowered,
+        &["lower-1x1-conv".to_string()],
+        &PassOptions::default(),
+    )
+    .unwrap();
     let r = compare(&run(&lowered, &input), &from_ort, Tolerance::default());
     assert!(
         r.ok(),

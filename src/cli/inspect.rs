@@ -1,7 +1,7 @@
 //! `convgraph inspect MODEL [--passes ...] [--json]`.
 
 use crate::ir::{analyze, check::check_structure, DimBindings};
-use crate::passes::run_pipeline;
+use crate::passes::{run_pipeline, PassOptions};
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::path::PathBuf;
@@ -22,8 +22,12 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let mut graph = crate::onnx::load_model(&a.model)?;
-    let notes = run_pipeline(&mut graph, &super::pass_list(&a.passes))
-        .with_context(|| a.model.display().to_string())?;
+    let notes = run_pipeline(
+        &mut graph,
+        &super::pass_list(&a.passes),
+        &PassOptions::default(),
+    )
+    .with_context(|| a.model.display().to_string())?;
     check_structure(&graph)?;
     let bindings = DimBindings {
         symbols: super::inputs::parse_dims(&a.dims)?,

@@ -1,7 +1,7 @@
 //! `convgraph rewrite MODEL --passes P1,P2 -o OUT`: applies passes and writes the graph back
 //! out as ONNX. The output file is written atomically, so an error leaves none behind.
 
-use crate::passes::run_pipeline;
+use crate::passes::{run_pipeline, PassOptions};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,8 +19,12 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let mut graph = crate::onnx::load_model(&a.model)?;
-    let notes = run_pipeline(&mut graph, &super::pass_list(&a.passes))
-        .with_context(|| a.model.display().to_string())?;
+    let notes = run_pipeline(
+        &mut graph,
+        &super::pass_list(&a.passes),
+        &PassOptions::default(),
+    )
+    .with_context(|| a.model.display().to_string())?;
     crate::onnx::save_model(&graph, &a.output)
         .with_context(|| format!("{}: cannot export", a.model.display()))?;
     for n in notes {

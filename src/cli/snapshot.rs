@@ -4,7 +4,7 @@
 
 use super::inputs::{gather_inputs, parse_dims};
 use crate::exec::Runner;
-use crate::passes::run_pipeline;
+use crate::passes::{run_pipeline, PassOptions};
 use crate::snapshot::summarize;
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -35,7 +35,12 @@ pub struct Args {
 pub fn run(a: Args) -> Result<ExitCode> {
     let model = a.model.display().to_string();
     let mut graph = crate::onnx::load_model(&a.model)?;
-    run_pipeline(&mut graph, &super::pass_list(&a.passes)).with_context(|| model.clone())?;
+    run_pipeline(
+        &mut graph,
+        &super::pass_list(&a.passes),
+        &PassOptions::default(),
+    )
+    .with_context(|| model.clone())?;
     let inputs = gather_inputs(&graph, &a.inputs, a.seed, parse_dims(&a.dims)?)
         .with_context(|| model.clone())?;
     let pool = super::thread_pool(a.threads)?;

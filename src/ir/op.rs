@@ -61,6 +61,31 @@ pub struct ReduceAttrs {
     pub noop_with_empty_axes: bool,
 }
 
+/// How Pad fills the border (ONNX `mode`; numpy's `np.pad` modes of the same names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PadMode {
+    /// A constant value.
+    Constant,
+    /// Mirror without repeating the edge element (`[1,2,3]` -> `3,2 | 1,2,3 | 2,1`).
+    Reflect,
+    /// Repeat the edge element.
+    Edge,
+    /// Continue periodically from the other side.
+    Wrap,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PadAttrs {
+    pub mode: PadMode,
+    /// Opset < 11 attribute: `[begin_0, begin_1, ..., end_0, end_1, ...]` for every axis,
+    /// negative values crop. `None`: the pads come from input 1 (and the axes they apply to
+    /// from the optional input 3), as from opset 11 on.
+    pub pads: Option<Vec<i64>>,
+    /// Opset < 11 `value` attribute; the optional input 2 (a scalar of the data's dtype)
+    /// takes its place from opset 11 on. Only read in `Constant` mode.
+    pub value: f64,
+}
+
 /// Elementwise ops of one input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum UnaryOp {
@@ -155,6 +180,8 @@ pub enum Op {
         axis: i64,
         split: Option<Vec<usize>>,
     },
+    /// Inputs: data, optional pads, optional constant_value, optional axes.
+    Pad(PadAttrs),
     ReduceMean(ReduceAttrs),
     ReduceSum(ReduceAttrs),
     Cast {
@@ -211,6 +238,7 @@ impl Op {
             Op::Gather { .. } => "Gather",
             Op::Slice => "Slice",
             Op::Split { .. } => "Split",
+            Op::Pad(_) => "Pad",
             Op::ReduceMean(_) => "ReduceMean",
             Op::ReduceSum(_) => "ReduceSum",
             Op::Cast { .. } => "Cast",
@@ -231,6 +259,7 @@ impl Op {
             | Op::Slice => String::new(),
             Op::Conv(a) => format!("{a:?}"),
             Op::Gemm(a) => format!("{a:?}"),
+            Op::Pad(a) => format!("{a:?}"),
             Op::MaxPool(a) | Op::AveragePool(a) => format!("{a:?}"),
             Op::ReduceMean(a) | Op::ReduceSum(a) => format!("{a:?}"),
             other => {

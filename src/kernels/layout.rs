@@ -5,7 +5,7 @@
 //! `ir::infer::layout` use exactly the same logic as the kernels.
 
 use crate::ir::infer::norm_axis;
-use crate::ir::Op;
+use crate::ir::{Op, PadMode};
 use crate::tensor::{limits, Elem, Tensor};
 use anyhow::{anyhow, bail, Result};
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Slice};
@@ -91,6 +91,18 @@ pub fn eval(op: &Op, inputs: &[Option<&Tensor>], n_outputs: usize) -> Result<Vec
             )?;
             return Ok(split_tensor(x, ax, &sizes));
         }
+        Op::Pad(a) => {
+            let x = x()?;
+            let pads = match (&a.pads, opt_ints(inputs, 1)?) {
+                (Some(p), None) => p.clone(),
+                (None, Some(p)) => p,
+                (Some(_), Some(_)) => bail!("pads given both as attribute and as input"),
+                (None, None) => bail!("missing required input 1 (pads)"),
+            };
+            let amounts = pad_amounts(x.rank(), &pads, opt_ints(inputs, 3)?.as_deref())?;
+            let value = inputs.get(2).copied().flatten();
+            pad(x, &amounts, a.mode, value, a.value)?
+        }
         other => bail!("layout kernel cannot run {}", other.name()),
     };
     Ok(vec![out])
@@ -104,6 +116,16 @@ fn all_inputs<'a>(inputs: &[Option<&'a Tensor>]) -> Result<Vec<&'a Tensor>> {
     (0..inputs.len())
         .map(|i| input(inputs, i, "input"))
         .collect()
+}
+
+/// Optional input `i` as i64s (pads, axes ...).
+fn opt_ints(inputs: &[Option<&Tensor>], i: usize) -> Result<Option<Vec<i64>>> {
+    inputs
+        .get(i)
+        .copied()
+        .flatten()
+        .map(|t| t.to_i64_vec())
+        .transpose()
 }
 
 /// Axes from the attribute or (opset >= 13) the optional second input.
@@ -394,6 +416,53 @@ pub(crate) fn split_sizes(
     Ok(sizes)
 }
 
+/// Pad's `(begin, end)` per axis from ONNX's `[begin_0.., end_0..]` over `axes` (all axes
+/// when absent); axes not named get `(0, 0)`. Negative amounts crop.
+pub(crate) fn pad_amounts(
+    rank: usize,
+    pads: &[i64],
+    axes: Option<&[i64]>,
+) -> Result<Vec<(i64, i64)>> {
+    let axes = match axes {
+        Some(a) => norm_axes(a, rank)?,
+        None => (0..rank).collect(),
+    };
+    if pads.len() != 2 * axes.len() {
+        bail!(
+            "Pad has {} pads for {} axes (expected begin and end for each)",
+            pads.len(),
+            axes.len()
+        );
+    }
+    let mut out = vec![(0, 0); rank];
+    for (k, &ax) in axes.iter().enumerate() {
+        out[ax] = (pads[k], pads[k + axes.len()]);
+    }
+    Ok(out)
+}
+
+/// Pad's output shape: `dim + begin + end` per axis, refused when negative (cropped away
+/// more than exists). i128 because both amounts come from a file and may be extreme.
+pub(crate) fn pad_shape(shape: &[usize], amounts: &[(i64, i64)]) -> Result<Vec<usize>> {
+    if amounts.len() != shape.len() {
+        bail!(
+            "Pad amounts for {} axes, input rank {}",
+            amounts.len(),
+            shape.len()
+        );
+    }
+    shape
+        .iter()
+        .zip(amounts)
+        .map(|(&d, &(b, e))| {
+            let n = d as i128 + b as i128 + e as i128;
+            usize::try_from(n).map_err(|_| {
+                anyhow!("Pad ({b}, {e}) of an axis of size {d} gives size {n}, which cannot be")
+            })
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------
 // Kernels
 
@@ -503,6 +572,118 @@ pub(crate) fn slice(x: &Tensor, plan: &[AxisSlice]) -> Tensor {
         v.as_standard_layout().into_owned()
     }
     crate::map_tensor!(x, a => go(a, plan))
+}
+
+/// The input index an output position `i` (counted from the input's first element, so
+/// negative inside the begin padding) reads, or `None` for the constant fill.
+fn pad_source(i: i128, d: usize, mode: PadMode) -> Result<Option<usize>> {
+    let n = d as i128;
+    if (0..n).contains(&i) {
+        return Ok(Some(i as usize));
+    }
+    let j = match mode {
+        PadMode::Constant => return Ok(None),
+        _ if d == 0 => bail!("cannot pad an empty axis in {mode:?} mode"),
+        PadMode::Edge => i.clamp(0, n - 1),
+        PadMode::Wrap => i.rem_euclid(n),
+        PadMode::Reflect if d == 1 => 0,
+        // Reflection is periodic with period 2(d-1); numpy's np.pad repeats it the same way
+        // for pads wider than the axis.
+        PadMode::Reflect => {
+            let p = 2 * (n - 1);
+            let m = i.rem_euclid(p);
+            if m >= n {
+                p - m
+            } else {
+                m
+            }
+        }
+    };
+    Ok(Some(j as usize))
+}
+
+/// ONNX Pad (numpy's `np.pad`) in any mode, for any dtype. `value` is the constant_value
+/// input (a one-element tensor of the data's dtype); without it `attr_value` is the fill.
+pub fn pad(
+    x: &Tensor,
+    amounts: &[(i64, i64)],
+    mode: PadMode,
+    value: Option<&Tensor>,
+    attr_value: f64,
+) -> Result<Tensor> {
+    let out = pad_shape(x.shape(), amounts)?;
+    let total = limits::check_alloc(&out, x.dtype())?;
+    if let Some(v) = value {
+        if v.dtype() != x.dtype() {
+            bail!(
+                "Pad constant_value is {}, the data {}",
+                v.dtype(),
+                x.dtype()
+            );
+        }
+        if v.len() != 1 {
+            bail!(
+                "Pad constant_value must hold one element, got shape {:?}",
+                v.shape()
+            );
+        }
+    }
+    if total == 0 {
+        // Nothing to read; also keeps the per-axis maps below bounded by the element count.
+        return Tensor::zeros(x.dtype(), &out);
+    }
+    // Per axis, the input index each output position reads.
+    let maps: Vec<Vec<Option<usize>>> = out
+        .iter()
+        .enumerate()
+        .map(|(ax, &len)| {
+            (0..len)
+                .map(|o| pad_source(o as i128 - amounts[ax].0 as i128, x.shape()[ax], mode))
+                .collect()
+        })
+        .collect::<Result<_>>()?;
+    fn go<T: Elem>(
+        a: &ArrayD<T>,
+        maps: &[Vec<Option<usize>>],
+        out: &[usize],
+        total: usize,
+        fill: T,
+    ) -> Tensor {
+        let a = a.as_standard_layout();
+        let src = a.as_slice().expect("standard layout");
+        let mut strides = vec![1usize; out.len()];
+        for ax in (0..out.len().saturating_sub(1)).rev() {
+            strides[ax] = strides[ax + 1] * a.shape()[ax + 1];
+        }
+        let mut idx = vec![0usize; out.len()];
+        let mut data = Vec::with_capacity(total);
+        for _ in 0..total {
+            let mut off = Some(0);
+            for ax in 0..out.len() {
+                off = match (off, maps[ax][idx[ax]]) {
+                    (Some(o), Some(i)) => Some(o + i * strides[ax]),
+                    _ => None,
+                };
+            }
+            data.push(off.map_or(fill, |o| src[o]));
+            // Row-major odometer over the output index.
+            for ax in (0..out.len()).rev() {
+                idx[ax] += 1;
+                if idx[ax] < out[ax] {
+                    break;
+                }
+                idx[ax] = 0;
+            }
+        }
+        T::wrap(ArrayD::from_shape_vec(IxDyn(out), data).expect("count matches"))
+    }
+    Ok(crate::with_tensor!(x, a => {
+        let fill = match value {
+            Some(v) => *v.view()?.iter().next().expect("one element"),
+            None => Elem::from_f64(attr_value),
+        };
+        go(a, &maps, &out, total, fill)
+    }))
 }
 
 fn split_tensor(x: &Tensor, ax: usize, sizes: &[usize]) -> Vec<Tensor> {
@@ -695,6 +876,120 @@ mod tests {
             1,
         );
         assert_eq!(i64s(&r[0]), vec![3, 4]);
+    }
+}
+
+#[cfg(test)]
+mod pad_tests {
+    //! Expected values are numpy's `np.pad` results, written out.
+    use super::*;
+    use crate::ir::PadAttrs;
+
+    fn t(shape: &[usize], v: Vec<i64>) -> Tensor {
+        Tensor::from_vec(shape, v).unwrap()
+    }
+    fn pad_attr(x: &Tensor, pads: Vec<i64>, mode: PadMode, value: f64) -> Tensor {
+        let op = Op::Pad(PadAttrs {
+            mode,
+            pads: Some(pads),
+            value,
+        });
+        eval(&op, &[Some(x)], 1).unwrap().remove(0)
+    }
+
+    #[test]
+    fn one_axis_all_modes_wider_than_the_axis() {
+        // np.pad([1, 2, 3], (5, 4), mode=...)
+        let x = t(&[3], vec![1, 2, 3]);
+        let cases = [
+            (PadMode::Reflect, vec![2, 1, 2, 3, 2, 1, 2, 3, 2, 1, 2, 3]),
+            (PadMode::Edge, vec![1, 1, 1, 1, 1, 1, 2, 3, 3, 3, 3, 3]),
+            (PadMode::Wrap, vec![2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3, 1]),
+            (PadMode::Constant, vec![0, 0, 0, 0, 0, 1, 2, 3, 0, 0, 0, 0]),
+        ];
+        for (mode, want) in cases {
+            let y = pad_attr(&x, vec![5, 4], mode, 0.0);
+            assert_eq!(y.to_i64_vec().unwrap(), want, "{mode:?}");
+        }
+        // np.pad([5], (2, 2), mode='reflect')
+        let y = pad_attr(&t(&[1], vec![5]), vec![2, 2], PadMode::Reflect, 0.0);
+        assert_eq!(y.to_i64_vec().unwrap(), vec![5; 5]);
+    }
+
+    #[test]
+    fn two_axes() {
+        let x = t(&[2, 3], (0..6).collect());
+        // np.pad(b, ((1, 0), (2, 1)), mode='reflect')
+        let y = pad_attr(&x, vec![1, 2, 0, 1], PadMode::Reflect, 0.0);
+        assert_eq!(y.shape(), &[3, 6]);
+        assert_eq!(
+            y.to_i64_vec().unwrap(),
+            vec![5, 4, 3, 4, 5, 4, 2, 1, 0, 1, 2, 1, 5, 4, 3, 4, 5, 4]
+        );
+        // np.pad(b, ((1, 1), (1, 2)), mode='edge')
+        let y = pad_attr(&x, vec![1, 1, 1, 2], PadMode::Edge, 0.0);
+        assert_eq!(y.shape(), &[4, 6]);
+        assert_eq!(
+            y.to_i64_vec().unwrap(),
+            vec![0, 0, 1, 2, 2, 2, 0, 0, 1, 2, 2, 2, 3, 3, 4, 5, 5, 5, 3, 3, 4, 5, 5, 5]
+        );
+        // np.pad(b, ((0, 1), (2, 2)), mode='wrap')
+        let y = pad_attr(&x, vec![0, 2, 1, 2], PadMode::Wrap, 0.0);
+        assert_eq!(
+            y.to_i64_vec().unwrap(),
+            vec![1, 2, 0, 1, 2, 0, 1, 4, 5, 3, 4, 5, 3, 4, 1, 2, 0, 1, 2, 0, 1]
+        );
+        // np.pad(b, ((1, 0), (0, 1)), constant_values=7)
+        let y = pad_attr(&x, vec![1, 0, 0, 1], PadMode::Constant, 7.0);
+        assert_eq!(
+            y.to_i64_vec().unwrap(),
+            vec![7, 7, 7, 7, 0, 1, 2, 7, 3, 4, 5, 7]
+        );
+    }
+
+    #[test]
+    fn input_form_with_axes_value_and_negative_pads() {
+        let op = Op::Pad(PadAttrs {
+            mode: PadMode::Constant,
+            pads: None,
+            value: 0.0,
+        });
+        let x = Tensor::from_vec(&[2, 3], vec![1f32, 2., 3., 4., 5., 6.]).unwrap();
+        // Only axis 1 (given as -1): one column of 9.5 before, the last column cropped.
+        let pads = t(&[2], vec![1, -1]);
+        let value = Tensor::scalar(9.5f32);
+        let axes = t(&[1], vec![-1]);
+        let y = eval(&op, &[Some(&x), Some(&pads), Some(&value), Some(&axes)], 1)
+            .unwrap()
+            .remove(0);
+        assert_eq!(
+            y,
+            Tensor::from_vec(&[2, 3], vec![9.5f32, 1., 2., 9.5, 4., 5.]).unwrap()
+        );
+        // bool data pads with false.
+        let b = Tensor::from_vec(&[2], vec![true, true]).unwrap();
+        let y = pad_attr(&b, vec![1, 0], PadMode::Constant, 0.0);
+        assert_eq!(y, Tensor::from_vec(&[3], vec![false, true, true]).unwrap());
+        // Refusals: wrong pads count, cropping below zero, a value of another dtype, and
+        // reflecting an empty axis.
+        assert!(eval(&op, &[Some(&x), Some(&t(&[2], vec![1, 1]))], 1).is_err());
+        assert!(eval(&op, &[Some(&x), Some(&t(&[4], vec![0, -2, 0, -2]))], 1).is_err());
+        let bad = Tensor::scalar(1i64);
+        assert!(eval(&op, &[Some(&x), Some(&t(&[4], vec![0; 4])), Some(&bad)], 1).is_err());
+        let empty = Tensor::from_vec(&[0], Vec::<f32>::new()).unwrap();
+        let op = Op::Pad(PadAttrs {
+            mode: PadMode::Reflect,
+            pads: Some(vec![1, 1]),
+            value: 0.0,
+        });
+        assert!(eval(&op, &[Some(&empty)], 1).is_err());
+        // An extreme pad is refused by the size limits rather than allocated.
+        let op = Op::Pad(PadAttrs {
+            mode: PadMode::Constant,
+            pads: Some(vec![i64::MAX, i64::MAX]),
+            value: 0.0,
+        });
+        assert!(eval(&op, &[Some(&x.clone().reshape(&[6]).unwrap())], 1).is_err());
     }
 }
 

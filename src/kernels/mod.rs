@@ -43,7 +43,8 @@ pub fn eval(op: &Op, inputs: &[Option<&Tensor>], n_outputs: usize) -> Result<Vec
         | Op::Shape { .. }
         | Op::Gather { .. }
         | Op::Slice
-        | Op::Split { .. } => layout::eval(op, inputs, n_outputs),
+        | Op::Split { .. }
+        | Op::Pad(_) => layout::eval(op, inputs, n_outputs),
     }
 }
 

@@ -351,6 +351,7 @@ impl Exporter<'_> {
             }
             Op::MaxPool(p) | Op::AveragePool(p) => pool_attrs(p, &mut out.attrs),
             Op::Clip { min, max } => self.clip(n, &mut out, *min, *max)?,
+            Op::Pad(p) => self.pad(n, &mut out, p)?,
             Op::BatchNorm { epsilon } => {
                 out.attrs.push(a_float("epsilon", *epsilon));
                 // Before opset 7 the default was training mode; say inference explicitly.
@@ -444,6 +445,65 @@ impl Exporter<'_> {
     }
 
     /// Attributes before opset 11; scalar inputs of X's dtype from 11.
+    /// Pad: `pads` and `value` are attributes before opset 11, inputs 1 and 2 from 11 on
+    /// (input 3, the axes, exists from 18; before it the pads must cover every axis).
+    fn pad(&mut self, n: &Node, out: &mut Out, p: &crate::ir::op::PadAttrs) -> Result<()> {
+        use crate::ir::op::PadMode;
+        let mode = match p.mode {
+            PadMode::Constant => "constant",
+            PadMode::Reflect => "reflect",
+            PadMode::Edge => "edge",
+            PadMode::Wrap => "wrap",
+        };
+        let opset = self.graph.opset;
+        if p.mode == PadMode::Wrap && opset < 19 {
+            bail!("mode 'wrap' needs opset 19, the graph has {opset}");
+        }
+        out.attrs.push(a_string("mode", mode));
+        if opset < 11 {
+            if out.has(3) {
+                bail!("pad axes need opset 18, the graph has {opset}");
+            }
+            self.ints_attr_or_input(n, out, "pads", p.pads.clone(), 1, false)?;
+            let value = match (p.pads.is_some(), out.has(2)) {
+                (true, _) => p.value,
+                (false, true) => {
+                    let name = &out.inputs[2];
+                    let t = self.graph.constants.get(name).ok_or_else(|| {
+                        anyhow!(
+                            "input 'constant_value' ({name}) must be a constant before opset 11"
+                        )
+                    })?;
+                    t.to_f64_vec().first().copied().unwrap_or(0.0)
+                }
+                (false, false) => 0.0,
+            };
+            out.inputs.truncate(1);
+            if value != 0.0 {
+                out.attrs.push(a_float("value", value as f32));
+            }
+            return Ok(());
+        }
+        if out.has(3) && opset < 18 {
+            bail!("pad axes need opset 18, the graph has {opset}");
+        }
+        self.ints_attr_or_input(n, out, "pads", p.pads.clone(), 1, true)?;
+        if p.pads.is_some() && p.value != 0.0 {
+            let x = n.input(0).unwrap_or_default();
+            let dtype = self
+                .facts()?
+                .get(x)
+                .map(|f| f.dtype)
+                .ok_or_else(|| anyhow!("the dtype of input '{x}' is unknown"))?;
+            let c = self.add_constant(
+                &format!("{}.constant_value", n.name),
+                Tensor::scalar(p.value).cast(dtype),
+            );
+            out.set_input(2, c);
+        }
+        Ok(())
+    }
+
     fn clip(&mut self, n: &Node, out: &mut Out, min: Option<f32>, max: Option<f32>) -> Result<()> {
         for (i, what, bound) in [(1, "min", min), (2, "max", max)] {
             if self.graph.opset < 11 {

@@ -6,11 +6,11 @@
 //! output, or the constant). When that is not possible, the input being a graph input or
 //! itself a graph output, the node stays, with a note.
 
-use super::Notes;
+use super::{Notes, PassOptions};
 use crate::ir::{Graph, Op};
 use anyhow::Result;
 
-pub fn run(graph: &mut Graph, notes: &mut Notes) -> Result<bool> {
+pub fn run(graph: &mut Graph, _opts: &PassOptions, notes: &mut Notes) -> Result<bool> {
     let mut changed = false;
     let mut i = 0;
     while i < graph.nodes.len() {
@@ -81,7 +81,7 @@ fn rename_value(graph: &mut Graph, from: &str, to: &str) {
 mod tests {
     use super::*;
     use crate::ir::{check, Dim, Node, UnaryOp, ValueDecl};
-    use crate::passes::run_pipeline;
+    use crate::passes::{run_pipeline, PassOptions};
     use crate::tensor::{DType, Tensor};
     use crate::Runner;
     use std::collections::HashMap;
@@ -142,7 +142,12 @@ mod tests {
         check(&g).unwrap();
         let before = run_graph(&g);
         let mut after = g.clone();
-        let notes = run_pipeline(&mut after, &["eliminate-identity".to_string()]).unwrap();
+        let notes = run_pipeline(
+            &mut after,
+            &["eliminate-identity".to_string()],
+            &PassOptions::default(),
+        )
+        .unwrap();
         let ops: Vec<(&str, &str)> = after
             .nodes
             .iter()
@@ -183,7 +188,7 @@ mod tests {
         g.nodes[1].outputs = vec!["y".into()];
         g.outputs.truncate(1);
         let before = g.clone();
-        assert!(!run(&mut g, &mut Notes::new()).unwrap());
+        assert!(!run(&mut g, &PassOptions::default(), &mut Notes::new()).unwrap());
         assert_eq!(g, before);
     }
 }

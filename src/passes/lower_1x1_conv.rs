@@ -1,18 +1,21 @@
 //! `lower-1x1-conv`: the lesson's `Y = K(c_o, c_i) @ X(c_i, h*w)`.
 //!
-//! A 2-D Conv with a 1x1 kernel, group 1 and no padding is a fully connected layer applied
-//! at every pixel. It becomes
-//!   [Slice (stride > 1)] -> Reshape [N, C, H*W] -> MatMul W(M, C) -> [Add bias (M, 1)]
-//!   -> Reshape [N, M, H', W'],
-//! the batch copied through Reshape's 0 so a symbolic batch keeps working. A Conv the pass
-//! cannot lower stays as it is, with a note saying why.
+//! A 2-D Conv with a 1x1 kernel is a fully connected layer applied at every pixel. It becomes
+//!   [Pad (padding)] -> [Slice (stride > 1)] -> Reshape [N, C, H*W] -> MatMul W(M, C)
+//!   -> [Add bias (M, 1)] -> Reshape [N, M, H', W'],
+//! the batch copied through Reshape's 0 so a symbolic batch keeps working. A 1x1 kernel
+//! reads the padded input at every stride-th pixel, so padding is a Pad (zeros, as Conv
+//! pads) and a stride a Slice with that step. With g > 1 groups the product is batched over
+//! the groups: X reshaped to [N, g, C/g, H*W] and W to (g, M/g, C/g), MatMul broadcasting
+//! W over the batch, giving [N, g, M/g, H*W], whose row-major order is the M channels in
+//! order. A Conv the pass cannot lower stays as it is, with a note saying why.
 
-use super::Notes;
-use crate::ir::{check, BinaryOp, ConvAttrs, Graph, NameGen, Node, Op, Padding};
+use super::{Notes, PassOptions};
+use crate::ir::{check, BinaryOp, ConvAttrs, Graph, NameGen, Node, Op, PadAttrs, PadMode};
 use crate::tensor::Tensor;
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 
-pub fn run(graph: &mut Graph, notes: &mut Notes) -> Result<bool> {
+pub fn run(graph: &mut Graph, _opts: &PassOptions, notes: &mut Notes) -> Result<bool> {
     let facts = check(graph)?;
     let mut names = NameGen::new(graph);
     let mut changed = false;
@@ -34,7 +37,6 @@ pub fn run(graph: &mut Graph, notes: &mut Notes) -> Result<bool> {
         };
         let out_shape = facts.get(&node.outputs[0]).and_then(|f| f.shape.clone());
         match why_not(
-            attrs,
             &x,
             &w,
             graph.constants.contains_key(node.input(1).unwrap_or("")),
@@ -46,7 +48,8 @@ pub fn run(graph: &mut Graph, notes: &mut Notes) -> Result<bool> {
             None => {
                 let out =
                     out_shape.ok_or_else(|| anyhow!("{}: output shape unknown", node.name))?;
-                lower(graph, &mut names, &node, attrs, &x, &w, &out, &mut nodes)?;
+                lower(graph, &mut names, &node, attrs, &x, &w, &out, &mut nodes)
+                    .with_context(|| format!("node '{}' (Conv)", node.name))?;
                 changed = true;
             }
         }
@@ -58,7 +61,7 @@ pub fn run(graph: &mut Graph, notes: &mut Notes) -> Result<bool> {
 }
 
 /// Why this Conv cannot be lowered, or `None` when it can.
-fn why_not(a: &ConvAttrs, x: &[usize], w: &[usize], weight_is_const: bool) -> Option<String> {
+fn why_not(x: &[usize], w: &[usize], weight_is_const: bool) -> Option<String> {
     if x.len() != 4 {
         return Some(format!(
             "input rank {} (only 2-D convolutions are lowered)",
@@ -67,21 +70,6 @@ fn why_not(a: &ConvAttrs, x: &[usize], w: &[usize], weight_is_const: bool) -> Op
     }
     if w[2] != 1 || w[3] != 1 {
         return Some(format!("kernel {}x{} is not 1x1", w[2], w[3]));
-    }
-    if a.group != 1 {
-        return Some(format!("group {} (only group 1 is lowered)", a.group));
-    }
-    let padded = match &a.window.padding {
-        Padding::Explicit(p) => p.iter().any(|&p| p != 0),
-        // With a 1x1 kernel SAME pads only when the stride does not divide the input.
-        Padding::SameUpper | Padding::SameLower => {
-            let s = |i: usize| a.window.strides.get(i).copied().unwrap_or(1);
-            (0..2).any(|i| s(i) > 1 && !x[2 + i].is_multiple_of(s(i)))
-        }
-        Padding::Valid => false,
-    };
-    if padded {
-        return Some("it has padding".into());
     }
     if !weight_is_const {
         return Some("its weight is not a constant".into());
@@ -101,7 +89,12 @@ fn lower(
     nodes: &mut Vec<Node>,
 ) -> Result<()> {
     let base = &node.name;
-    let (c, m) = (x[1], w[0]);
+    let (c, m, g) = (x[1], w[0], a.group);
+    if g == 0 || c % g != 0 || m % g != 0 {
+        return Err(anyhow!("{c} input and {m} output channels in {g} groups"));
+    }
+    // Pads and strides resolved as the Conv kernel resolves them (SAME included).
+    let geom = a.window.resolve(&x[2..], &w[2..], false)?;
     let konst = |graph: &mut Graph, names: &mut NameGen, suffix: &str, t: Tensor| {
         let name = names.fresh(&format!("{base}.{suffix}"));
         graph.constants.insert(name.clone(), t);
@@ -119,12 +112,23 @@ fn lower(
         out
     };
 
+    if geom.has_padding() {
+        // ONNX pads order: begins of every axis, then ends; N and C are not padded.
+        let (b, e) = (&geom.pads_begin, &geom.pads_end);
+        let pads: Vec<i64> = [0, 0, b[0], b[1], 0, 0, e[0], e[1]]
+            .iter()
+            .map(|&p| p as i64)
+            .collect();
+        let pads = konst(graph, names, "pads", Tensor::from_vec(&[8], pads)?);
+        let pad = Op::Pad(PadAttrs {
+            mode: PadMode::Constant,
+            pads: None,
+            value: 0.0,
+        });
+        input = push(names, pad, "padded", vec![input, pads]);
+    }
     // Stride: keep every s-th row and column; then the conv is stride 1.
-    let strides: Vec<usize> = if a.window.strides.is_empty() {
-        vec![1, 1]
-    } else {
-        a.window.strides.clone()
-    };
+    let strides = geom.strides.clone();
     if strides.iter().any(|&s| s > 1) {
         let starts = konst(
             graph,
@@ -152,11 +156,22 @@ fn lower(
             vec![input, starts, ends, axes, steps],
         );
     }
+    // Group 1 keeps the lesson's plain (M, C) @ (N, C, H*W).
+    let (flat, w_shape, b_shape): (Vec<i64>, Vec<usize>, Vec<usize>) = if g == 1 {
+        (vec![0, c as i64, -1], vec![m, c], vec![m, 1])
+    } else {
+        let (cg, mg) = (c / g, m / g);
+        (
+            vec![0, g as i64, cg as i64, -1],
+            vec![g, mg, cg],
+            vec![g, mg, 1],
+        )
+    };
     let flat_shape = konst(
         graph,
         names,
         "flat_shape",
-        Tensor::from_vec(&[3], vec![0i64, c as i64, -1])?,
+        Tensor::from_vec(&[flat.len()], flat)?,
     );
     let flat = push(
         names,
@@ -167,18 +182,21 @@ fn lower(
 
     let weight = graph.constants[node.input(1).expect("checked")]
         .clone()
-        .reshape(&[m, c])?;
+        .reshape(&w_shape)?;
     let weight = konst(graph, names, "weight", weight);
     let mut y = push(names, Op::MatMul, "matmul", vec![weight, flat]);
     if let Some(b) = node.input(2) {
         let bias = match graph.constants.get(b) {
-            Some(t) => konst(graph, names, "bias", t.clone().reshape(&[m, 1])?),
+            Some(t) => konst(graph, names, "bias", t.clone().reshape(&b_shape)?),
             None => {
                 let shape = konst(
                     graph,
                     names,
                     "bias_shape",
-                    Tensor::from_vec(&[2], vec![m as i64, 1])?,
+                    Tensor::from_vec(
+                        &[b_shape.len()],
+                        b_shape.iter().map(|&d| d as i64).collect(),
+                    )?,
                 );
                 push(
                     names,

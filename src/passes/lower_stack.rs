@@ -7,12 +7,12 @@
 //! (attribute before 13, a constant input from 13), the form the importer produces, so an
 //! exported and re-imported graph prints the same.
 
-use super::Notes;
+use super::{Notes, PassOptions};
 use crate::ir::{Graph, NameGen, Node, Op};
 use crate::tensor::Tensor;
 use anyhow::{bail, Result};
 
-pub fn run(graph: &mut Graph, _notes: &mut Notes) -> Result<bool> {
+pub fn run(graph: &mut Graph, _opts: &PassOptions, _notes: &mut Notes) -> Result<bool> {
     lower_stack(graph)
 }
 

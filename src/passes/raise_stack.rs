@@ -4,7 +4,7 @@
 //! it directly instead of reasoning about n shape changes and a join. The importer runs it on
 //! every model, so this is the one copy of the logic; `lower-stack` is its inverse.
 
-use super::Notes;
+use super::{Notes, PassOptions};
 use crate::ir::{Graph, Node, Op};
 use anyhow::Result;
 use std::collections::{HashMap, HashSet};
@@ -24,7 +24,7 @@ fn unsqueeze_axis(graph: &Graph, node: &Node) -> Option<i64> {
     }
 }
 
-pub fn run(graph: &mut Graph, _notes: &mut Notes) -> Result<bool> {
+pub fn run(graph: &mut Graph, _opts: &PassOptions, _notes: &mut Notes) -> Result<bool> {
     Ok(raise_stack(graph))
 }
 

@@ -8,7 +8,7 @@ use super::tolerance::{compare, json_f64, Report, Tolerance};
 use super::tract;
 use crate::exec::Runner;
 use crate::ir::{DimBindings, Graph};
-use crate::passes::run_pipeline;
+use crate::passes::{run_pipeline, PassOptions};
 use crate::tensor::Tensor;
 use anyhow::{anyhow, bail, Context, Result};
 use std::fmt;
@@ -264,7 +264,7 @@ pub fn verify_passes(
     tol: Tolerance,
 ) -> Result<Comparison> {
     let mut rewritten = graph.clone();
-    run_pipeline(&mut rewritten, passes)?;
+    run_pipeline(&mut rewritten, passes, &PassOptions::default())?;
     let mut c = compare_graphs(graph, &rewritten, samples, tol)?;
     c.reference = "original".into();
     c.candidate = format!("after {}", passes.join(","));

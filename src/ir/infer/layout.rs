@@ -167,6 +167,28 @@ pub fn infer(op: &Op, inputs: &[Option<&Fact>], n_outputs: usize) -> Result<Vec<
                 })
                 .collect()
         }
+        Op::Pad(a) => {
+            if let Some(v) = inputs.get(2).copied().flatten() {
+                if v.dtype != dt {
+                    bail!("Pad constant_value is {}, the data {dt}", v.dtype);
+                }
+            }
+            let pads = match (&a.pads, value_of(1)?) {
+                (Some(p), Val::Absent) => p.clone(),
+                (Some(_), _) => bail!("pads given both as attribute and as input"),
+                (None, Val::Known(p)) => p,
+                (None, Val::Absent) => bail!("missing required input 1 (pads)"),
+                (None, Val::Unknown) => return unknown(),
+            };
+            let axes = match value_of(3)? {
+                Val::Known(v) => Some(v),
+                Val::Absent => None,
+                Val::Unknown => return unknown(),
+            };
+            let Some(s) = &x.shape else { return unknown() };
+            let amounts = k::pad_amounts(s.len(), &pads, axes.as_deref())?;
+            vec![Fact::new(dt, k::pad_shape(s, &amounts)?)]
+        }
         other => bail!("layout shape rule cannot handle {}", other.name()),
     };
     fold(op, inputs, n_outputs, facts)
@@ -306,6 +328,26 @@ mod tests {
             .remove(0);
         let r = infer(&Op::Reshape { allowzero: false }, &[Some(&x), Some(&c)], 1).unwrap();
         assert_eq!(r[0].shape, Some(vec![30, 7]));
+    }
+
+    #[test]
+    fn pad_facts() {
+        let x = Fact::new(DType::F32, vec![1, 3, 4, 5]);
+        let op = Op::Pad(crate::ir::PadAttrs {
+            mode: crate::ir::PadMode::Reflect,
+            pads: None,
+            value: 0.0,
+        });
+        let pads = val(&[4], vec![1, 2, 0, -1]);
+        let axes = val(&[2], vec![2, 3]);
+        let r = infer(&op, &[Some(&x), Some(&pads), None, Some(&axes)], 1).unwrap();
+        assert_eq!(r[0].shape, Some(vec![1, 3, 5, 6]));
+        // Pads known only at run time: shape unknown, not an error.
+        let p = Fact::new(DType::I64, vec![8]);
+        let r = infer(&op, &[Some(&x), Some(&p)], 1).unwrap();
+        assert_eq!(r[0].shape, None);
+        let crop = val(&[4], vec![0, 0, -5, 0]);
+        assert!(infer(&op, &[Some(&x), Some(&crop), None, Some(&axes)], 1).is_err());
     }
 
     #[test]

@@ -44,7 +44,8 @@ pub fn infer(op: &Op, inputs: &[Option<&Fact>], n_outputs: usize) -> Result<Vec<
         | Op::Shape { .. }
         | Op::Gather { .. }
         | Op::Slice
-        | Op::Split { .. } => layout::infer(op, inputs, n_outputs),
+        | Op::Split { .. }
+        | Op::Pad(_) => layout::infer(op, inputs, n_outputs),
     }
 }
 

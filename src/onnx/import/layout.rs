@@ -1,8 +1,8 @@
 //! Ops that move data without arithmetic: Concat, (Un)Squeeze, Flatten, Reshape, Transpose,
-//! Shape, Gather, Slice, Split.
+//! Shape, Gather, Slice, Split, Pad.
 
 use super::NodeCtx;
-use crate::ir::Op;
+use crate::ir::{Op, PadAttrs, PadMode};
 use crate::tensor::Tensor;
 use anyhow::{bail, Result};
 
@@ -157,4 +157,42 @@ pub fn split(ctx: &NodeCtx) -> Result<Op> {
         }
     }
     Ok(Op::Split { axis, split })
+}
+
+/// Pad: before opset 11 pads (`paddings` in opset 1) and value are attributes; from 11 on
+/// they are inputs (pads, optional constant_value, from 18 optional axes), which may be
+/// computed at run time, so they stay inputs rather than being folded into attributes.
+pub fn pad(ctx: &NodeCtx) -> Result<Op> {
+    let mode = match ctx.get_string("mode", "constant")?.as_str() {
+        "constant" => PadMode::Constant,
+        "reflect" => PadMode::Reflect,
+        "edge" => PadMode::Edge,
+        "wrap" => PadMode::Wrap,
+        other => bail!("attribute 'mode' = '{other}' is not constant, reflect, edge or wrap"),
+    };
+    if ctx.opset >= 11 {
+        if !ctx.has_input(1) {
+            bail!("input 'pads' is required from opset 11");
+        }
+        ctx.refuse_attr("pads", "from opset 11 pads are an input")?;
+        return Ok(Op::Pad(PadAttrs {
+            mode,
+            pads: None,
+            value: 0.0,
+        }));
+    }
+    let pads = match ctx.get_ints("pads")? {
+        Some(p) => p,
+        None => ctx
+            .get_ints("paddings")?
+            .ok_or_else(|| anyhow::anyhow!("attribute 'pads' is required before opset 11"))?,
+    };
+    if pads.len() % 2 != 0 {
+        bail!("attribute 'pads' = {pads:?} has an odd number of values");
+    }
+    Ok(Op::Pad(PadAttrs {
+        mode,
+        pads: Some(pads),
+        value: ctx.get_float("value", 0.0)? as f64,
+    }))
 }

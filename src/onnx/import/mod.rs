@@ -71,6 +71,7 @@ pub fn importer(op_type: &str) -> Option<Importer> {
         "Gather" => layout::gather,
         "Slice" => layout::slice,
         "Split" => layout::split,
+        "Pad" => layout::pad,
         "ReduceMean" => reduce::reduce_mean,
         "ReduceSum" => reduce::reduce_sum,
         _ => return None,
