@@ -11,6 +11,10 @@ statistics are randomised too, so BatchNorm is not an identity and folding it is
 Exporters:
   legacy    TorchScript exporter (`dynamo=False`), opset 17, symbolic batch dimension `batch`
             (the test feeds batch 2);
+  legacy_nofold
+            the same with `do_constant_folding=False`, static batch 1: BatchNormalization
+            nodes and the shape arithmetic stay in the graph, as in models whose exporter did
+            not fold them (what fold-batchnorm and fold-constants are for);
   dynamo18/dynamo20
             the torch.export-based exporter at opsets 18 and 20, static shapes, weights as
             external data (the exporter's default).
@@ -41,7 +45,7 @@ ARCHS = {
     "regnet_x_400mf": lambda: torchvision.models.regnet_x_400mf(),
 }
 
-EXPORTERS = ["legacy", "dynamo18", "dynamo20"]
+EXPORTERS = ["legacy", "legacy_nofold", "dynamo18", "dynamo20"]
 
 
 def build(arch: str) -> torch.nn.Module:
@@ -67,6 +71,11 @@ def export(model: torch.nn.Module, exporter: str, path: str) -> None:
             model, (x,), path, dynamo=False, opset_version=17,
             input_names=["input"], output_names=["output"],
             dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+        )
+    elif exporter == "legacy_nofold":
+        torch.onnx.export(
+            model, (x,), path, dynamo=False, opset_version=17, do_constant_folding=False,
+            input_names=["input"], output_names=["output"],
         )
     else:
         opset = int(exporter.removeprefix("dynamo"))

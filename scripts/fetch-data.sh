@@ -30,7 +30,7 @@ if ! stamp_ok data/torchvision/.stamp "$tv_key"; then
     # The exporters' progress lines and warnings go to the log; on failure its end is shown.
     "$py" -W ignore scripts/export_torchvision.py data/torchvision.partial > data/export_torchvision.log 2>&1 \
         || { tail -30 data/export_torchvision.log; exit 1; }
-    grep -E '^[a-z0-9_]+-(legacy|dynamo[0-9]+): ' data/export_torchvision.log | tr '\n' ' '; echo
+    grep -E '^[a-z0-9_]+-[a-z0-9_]+: ' data/export_torchvision.log | tr '\n' ' '; echo
     rm -rf data/torchvision
     mv data/torchvision.partial data/torchvision
     echo "$tv_key" > data/torchvision/.stamp

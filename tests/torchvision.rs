@@ -8,11 +8,13 @@
 //! fails its test with the command to run.
 
 use convgraph::exec::Runner;
+use convgraph::ir::Op;
 use convgraph::passes::{run_pipeline, PassOptions};
 use convgraph::verify::{compare, tract, Tolerance};
 use convgraph::{Graph, Tensor};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn case_dir(case: &str) -> PathBuf {
     let root = std::env::var_os("CONVGRAPH_TORCHVISION_DIR")
@@ -51,18 +53,133 @@ fn check_case(case: &str) {
     let r = compare(&ours, &from_tract[0], Tolerance::default());
     assert!(r.ok(), "{case}: convgraph vs tract: {r}");
 
-    let mut lowered = graph.clone();
-    run_pipeline(
-        &mut lowered,
-        &["lower-1x1-conv".to_string()],
-        &PassOptions::default(),
-    )
-    .unwrap();
+    let lowered = rewritten(&graph, &["lower-1x1-conv"]);
     let r = compare(&run(&lowered, &input), &from_ort, Tolerance::default());
     assert!(
         r.ok(),
         "{case}: convgraph after lower-1x1-conv vs onnxruntime: {r}"
     );
+
+    // The rewrite issue's pipeline: BatchNorm folded, 1x1 convs as MatMul, constants folded.
+    // Its output still agrees with onnxruntime, no BatchNormalization is left, and the file
+    // `rewrite` writes runs in onnxruntime to the original's output.
+    let passes = ["fold-batchnorm", "lower-1x1-conv", "fold-constants"];
+    let folded = rewritten(&graph, &passes);
+    let r = compare(&run(&folded, &input), &from_ort, Tolerance::default());
+    assert!(
+        r.ok(),
+        "{case}: convgraph after {passes:?} vs onnxruntime: {r}"
+    );
+    let batchnorms = |g: &Graph| {
+        g.nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::BatchNorm { .. }))
+            .count()
+    };
+    assert_eq!(
+        batchnorms(&folded),
+        0,
+        "{case}: BatchNormalization left after fold-batchnorm"
+    );
+    if case.ends_with("-legacy_nofold") {
+        assert!(
+            batchnorms(&graph) > 0,
+            "{case}: the unfolded export should keep its BatchNorms"
+        );
+    }
+    let out = tmp_dir(case).join("rewritten.onnx");
+    let status = Command::new(env!("CARGO_BIN_EXE_convgraph"))
+        .args(["rewrite", "--passes", "lower-1x1-conv,fold-constants", "-o"])
+        .arg(&out)
+        .arg(&model)
+        .status()
+        .unwrap();
+    assert!(status.success(), "{case}: rewrite failed");
+    ort_check(&out, &data.join("input_0.pb"), &data.join("output_0.pb"));
+}
+
+fn rewritten(graph: &Graph, passes: &[&str]) -> Graph {
+    let mut g = graph.clone();
+    let names: Vec<String> = passes.iter().map(|p| p.to_string()).collect();
+    run_pipeline(&mut g, &names, &PassOptions::default()).unwrap();
+    g
+}
+
+fn tmp_dir(case: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("torchvision")
+        .join(case);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Runs `model` in onnxruntime (the Python venv that scripts/fetch-data.sh makes) and asserts
+/// its output is within tolerance of `expected`.
+fn ort_check(model: &Path, input: &Path, expected: &Path) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join("data/venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `scripts/fetch-data.sh`",
+        python.display()
+    );
+    let out = Command::new(python)
+        .arg(root.join("scripts/ort_check.py"))
+        .args([model, input, expected])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: onnxruntime vs the original's output: {}",
+        model.display(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// `compare` names the Conv whose weights were scaled by 1.01 as the first diverging node.
+fn check_scaled_conv_is_named(case: &str) {
+    let dir = case_dir(case);
+    let model = dir.join("model.onnx");
+    let input = dir.join("test_data_set_0/input_0.pb");
+    let mut graph = convgraph::onnx::load_model(&model).unwrap();
+    let convs: Vec<usize> = (0..graph.nodes.len())
+        .filter(|&i| matches!(graph.nodes[i].op, Op::Conv(_)))
+        .collect();
+    let middle = &graph.nodes[convs[convs.len() / 2]];
+    let (node, weight) = (middle.name.clone(), middle.inputs[1].clone());
+    let w = graph.constants.get_mut(&weight).unwrap();
+    *w = Tensor::F32(w.as_f32().unwrap().mapv(|x| x * 1.01));
+    let copy = tmp_dir(case).join("scaled_conv.onnx");
+    convgraph::onnx::save_model(&graph, &copy).unwrap();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_convgraph"))
+        .arg("compare")
+        .args([&model, &copy])
+        .arg("--input")
+        .arg(&input)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = &report["first_divergence"];
+    assert_eq!(first["node"], node.as_str(), "{case}: {first}");
+    assert_eq!(first["op"], "Conv", "{case}: {first}");
+}
+
+#[test]
+fn compare_names_the_scaled_conv_in_resnet18() {
+    check_scaled_conv_is_named("resnet18-dynamo18");
+}
+
+#[test]
+fn compare_names_the_scaled_conv_in_mobilenet_v2() {
+    check_scaled_conv_is_named("mobilenet_v2-legacy_nofold");
 }
 
 macro_rules! cases {
@@ -90,30 +207,39 @@ macro_rules! cases {
 
 cases! {
     resnet18_legacy => "resnet18-legacy",
+    resnet18_legacy_nofold => "resnet18-legacy_nofold",
     resnet18_dynamo18 => "resnet18-dynamo18",
     resnet18_dynamo20 => "resnet18-dynamo20",
     resnet50_legacy => "resnet50-legacy",
+    resnet50_legacy_nofold => "resnet50-legacy_nofold",
     resnet50_dynamo18 => "resnet50-dynamo18",
     resnet50_dynamo20 => "resnet50-dynamo20",
     mobilenet_v2_legacy => "mobilenet_v2-legacy",
+    mobilenet_v2_legacy_nofold => "mobilenet_v2-legacy_nofold",
     mobilenet_v2_dynamo18 => "mobilenet_v2-dynamo18",
     mobilenet_v2_dynamo20 => "mobilenet_v2-dynamo20",
     squeezenet1_1_legacy => "squeezenet1_1-legacy",
+    squeezenet1_1_legacy_nofold => "squeezenet1_1-legacy_nofold",
     squeezenet1_1_dynamo18 => "squeezenet1_1-dynamo18",
     squeezenet1_1_dynamo20 => "squeezenet1_1-dynamo20",
     shufflenet_v2_legacy => "shufflenet_v2_x1_0-legacy",
+    shufflenet_v2_legacy_nofold => "shufflenet_v2_x1_0-legacy_nofold",
     shufflenet_v2_dynamo18 => "shufflenet_v2_x1_0-dynamo18",
     shufflenet_v2_dynamo20 => "shufflenet_v2_x1_0-dynamo20",
     googlenet_legacy => "googlenet-legacy",
+    googlenet_legacy_nofold => "googlenet-legacy_nofold",
     googlenet_dynamo18 => "googlenet-dynamo18",
     googlenet_dynamo20 => "googlenet-dynamo20",
     densenet121_legacy => "densenet121-legacy",
+    densenet121_legacy_nofold => "densenet121-legacy_nofold",
     densenet121_dynamo18 => "densenet121-dynamo18",
     densenet121_dynamo20 => "densenet121-dynamo20",
     efficientnet_b0_legacy => "efficientnet_b0-legacy",
+    efficientnet_b0_legacy_nofold => "efficientnet_b0-legacy_nofold",
     efficientnet_b0_dynamo18 => "efficientnet_b0-dynamo18",
     efficientnet_b0_dynamo20 => "efficientnet_b0-dynamo20",
     regnet_x_400mf_legacy => "regnet_x_400mf-legacy",
+    regnet_x_400mf_legacy_nofold => "regnet_x_400mf-legacy_nofold",
     regnet_x_400mf_dynamo18 => "regnet_x_400mf-dynamo18",
     regnet_x_400mf_dynamo20 => "regnet_x_400mf-dynamo20",
 }
