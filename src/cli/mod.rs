@@ -1,8 +1,9 @@
 //! The command line: one file per subcommand. Errors of the input (file, model, shapes) exit
 //! with code 2 and one line on stderr; a failed comparison exits with 1.
 
+mod bench;
 mod conformance;
-mod inputs;
+pub(crate) mod inputs;
 mod inspect;
 mod rewrite;
 mod run;
@@ -33,6 +34,8 @@ enum Command {
     Conformance(conformance::Args),
     /// Apply passes and write the result as an ONNX model.
     Rewrite(rewrite::Args),
+    /// Time runs of a model (after warm-up) on seeded inputs, optionally against tract.
+    Bench(bench::Args),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -57,6 +60,7 @@ pub fn main() -> ExitCode {
         Command::Inspect(a) => inspect::run(a),
         Command::Conformance(a) => conformance::run(a),
         Command::Rewrite(a) => rewrite::run(a),
+        Command::Bench(a) => bench::run(a),
     })
     .unwrap_or_else(|p| {
         let msg = p

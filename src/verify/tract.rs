@@ -65,24 +65,55 @@ fn from_tract(t: &tp::Tensor) -> Result<Tensor> {
 
 /// Runs `model` with tract on `inputs` (in the model's input order) and returns its outputs.
 pub fn run(model: &Path, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
-    let mut m = tract_onnx::onnx()
-        .model_for_path(model)
-        .with_context(|| format!("{}: tract cannot load it", model.display()))?;
-    for (i, t) in inputs.iter().enumerate() {
-        let dt = match t.dtype() {
-            DType::F32 => tp::DatumType::F32,
-            DType::F64 => tp::DatumType::F64,
-            DType::I64 => tp::DatumType::I64,
-            DType::I32 => tp::DatumType::I32,
-            d => bail!("tract reference: input dtype {d} is not supported"),
-        };
-        m.set_input_fact(i, tp::InferenceFact::dt_shape(dt, t.shape()))?;
+    Prepared::new(model, inputs)?.run(inputs)
+}
+
+/// A model loaded and optimized by tract once, for inputs of fixed dtypes and shapes, so that
+/// repeated runs (`convgraph bench`, criterion) time only the run.
+///
+/// tract runs single-threaded here: its multithreaded matmul needs tract-linalg's
+/// `multithread-mm` feature, which this crate does not enable.
+pub struct Prepared {
+    plan: std::sync::Arc<tp::TypedRunnableModel>,
+}
+
+impl Prepared {
+    /// Loads `model`, fixes its inputs to the dtypes and shapes of `inputs` (in the model's
+    /// input order), and optimizes it (`into_optimized().into_runnable()`).
+    pub fn new(model: &Path, inputs: &[Tensor]) -> Result<Prepared> {
+        let mut m = tract_onnx::onnx()
+            .model_for_path(model)
+            .with_context(|| format!("{}: tract cannot load it", model.display()))?;
+        for (i, t) in inputs.iter().enumerate() {
+            let dt = match t.dtype() {
+                DType::F32 => tp::DatumType::F32,
+                DType::F64 => tp::DatumType::F64,
+                DType::I64 => tp::DatumType::I64,
+                DType::I32 => tp::DatumType::I32,
+                d => bail!("tract reference: input dtype {d} is not supported"),
+            };
+            m.set_input_fact(i, tp::InferenceFact::dt_shape(dt, t.shape()))?;
+        }
+        let plan = m.into_optimized()?.into_runnable()?;
+        Ok(Prepared { plan })
     }
-    let runnable = m.into_optimized()?.into_runnable()?;
-    let tv: tp::TVec<tp::TValue> = inputs
-        .iter()
-        .map(|t| to_tract(t).map(|t| t.into()))
-        .collect::<Result<_>>()?;
-    let outs = runnable.run(tv)?;
-    outs.iter().map(|t| from_tract(t)).collect()
+
+    /// Converts our tensors to tract's values once, outside any timed region.
+    pub fn values(inputs: &[Tensor]) -> Result<tp::TVec<tp::TValue>> {
+        inputs
+            .iter()
+            .map(|t| to_tract(t).map(|t| t.into()))
+            .collect()
+    }
+
+    /// Runs on values made by [`Prepared::values`]; cloning them is cheap (shared buffers).
+    pub fn run_values(&self, values: tp::TVec<tp::TValue>) -> Result<tp::TVec<tp::TValue>> {
+        self.plan.run(values)
+    }
+
+    /// Runs on our tensors and converts the outputs back.
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        let outs = self.run_values(Self::values(inputs)?)?;
+        outs.iter().map(|t| from_tract(t)).collect()
+    }
 }
