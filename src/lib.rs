@@ -3,6 +3,7 @@
 //!
 //! See ARCHITECTURE.md for the codemap and invariants.
 
+pub mod bench;
 pub mod cli;
 pub mod exec;
 pub mod ir;

@@ -76,15 +76,33 @@ fn check_case(case: &str) {
             .filter(|n| matches!(n.op, Op::BatchNorm { .. }))
             .count()
     };
-    assert_eq!(
-        batchnorms(&folded),
-        0,
-        "{case}: BatchNormalization left after fold-batchnorm"
-    );
-    if case.ends_with("-legacy_nofold") {
+    // Every BatchNorm left is one the pass must leave: not right after a Conv whose output
+    // has no other use (DenseNet's come after a Concat).
+    let uses = folded.consumers();
+    for n in folded
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::BatchNorm { .. }))
+    {
+        let x = n.inputs[0].as_str();
+        let after_conv = folded
+            .producer(x)
+            .is_some_and(|p| matches!(folded.nodes[p].op, Op::Conv(_)));
+        let single_use = uses.get(x).is_some_and(|u| u.len() == 1) && !folded.is_output(x);
+        assert!(
+            !(after_conv && single_use),
+            "{case}: fold-batchnorm left '{}'",
+            n.name
+        );
+    }
+    if case.ends_with("-legacy_nofold") && !case.starts_with("squeezenet") {
         assert!(
             batchnorms(&graph) > 0,
             "{case}: the unfolded export should keep its BatchNorms"
+        );
+        assert!(
+            batchnorms(&folded) < batchnorms(&graph),
+            "{case}: nothing folded"
         );
     }
     let out = tmp_dir(case).join("rewritten.onnx");
@@ -178,8 +196,10 @@ fn compare_names_the_scaled_conv_in_resnet18() {
 }
 
 #[test]
-fn compare_names_the_scaled_conv_in_mobilenet_v2() {
-    check_scaled_conv_is_named("mobilenet_v2-legacy_nofold");
+fn compare_names_the_scaled_conv_in_resnet50_with_batchnorms() {
+    // Not MobileNet: with random weights its signal fades with depth, so a middle Conv
+    // scaled by 1.01 moves its output by 1e-7, within tolerance (rightly not reported).
+    check_scaled_conv_is_named("resnet50-legacy_nofold");
 }
 
 macro_rules! cases {

@@ -1,9 +1,10 @@
 //! The command line: one file per subcommand. Errors of the input (file, model, shapes) exit
 //! with code 2 and one line on stderr; a failed comparison exits with 1.
 
+mod bench;
 mod compare;
 mod conformance;
-mod inputs;
+pub(crate) mod inputs;
 mod inspect;
 mod rewrite;
 mod run;
@@ -43,6 +44,8 @@ enum Command {
     Compare(compare::Args),
     /// Print a stable text summary of every output, for snapshot tests.
     Snapshot(snapshot::Args),
+    /// Time runs of a model (after warm-up) on seeded inputs, optionally against tract.
+    Bench(bench::Args),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -70,6 +73,7 @@ pub fn main() -> ExitCode {
         Command::Verify(a) => verify::run(a),
         Command::Compare(a) => compare::run(a),
         Command::Snapshot(a) => snapshot::run(a),
+        Command::Bench(a) => bench::run(a),
     })
     .unwrap_or_else(|p| {
         let msg = p

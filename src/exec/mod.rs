@@ -10,6 +10,16 @@ use crate::kernels;
 use crate::tensor::Tensor;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// What [`Runner::run_profiled`] reports for each node after it ran: its index in
+/// `Graph::nodes`, its inputs and outputs (to derive FLOPs from shapes), and its kernel time.
+pub struct NodeRun<'a> {
+    pub index: usize,
+    pub inputs: &'a [Option<&'a Tensor>],
+    pub outputs: &'a [Tensor],
+    pub elapsed: Duration,
+}
 
 /// A graph ready to run: the graph borrowed, its plan computed once.
 pub struct Runner<'g> {
@@ -120,8 +130,29 @@ impl<'g> Runner<'g> {
     /// computed (for comparisons that look at intermediate tensors).
     pub fn run_observed(
         &self,
+        inputs: HashMap<String, Tensor>,
+        observe: impl FnMut(&str, &Tensor) -> Result<()>,
+    ) -> Result<Vec<(String, Tensor)>> {
+        self.run_inner(inputs, observe, None::<fn(NodeRun)>)
+    }
+
+    /// Runs the graph, timing each node's kernel and passing it to `on_node` (for
+    /// `bench --profile`). Only the kernel call is inside the timed region.
+    pub fn run_profiled(
+        &self,
+        inputs: HashMap<String, Tensor>,
+        on_node: impl FnMut(NodeRun),
+    ) -> Result<Vec<(String, Tensor)>> {
+        self.run_inner(inputs, |_, _| Ok(()), Some(on_node))
+    }
+
+    /// The interpreter loop. `on_node` is a type parameter passed as `None` by the plain
+    /// runs, so the timing code is compiled out of them rather than tested per node.
+    fn run_inner<F: FnMut(NodeRun)>(
+        &self,
         mut inputs: HashMap<String, Tensor>,
         mut observe: impl FnMut(&str, &Tensor) -> Result<()>,
+        mut on_node: Option<F>,
     ) -> Result<Vec<(String, Tensor)>> {
         self.check_inputs(&inputs)?;
         let plan = &self.plan;
@@ -139,7 +170,16 @@ impl<'g> Runner<'g> {
                 .iter()
                 .map(|s| s.and_then(|s| slots[s].get()))
                 .collect();
+            let start = on_node.as_ref().map(|_| Instant::now());
             let outs = kernels::eval(&node.op, &ins, node.outputs.len()).with_context(ctx)?;
+            if let (Some(f), Some(start)) = (on_node.as_mut(), start) {
+                f(NodeRun {
+                    index: i,
+                    inputs: &ins,
+                    outputs: &outs,
+                    elapsed: start.elapsed(),
+                });
+            }
             if outs.len() != node.outputs.len() {
                 return Err(anyhow!(
                     "produced {} outputs, expected {}",

@@ -83,19 +83,51 @@ fn load(model: &Path, inputs: &[Tensor]) -> Result<tp::InferenceModel> {
 }
 
 fn run_model(m: tp::InferenceModel, inputs: &[Tensor]) -> Result<tp::TVec<tp::TValue>> {
-    let runnable = m.into_optimized()?.into_runnable()?;
-    let tv: tp::TVec<tp::TValue> = inputs
-        .iter()
-        .map(|t| to_tract(t).map(|t| t.into()))
-        .collect::<Result<_>>()?;
-    runnable.run(tv)
+    m.into_optimized()?
+        .into_runnable()?
+        .run(Prepared::values(inputs)?)
 }
 
 /// Runs `model` with tract on `inputs` (in the model's input order) and returns its outputs.
 pub fn run(model: &Path, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
-    let m = load(model, inputs)?;
-    let outs = run_model(m, inputs)?;
-    outs.iter().map(|t| from_tract(t)).collect()
+    Prepared::new(model, inputs)?.run(inputs)
+}
+
+/// A model loaded and optimized by tract once, for inputs of fixed dtypes and shapes, so that
+/// repeated runs (`convgraph bench`, criterion) time only the run.
+///
+/// tract runs single-threaded here: its multithreaded matmul needs tract-linalg's
+/// `multithread-mm` feature, which this crate does not enable.
+pub struct Prepared {
+    plan: std::sync::Arc<tp::TypedRunnableModel>,
+}
+
+impl Prepared {
+    /// Loads `model`, fixes its inputs to the dtypes and shapes of `inputs` (in the model's
+    /// input order), and optimizes it (`into_optimized().into_runnable()`).
+    pub fn new(model: &Path, inputs: &[Tensor]) -> Result<Prepared> {
+        let plan = load(model, inputs)?.into_optimized()?.into_runnable()?;
+        Ok(Prepared { plan })
+    }
+
+    /// Converts our tensors to tract's values once, outside any timed region.
+    pub fn values(inputs: &[Tensor]) -> Result<tp::TVec<tp::TValue>> {
+        inputs
+            .iter()
+            .map(|t| to_tract(t).map(|t| t.into()))
+            .collect()
+    }
+
+    /// Runs on values made by [`Prepared::values`]; cloning them is cheap (shared buffers).
+    pub fn run_values(&self, values: tp::TVec<tp::TValue>) -> Result<tp::TVec<tp::TValue>> {
+        self.plan.run(values)
+    }
+
+    /// Runs on our tensors and converts the outputs back.
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        let outs = self.run_values(Self::values(inputs)?)?;
+        outs.iter().map(|t| from_tract(t)).collect()
+    }
 }
 
 /// Runs `model` with tract on `inputs` and returns, besides its outputs, the values tract
