@@ -1,5 +1,5 @@
 //! Ops that move data without arithmetic: Concat, (Un)Squeeze, Flatten, Reshape, Transpose,
-//! Shape, Gather, Slice, Split.
+//! Shape, Gather, Slice, Split, Expand, ConstantOfShape.
 
 use super::NodeCtx;
 use crate::ir::Op;
@@ -157,4 +157,29 @@ pub fn split(ctx: &NodeCtx) -> Result<Op> {
         }
     }
     Ok(Op::Split { axis, split })
+}
+
+/// The fill value: a one-element tensor attribute, by default a float 0.
+pub fn constant_of_shape(ctx: &NodeCtx) -> Result<Op> {
+    let value = match ctx.attr("value") {
+        None => Tensor::from_vec(&[1], vec![0f32])?,
+        Some(a) => {
+            let t =
+                a.t.as_ref()
+                    .ok_or_else(|| anyhow::anyhow!("attribute 'value' holds no tensor"))?;
+            crate::onnx::tensor_proto::tensor_from_proto(t)
+                .map_err(|e| anyhow::anyhow!("attribute 'value': {e:#}"))?
+        }
+    };
+    if value.len() != 1 {
+        bail!(
+            "attribute 'value' must hold one element, has shape {:?}",
+            value.shape()
+        );
+    }
+    Ok(Op::ConstantOfShape { value })
+}
+
+pub fn expand(_ctx: &NodeCtx) -> Result<Op> {
+    Ok(Op::Expand)
 }
