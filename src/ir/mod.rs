@@ -15,6 +15,6 @@ pub use check::check;
 pub use fact::{Fact, MAX_FACT_VALUE_LEN};
 pub use graph::{Dim, Graph, NameGen, Node, ValueDecl};
 pub use op::{
-    BinaryOp, ConvAttrs, GemmAttrs, Op, PadAttrs, PadMode, Padding, PoolAttrs, ReduceAttrs,
-    UnaryOp, Window,
+    BinaryOp, ConvAttrs, ConvTransposeAttrs, GemmAttrs, LrnAttrs, Op, PadAttrs, PadMode, Padding,
+    PoolAttrs, ReduceAttrs, UnaryOp, VariadicOp, Window,
 };

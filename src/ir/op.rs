@@ -101,6 +101,8 @@ pub enum UnaryOp {
     Floor,
     Ceil,
     Erf,
+    /// `x * clamp(x / 6 + 1/2, 0, 1)` (opset 14).
+    HardSwish,
 }
 
 /// Elementwise ops of two inputs with numpy broadcasting.
@@ -111,6 +113,36 @@ pub enum BinaryOp {
     Mul,
     Div,
     Pow,
+}
+
+/// Elementwise ops of any number of inputs (at least one) with numpy broadcasting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VariadicOp {
+    Sum,
+    Mean,
+    Max,
+    Min,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvTransposeAttrs {
+    /// Pads (or auto_pad) are cropped from the full scattered output, as ONNX defines them.
+    pub window: Window,
+    pub group: usize,
+    /// Extra output at the end of each spatial axis; empty means all 0.
+    pub output_padding: Vec<usize>,
+    /// Spatial output size requested by the model; when given it decides the pads (split as
+    /// `auto_pad` says) and `window.padding`'s explicit pads are ignored, as ONNX says.
+    pub output_shape: Option<Vec<usize>>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LrnAttrs {
+    pub alpha: f32,
+    pub beta: f32,
+    pub bias: f32,
+    /// Number of channels summed over (odd or even, as ONNX allows).
+    pub size: usize,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -190,6 +222,38 @@ pub enum Op {
     Softmax {
         axis: i64,
     },
+    /// Softmax before opset 13 where it differs from the above: the input is seen as 2-D
+    /// `[prod(dims[..axis]), prod(dims[axis..])]` and each row normalised. Imported when the
+    /// input's rank is unknown at import (else a last-axis form becomes `Softmax`).
+    /// Written back as ONNX `Softmax` of opset < 13.
+    SoftmaxFlat {
+        axis: i64,
+    },
+    /// Input: the output shape (1-D i64). `value` is the one-element fill value, whose dtype
+    /// is the output's.
+    ConstantOfShape {
+        value: crate::tensor::Tensor,
+    },
+    /// Inputs: data, shape (1-D i64); numpy broadcasting of the data to the shape.
+    Expand,
+    Variadic(VariadicOp),
+    LeakyRelu {
+        alpha: f32,
+    },
+    /// `clamp(alpha * x + beta, 0, 1)`.
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
+    /// Inputs: X, slope; slope broadcasts to X (numpy, unidirectional).
+    PRelu,
+    /// Inputs: X, optional ratio, optional training_mode; outputs Y and optional mask (bool).
+    /// Only the deterministic cases run: inference, or a ratio of 0. Inference Dropout whose
+    /// mask is unused imports as Identity instead.
+    Dropout,
+    Lrn(LrnAttrs),
+    /// Inputs: X, W `[C, M/group, kernel...]`, optional B `[M]`.
+    ConvTranspose(ConvTransposeAttrs),
 }
 
 impl Op {
@@ -210,6 +274,7 @@ impl Op {
                 UnaryOp::Floor => "Floor",
                 UnaryOp::Ceil => "Ceil",
                 UnaryOp::Erf => "Erf",
+                UnaryOp::HardSwish => "HardSwish",
             },
             Op::Binary(b) => match b {
                 BinaryOp::Add => "Add",
@@ -243,6 +308,21 @@ impl Op {
             Op::ReduceSum(_) => "ReduceSum",
             Op::Cast { .. } => "Cast",
             Op::Softmax { .. } => "Softmax",
+            Op::SoftmaxFlat { .. } => "SoftmaxFlat",
+            Op::ConstantOfShape { .. } => "ConstantOfShape",
+            Op::Expand => "Expand",
+            Op::Variadic(v) => match v {
+                VariadicOp::Sum => "Sum",
+                VariadicOp::Mean => "Mean",
+                VariadicOp::Max => "Max",
+                VariadicOp::Min => "Min",
+            },
+            Op::LeakyRelu { .. } => "LeakyRelu",
+            Op::HardSigmoid { .. } => "HardSigmoid",
+            Op::PRelu => "PRelu",
+            Op::Dropout => "Dropout",
+            Op::Lrn(_) => "LRN",
+            Op::ConvTranspose(_) => "ConvTranspose",
         }
     }
 
@@ -256,7 +336,17 @@ impl Op {
             | Op::GlobalAveragePool
             | Op::GlobalMaxPool
             | Op::Identity
-            | Op::Slice => String::new(),
+            | Op::Slice
+            | Op::Expand
+            | Op::Variadic(_)
+            | Op::PRelu
+            | Op::Dropout => String::new(),
+            Op::Lrn(a) => format!("{a:?}"),
+            Op::ConvTranspose(a) => format!("{a:?}"),
+            // The fill value as dtype and number, not the Debug of an ndarray.
+            Op::ConstantOfShape { value } => {
+                format!("{{ value: {}({:?}) }}", value.dtype(), value.to_f64_vec())
+            }
             Op::Conv(a) => format!("{a:?}"),
             Op::Gemm(a) => format!("{a:?}"),
             Op::Pad(a) => format!("{a:?}"),

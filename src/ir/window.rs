@@ -30,7 +30,7 @@ impl Geometry {
     }
 }
 
-fn per_axis(v: &[usize], n: usize, what: &str) -> Result<Vec<usize>> {
+pub(crate) fn per_axis(v: &[usize], n: usize, what: &str) -> Result<Vec<usize>> {
     if v.is_empty() {
         return Ok(vec![1; n]);
     }

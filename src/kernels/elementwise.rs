@@ -141,6 +141,18 @@ fn unary_float<T: NdFloat + Elem>(op: UnaryOp, a: &ArrayD<T>) -> ArrayD<T> {
             UnaryOp::Floor => v.floor(),
             UnaryOp::Ceil => v.ceil(),
             UnaryOp::Erf => T::from_f64(erf(v.to_f64())),
+            UnaryOp::HardSwish => {
+                // alpha * x + beta with ONNX's alpha = 1/6, beta = 1/2 (the reference's order of
+                // operations, so f32 results round the same way). NaN falls to the last arm.
+                let h = T::from_f64(1.0 / 6.0) * v + T::from_f64(0.5);
+                if h <= zero {
+                    zero
+                } else if h >= one {
+                    v
+                } else {
+                    v * h
+                }
+            }
         }
     };
     // `mapv` on a standard-layout array yields standard layout; other layouts are made
@@ -195,6 +207,7 @@ trait Arith: Elem {
     fn div(self, o: Self) -> Self;
     fn pow(self, o: Self) -> Self;
     fn is_zero(self) -> bool;
+    fn is_nan(self) -> bool;
 }
 
 macro_rules! arith_float {
@@ -217,6 +230,9 @@ macro_rules! arith_float {
             }
             fn is_zero(self) -> bool {
                 false // float division by zero is well defined (inf/NaN)
+            }
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
             }
         }
     };
@@ -247,6 +263,9 @@ macro_rules! arith_int {
             fn is_zero(self) -> bool {
                 self == 0
             }
+            fn is_nan(self) -> bool {
+                false
+            }
         }
     };
 }
@@ -259,6 +278,18 @@ arith_int!(u16);
 arith_int!(u32);
 arith_int!(u64);
 
+/// A function of two broadcast inputs: the Binary ops, and the pairwise steps of the
+/// variadic Max/Min and of PRelu, which share the broadcasting machinery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fun {
+    Bin(BinaryOp),
+    /// NaN propagates from either side, as numpy's `maximum`.
+    Max,
+    Min,
+    /// `x < 0 ? x * slope : x`, slope on the right.
+    PRelu,
+}
+
 pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     // Pow alone lets the exponent have its own type (T1/T2 in ONNX): bring it to the base's.
     let b_conv;
@@ -268,6 +299,11 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     } else {
         b
     };
+    apply(Fun::Bin(op), a, b)
+}
+
+/// `fun` elementwise over `a` and `b` broadcast together; both of one dtype (not bool).
+pub(crate) fn apply(op: Fun, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.dtype() != b.dtype() {
         bail!(
             "{op:?} needs matching dtypes, got {} and {}",
@@ -294,16 +330,19 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     })
 }
 
-fn binary_t<T: Arith>(op: BinaryOp, a: &ArrayD<T>, b: &ArrayD<T>) -> Result<ArrayD<T>> {
-    if op == BinaryOp::Div && b.iter().any(|v| v.is_zero()) {
+fn binary_t<T: Arith>(op: Fun, a: &ArrayD<T>, b: &ArrayD<T>) -> Result<ArrayD<T>> {
+    if op == Fun::Bin(BinaryOp::Div) && b.iter().any(|v| v.is_zero()) {
         bail!("integer division by zero");
     }
     let f: fn(T, T) -> T = match op {
-        BinaryOp::Add => T::add,
-        BinaryOp::Sub => T::sub,
-        BinaryOp::Mul => T::mul,
-        BinaryOp::Div => T::div,
-        BinaryOp::Pow => T::pow,
+        Fun::Bin(BinaryOp::Add) => T::add,
+        Fun::Bin(BinaryOp::Sub) => T::sub,
+        Fun::Bin(BinaryOp::Mul) => T::mul,
+        Fun::Bin(BinaryOp::Div) => T::div,
+        Fun::Bin(BinaryOp::Pow) => T::pow,
+        Fun::Max => |x, y| if x > y || x.is_nan() { x } else { y },
+        Fun::Min => |x, y| if x < y || x.is_nan() { x } else { y },
+        Fun::PRelu => |x, s| if x < T::default() { x.mul(s) } else { x },
     };
     let out_shape = broadcast_shapes(a.shape(), b.shape())?;
     crate::tensor::limits::check_alloc(&out_shape, T::DTYPE)?;

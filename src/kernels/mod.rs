@@ -5,14 +5,18 @@
 //! boundaries do not depend on the number of threads, so results are the same bits for any
 //! `--threads` (see ARCHITECTURE.md, "Determinism").
 
+pub mod activation;
 pub mod conv;
+pub mod conv_transpose;
 pub mod elementwise;
+pub mod fill;
 pub mod gemm;
 pub mod layout;
 pub mod matmul;
 pub mod norm;
 pub mod pool;
 pub mod reduce;
+pub mod variadic;
 
 use crate::ir::Op;
 use crate::tensor::Tensor;
@@ -23,6 +27,12 @@ use anyhow::{anyhow, Result};
 pub fn eval(op: &Op, inputs: &[Option<&Tensor>], n_outputs: usize) -> Result<Vec<Tensor>> {
     match op {
         Op::Conv(_) => conv::eval(op, inputs, n_outputs),
+        Op::ConvTranspose(_) => conv_transpose::eval(op, inputs, n_outputs),
+        Op::LeakyRelu { .. } | Op::HardSigmoid { .. } | Op::PRelu | Op::Dropout => {
+            activation::eval(op, inputs, n_outputs)
+        }
+        Op::Variadic(_) => variadic::eval(op, inputs, n_outputs),
+        Op::ConstantOfShape { .. } | Op::Expand => fill::eval(op, inputs, n_outputs),
         Op::MaxPool(_) | Op::AveragePool(_) | Op::GlobalAveragePool | Op::GlobalMaxPool => {
             pool::eval(op, inputs, n_outputs)
         }
@@ -30,7 +40,9 @@ pub fn eval(op: &Op, inputs: &[Option<&Tensor>], n_outputs: usize) -> Result<Vec
         Op::Unary(_) | Op::Binary(_) | Op::Clip { .. } | Op::Cast { .. } => {
             elementwise::eval(op, inputs, n_outputs)
         }
-        Op::BatchNorm { .. } | Op::Softmax { .. } => norm::eval(op, inputs, n_outputs),
+        Op::BatchNorm { .. } | Op::Softmax { .. } | Op::SoftmaxFlat { .. } | Op::Lrn(_) => {
+            norm::eval(op, inputs, n_outputs)
+        }
         Op::ReduceMean(_) | Op::ReduceSum(_) => reduce::eval(op, inputs, n_outputs),
         Op::Stack { .. }
         | Op::Concat { .. }

@@ -1,9 +1,9 @@
-//! Normalization kernels: BatchNormalization (inference form) and Softmax.
+//! Normalization kernels: BatchNormalization (inference form), Softmax and LRN.
 //!
 //! f32 runs natively; f64 runs natively through the same generic code; f16 is computed in
 //! f32 and rounded back.
 
-use crate::ir::Op;
+use crate::ir::{LrnAttrs, Op};
 use crate::tensor::{f16, Elem, Tensor};
 use anyhow::{bail, Result};
 use ndarray::{ArrayD, Axis, NdFloat};
@@ -23,6 +23,8 @@ pub fn eval(op: &Op, inputs: &[Option<&Tensor>], _n_outputs: usize) -> Result<Ve
             Ok(vec![batch_norm(x, p, *epsilon)?])
         }
         Op::Softmax { axis } => Ok(vec![softmax(input(inputs, 0, "input")?, *axis)?]),
+        Op::SoftmaxFlat { axis } => Ok(vec![softmax_flat(input(inputs, 0, "input")?, *axis)?]),
+        Op::Lrn(a) => Ok(vec![lrn(input(inputs, 0, "X")?, a)?]),
         other => bail!("norm kernel cannot run {}", other.name()),
     }
 }
@@ -98,6 +100,26 @@ pub fn softmax(x: &Tensor, axis: i64) -> Result<Tensor> {
     })
 }
 
+/// The legacy axis: `0..=rank` (negative from opset 11, counted from the end).
+pub(crate) fn flat_axis(axis: i64, rank: usize) -> Result<usize> {
+    let r = rank as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    if a < 0 || a > r {
+        bail!("axis {axis} is out of range for rank {rank}");
+    }
+    Ok(a as usize)
+}
+
+/// Softmax before opset 13: rows of the input seen as 2-D at `axis`.
+pub fn softmax_flat(x: &Tensor, axis: i64) -> Result<Tensor> {
+    let ax = flat_axis(axis, x.rank())?;
+    let shape = x.shape().to_vec();
+    let rows: usize = shape[..ax].iter().product();
+    let cols: usize = shape[ax..].iter().product();
+    let flat = x.clone().reshape(&[rows, cols])?;
+    softmax(&flat, 1)?.reshape(&shape)
+}
+
 fn softmax_t<T: NdFloat>(x: &ArrayD<T>, ax: usize) -> ArrayD<T> {
     let mut out = x.as_standard_layout().into_owned();
     for mut lane in out.lanes_mut(Axis(ax)) {
@@ -114,9 +136,82 @@ fn softmax_t<T: NdFloat>(x: &ArrayD<T>, ax: usize) -> ArrayD<T> {
     out
 }
 
+/// LRN across channels: `y = x / (bias + alpha / size * sum_sq)^beta`, the sum over channels
+/// `c - floor((size - 1) / 2) ..= c + ceil((size - 1) / 2)` clipped to the tensor. Sums of
+/// squares are taken in f64 in channel order, then rounded to the tensor's type.
+pub fn lrn(x: &Tensor, a: &LrnAttrs) -> Result<Tensor> {
+    if x.rank() < 2 {
+        bail!(
+            "LRN input must have rank >= 2 ([N, C, ...]), got {:?}",
+            x.shape()
+        );
+    }
+    if a.size == 0 {
+        bail!("LRN size is 0");
+    }
+    fn go<T: Elem>(x: &ArrayD<T>, a: &LrnAttrs) -> ArrayD<T> {
+        let sh = x.shape();
+        let (c, inner) = (sh[1], sh[2..].iter().product::<usize>());
+        let x = x.as_standard_layout();
+        let xd = x.as_slice().expect("standard layout");
+        let before = (a.size - 1) / 2;
+        let after = a.size - 1 - before;
+        let scale = f64::from(a.alpha) / a.size as f64;
+        let mut out = Vec::with_capacity(xd.len());
+        for (i, &v) in xd.iter().enumerate() {
+            let (n, ch, j) = (i / (c * inner), (i / inner) % c, i % inner);
+            let lo = ch.saturating_sub(before);
+            let hi = (ch + after).min(c - 1);
+            let sum: f64 = (lo..=hi)
+                .map(|k| xd[(n * c + k) * inner + j].to_f64().powi(2))
+                .sum();
+            let d = (f64::from(a.bias) + scale * sum).powf(f64::from(a.beta));
+            out.push(T::from_f64(v.to_f64() / d));
+        }
+        ArrayD::from_shape_vec(x.raw_dim(), out).expect("same element count")
+    }
+    Ok(match x {
+        Tensor::F32(t) => Tensor::F32(go(t, a)),
+        Tensor::F64(t) => Tensor::F64(go(t, a)),
+        Tensor::F16(t) => Tensor::F16(go(t, a)),
+        _ => bail!("LRN needs a float input, got {}", x.dtype()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn softmax_flat_rows() {
+        // [1, 2, 2] at axis 1: one row of 4 values.
+        let x = Tensor::from_vec(&[1, 2, 2], vec![0f64, 0., 0., (3f64).ln()]).unwrap();
+        let r = softmax_flat(&x, 1).unwrap();
+        assert_eq!(r.shape(), &[1, 2, 2]);
+        let v = r.to_f64_vec();
+        for (g, w) in v.iter().zip([1. / 6., 1. / 6., 1. / 6., 0.5]) {
+            assert!((g - w).abs() < 1e-12, "{g} vs {w}");
+        }
+        assert!(softmax_flat(&x, 4).is_err());
+    }
+
+    #[test]
+    fn lrn_by_hand() {
+        // C = 3, size 2: channel c sums c - 0 ..= c + 1. x = [1, 2, 3] on one pixel.
+        let x = Tensor::from_vec(&[1, 3, 1], vec![1f64, 2., 3.]).unwrap();
+        let a = LrnAttrs {
+            alpha: 0.5,
+            beta: 1.0,
+            bias: 1.0,
+            size: 2,
+        };
+        let r = lrn(&x, &a).unwrap().to_f64_vec();
+        // Sums 1+4, 4+9, 9; y = x / (1 + 0.25 * sum).
+        let want = [1. / 2.25, 2. / 4.25, 3. / 3.25];
+        for (g, w) in r.iter().zip(want) {
+            assert!((g - w).abs() < 1e-12, "{g} vs {w}");
+        }
+    }
 
     #[test]
     fn batchnorm_tiny() {

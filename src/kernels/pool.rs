@@ -1,4 +1,5 @@
-//! MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool on f32, f64 and f16.
+//! MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool on f32, f64 and f16; the max
+//! pools also on integers of up to 32 bits.
 //!
 //! Values are combined in f64 (exact for max, and an accurate sum for averages), then
 //! converted back. Work is split per (batch, channel) plane, so it is the same for any thread
@@ -28,6 +29,17 @@ pub fn eval(op: &Op, inputs: &[Option<&Tensor>], n_outputs: usize) -> Result<Vec
         DType::F32 => pool::<f32>(op, x.view()?)?,
         DType::F64 => pool::<f64>(op, x.view()?)?,
         DType::F16 => pool::<f16>(op, x.view()?)?,
+        // Max of integers up to 32 bits is exact through f64; averages of integers are not
+        // defined by ONNX, and 64-bit integers would not survive f64.
+        d if matches!(op, Op::MaxPool(_) | Op::GlobalMaxPool) => match d {
+            DType::I8 => pool::<i8>(op, x.view()?)?,
+            DType::I16 => pool::<i16>(op, x.view()?)?,
+            DType::I32 => pool::<i32>(op, x.view()?)?,
+            DType::U8 => pool::<u8>(op, x.view()?)?,
+            DType::U16 => pool::<u16>(op, x.view()?)?,
+            DType::U32 => pool::<u32>(op, x.view()?)?,
+            other => bail!("{} on {other} is not supported", op.name()),
+        },
         other => bail!("{} on {other} is not supported", op.name()),
     };
     Ok(vec![out])
@@ -279,6 +291,15 @@ mod tests {
         let t = Tensor::F64(x.mapv(|v| v as f64));
         let y = eval(&Op::GlobalAveragePool, &[Some(&t)], 1).unwrap();
         assert_eq!(y[0].to_f64_vec(), vec![7.5]);
+    }
+
+    #[test]
+    fn max_pool_u8() {
+        let x = Tensor::from_vec(&[1, 1, 2, 2], vec![3u8, 250, 7, 1]).unwrap();
+        let op = Op::MaxPool(attrs(&[2, 2], &[], &[], false, false));
+        let r = eval(&op, &[Some(&x)], 1).unwrap();
+        assert_eq!(r[0], Tensor::from_vec(&[1, 1, 1, 1], vec![250u8]).unwrap());
+        assert!(eval(&Op::GlobalAveragePool, &[Some(&x)], 1).is_err());
     }
 
     #[test]

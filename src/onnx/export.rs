@@ -188,6 +188,13 @@ fn a_float(name: &str, f: f32) -> AttributeProto {
     }
 }
 
+fn a_tensor(name: &str, t: &Tensor) -> AttributeProto {
+    AttributeProto {
+        t: Some(tensor_to_proto("", t)),
+        ..attr(name, AttributeType::Tensor)
+    }
+}
+
 fn a_string(name: &str, s: &str) -> AttributeProto {
     AttributeProto {
         s: s.as_bytes().to_vec(),
@@ -339,12 +346,18 @@ impl Exporter<'_> {
             attrs: Vec::new(),
         };
         match &n.op {
-            Op::Unary(_)
-            | Op::Binary(_)
-            | Op::MatMul
-            | Op::GlobalAveragePool
-            | Op::GlobalMaxPool
-            | Op::Identity => {}
+            Op::Unary(u) => {
+                if *u == crate::ir::UnaryOp::HardSwish && opset < 14 {
+                    bail!("HardSwish needs opset 14, the graph has {opset}");
+                }
+            }
+            Op::Binary(_) => {
+                // Before opset 7 broadcasting had to be asked for; equal shapes are unaffected.
+                if opset < 7 {
+                    out.attrs.push(a_int("broadcast", 1));
+                }
+            }
+            Op::MatMul | Op::GlobalAveragePool | Op::GlobalMaxPool | Op::Identity => {}
             Op::Conv(a) => {
                 window_attrs(&a.window, &mut out.attrs);
                 out.attrs.push(a_int("group", a.group as i64));
@@ -425,6 +438,50 @@ impl Exporter<'_> {
             Op::ReduceMean(a) => self.reduce(n, &mut out, a, 18)?,
             Op::ReduceSum(a) => self.reduce(n, &mut out, a, 13)?,
             Op::Cast { to } => out.attrs.push(a_int("to", to.onnx_code() as i64)),
+            Op::ConstantOfShape { value } => {
+                if opset < 9 {
+                    bail!("ConstantOfShape needs opset 9, the graph has {opset}");
+                }
+                out.attrs.push(a_tensor("value", value));
+            }
+            Op::Expand => {
+                if opset < 8 {
+                    bail!("Expand needs opset 8, the graph has {opset}");
+                }
+            }
+            // Before opset 8 these did not broadcast, but equal shapes mean the same thing.
+            Op::Variadic(_) | Op::PRelu => {}
+            Op::LeakyRelu { alpha } => out.attrs.push(a_float("alpha", *alpha)),
+            Op::HardSigmoid { alpha, beta } => {
+                out.attrs.push(a_float("alpha", *alpha));
+                out.attrs.push(a_float("beta", *beta));
+            }
+            Op::Dropout => self.dropout(n, &mut out)?,
+            Op::Lrn(a) => {
+                out.attrs.push(a_float("alpha", a.alpha));
+                out.attrs.push(a_float("beta", a.beta));
+                out.attrs.push(a_float("bias", a.bias));
+                out.attrs.push(a_int("size", a.size as i64));
+            }
+            Op::ConvTranspose(a) => {
+                window_attrs(&a.window, &mut out.attrs);
+                out.attrs.push(a_int("group", a.group as i64));
+                if !a.output_padding.is_empty() {
+                    out.attrs
+                        .push(a_usizes("output_padding", &a.output_padding));
+                }
+                if let Some(s) = &a.output_shape {
+                    out.attrs.push(a_usizes("output_shape", s));
+                }
+            }
+            Op::SoftmaxFlat { axis } => {
+                if opset >= 13 {
+                    bail!(
+                        "the flattening Softmax exists only before opset 13, the graph has {opset}"
+                    );
+                }
+                out.attrs.push(a_int("axis", *axis));
+            }
             Op::Softmax { axis } => {
                 let axis = if opset < 13 {
                     self.softmax_axis_before_13(n, *axis)?
@@ -436,12 +493,45 @@ impl Exporter<'_> {
         }
         Ok(NodeProto {
             name: n.name.clone(),
-            op_type: n.op.name().into(),
+            op_type: match &n.op {
+                Op::SoftmaxFlat { .. } => "Softmax".into(),
+                op => op.name().into(),
+            },
             input: out.inputs,
             output: n.outputs.clone(),
             attribute: out.attrs,
             ..Default::default()
         })
+    }
+
+    /// Ratio and training_mode are inputs from opset 12; before, the ratio is an attribute
+    /// (ignored in inference) and training mode is not expressible. The bool mask output
+    /// exists from opset 10 (it had X's dtype before).
+    fn dropout(&mut self, n: &Node, out: &mut Out) -> Result<()> {
+        let opset = self.graph.opset;
+        if opset < 10 && n.outputs.len() > 1 {
+            bail!("the bool mask output needs opset 10, the graph has {opset}");
+        }
+        if opset < 12 {
+            if out.has(2) {
+                bail!("input 'training_mode' needs opset 12, the graph has {opset}");
+            }
+            if out.has(1) {
+                let name = &out.inputs[1];
+                let t = self.graph.constants.get(name).ok_or_else(|| {
+                    anyhow!("input 'ratio' ({name}) must be a constant before opset 12")
+                })?;
+                match t.to_f64_vec().as_slice() {
+                    [v] => out.attrs.push(a_float("ratio", *v as f32)),
+                    _ => bail!("input 'ratio' must be a scalar, has shape {:?}", t.shape()),
+                }
+                out.inputs.truncate(1);
+            }
+            if opset < 7 {
+                out.attrs.push(a_int("is_test", 1));
+            }
+        }
+        Ok(())
     }
 
     /// Attributes before opset 11; scalar inputs of X's dtype from 11.

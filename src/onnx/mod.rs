@@ -3,6 +3,8 @@
 
 pub mod export;
 #[cfg(test)]
+mod export_ops_tests;
+#[cfg(test)]
 mod export_tests;
 mod external_data;
 pub mod import;

@@ -393,14 +393,33 @@ fn dropout_and_conv_attrs() {
     assert_eq!(g.nodes[1].op, Op::Identity);
     assert_eq!(g.nodes[1].outputs, ["y"]);
 
-    // A used mask is refused.
+    // A used mask keeps a Dropout node (its kernel makes the all-true mask)...
     let m = ModelBuilder::new(13)
         .input("x", DType::F32, &[1])
         .node(node("Dropout", "d", &["x"], &["y", "mask"], vec![]))
         .output("y", DType::F32, None)
         .output("mask", DType::Bool, None)
         .build();
+    let g = import_model(&m).unwrap();
+    assert_eq!(g.nodes[0].op, Op::Dropout);
+    assert_eq!(g.nodes[0].outputs, ["y", "mask"]);
+    // ... but before opset 10 the mask had the data's dtype, which is refused.
+    let m = ModelBuilder::new(9)
+        .input("x", DType::F32, &[1])
+        .node(node("Dropout", "d", &["x"], &["y", "mask"], vec![]))
+        .output("y", DType::F32, None)
+        .output("mask", DType::F32, None)
+        .build();
     assert!(err_text(import_model(&m)).starts_with("node 'd' (Dropout): the mask output"));
+    // Training mode with a constant non-zero ratio is refused at import.
+    let m = ModelBuilder::new(13)
+        .input("x", DType::F32, &[1])
+        .init("r", &Tensor::scalar(0.5f32))
+        .init("t", &Tensor::scalar(true))
+        .node(node("Dropout", "d", &["x", "r", "t"], &["y"], vec![]))
+        .output("y", DType::F32, None)
+        .build();
+    assert!(err_text(import_model(&m)).contains("random mask"));
 }
 
 #[test]

@@ -88,6 +88,17 @@ fn deterministic(op: &Op) -> bool {
         | Op::ReduceSum(_)
         | Op::Cast { .. }
         | Op::Softmax { .. }
+        | Op::SoftmaxFlat { .. }
+        | Op::ConstantOfShape { .. }
+        | Op::Expand
+        | Op::Variadic(_)
+        | Op::LeakyRelu { .. }
+        | Op::HardSigmoid { .. }
+        | Op::PRelu
+        | Op::Lrn(_)
+        | Op::ConvTranspose(_)
         | Op::Pad(_) => true,
+        // In training mode its mask is random; left to run time, where it is refused.
+        Op::Dropout => false,
     }
 }

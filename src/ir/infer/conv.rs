@@ -6,8 +6,10 @@ use crate::ir::{Fact, Op};
 use anyhow::{bail, ensure, Result};
 
 pub fn infer(op: &Op, inputs: &[Option<&Fact>], _n_outputs: usize) -> Result<Vec<Fact>> {
-    let Op::Conv(attrs) = op else {
-        bail!("conv shape rule called for {}", op.name())
+    let attrs = match op {
+        Op::Conv(a) => a,
+        Op::ConvTranspose(a) => return conv_transpose(a, inputs),
+        _ => bail!("conv shape rule called for {}", op.name()),
     };
     let x = input(inputs, 0, "X")?;
     let w = input(inputs, 1, "W")?;
@@ -35,6 +37,33 @@ pub fn infer(op: &Op, inputs: &[Option<&Fact>], _n_outputs: usize) -> Result<Vec
         x.dtype,
         conv_output_shape(xs, ws, b.and_then(|b| b.shape.as_deref()), attrs)?,
     )])
+}
+
+/// ConvTranspose: X `[N, C, spatial...]`, W `[C, M/group, kernel...]`, optional B `[M]`; the
+/// geometry is the kernel's own, so the two agree on what is accepted.
+fn conv_transpose(
+    a: &crate::ir::ConvTransposeAttrs,
+    inputs: &[Option<&Fact>],
+) -> Result<Vec<Fact>> {
+    let x = input(inputs, 0, "X")?;
+    let w = input(inputs, 1, "W")?;
+    let b = inputs.get(2).copied().flatten();
+    for (f, what) in [(Some(w), "weight"), (b, "bias")] {
+        if let Some(f) = f {
+            ensure!(
+                f.dtype == x.dtype,
+                "{what} dtype {} differs from input dtype {}",
+                f.dtype,
+                x.dtype
+            );
+        }
+    }
+    let (Some(xs), Some(ws)) = (&x.shape, &w.shape) else {
+        return Ok(vec![Fact::unknown_shape(x.dtype)]);
+    };
+    let bs = b.and_then(|b| b.shape.as_deref());
+    let (shape, _) = crate::kernels::conv_transpose::conv_transpose_geometry(a, xs, ws, bs)?;
+    Ok(vec![Fact::new(x.dtype, shape)])
 }
 
 /// The output shape of a Conv, checking every input dim. Shared with the kernel so the two

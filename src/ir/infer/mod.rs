@@ -6,8 +6,10 @@
 //! count, a MatMul with mismatched inner dims, and so on. An input whose shape is unknown
 //! (`Fact::shape == None`) makes the dependent outputs unknown rather than failing.
 
+mod activation;
 mod conv;
 mod elementwise;
+mod fill;
 mod layout;
 mod matmul;
 mod norm;
@@ -23,7 +25,13 @@ use anyhow::{anyhow, Result};
 /// The facts of a node's outputs. `inputs[i]` is `None` for an absent optional input.
 pub fn infer(op: &Op, inputs: &[Option<&Fact>], n_outputs: usize) -> Result<Vec<Fact>> {
     match op {
-        Op::Conv(_) => conv::infer(op, inputs, n_outputs),
+        Op::Conv(_) | Op::ConvTranspose(_) => conv::infer(op, inputs, n_outputs),
+        Op::LeakyRelu { .. }
+        | Op::HardSigmoid { .. }
+        | Op::PRelu
+        | Op::Dropout
+        | Op::Variadic(_) => activation::infer(op, inputs, n_outputs),
+        Op::ConstantOfShape { .. } | Op::Expand => fill::infer(op, inputs, n_outputs),
         Op::MaxPool(_) | Op::AveragePool(_) | Op::GlobalAveragePool | Op::GlobalMaxPool => {
             pool::infer(op, inputs, n_outputs)
         }
@@ -31,7 +39,9 @@ pub fn infer(op: &Op, inputs: &[Option<&Fact>], n_outputs: usize) -> Result<Vec<
         Op::Unary(_) | Op::Binary(_) | Op::Clip { .. } | Op::Cast { .. } => {
             elementwise::infer(op, inputs, n_outputs)
         }
-        Op::BatchNorm { .. } | Op::Softmax { .. } => norm::infer(op, inputs, n_outputs),
+        Op::BatchNorm { .. } | Op::Softmax { .. } | Op::SoftmaxFlat { .. } | Op::Lrn(_) => {
+            norm::infer(op, inputs, n_outputs)
+        }
         Op::ReduceMean(_) | Op::ReduceSum(_) => reduce::infer(op, inputs, n_outputs),
         Op::Stack { .. }
         | Op::Concat { .. }

@@ -1,4 +1,4 @@
-//! Shape rules of BatchNormalization and Softmax: the output is shaped like the input.
+//! Shape rules of BatchNormalization, Softmax and LRN: the output is shaped like the input.
 
 use super::{input, norm_axis};
 use crate::ir::{Fact, Op};
@@ -24,6 +24,18 @@ pub fn infer(op: &Op, inputs: &[Option<&Fact>], _n_outputs: usize) -> Result<Vec
                         }
                     }
                 }
+            }
+        }
+        Op::Lrn(_) => {
+            if let Some(s) = &x.shape {
+                if s.len() < 2 {
+                    bail!("LRN input must have rank >= 2 ([N, C, ...]), got {s:?}");
+                }
+            }
+        }
+        Op::SoftmaxFlat { axis } => {
+            if let Some(r) = x.rank() {
+                crate::kernels::norm::flat_axis(*axis, r)?;
             }
         }
         Op::Softmax { axis } => {

@@ -1,7 +1,7 @@
 //! Conv and the pooling ops: the sliding-window geometry shared by all of them.
 
 use super::NodeCtx;
-use crate::ir::{ConvAttrs, Op, Padding, PoolAttrs, Window};
+use crate::ir::{ConvAttrs, ConvTransposeAttrs, Op, Padding, PoolAttrs, Window};
 use anyhow::{bail, Result};
 
 /// Reads kernel_shape, strides, dilations, pads and auto_pad, checking that the lists agree
@@ -72,6 +72,21 @@ pub fn conv(ctx: &NodeCtx) -> Result<Op> {
     Ok(Op::Conv(ConvAttrs {
         window: window(ctx, false)?,
         group: group as usize,
+    }))
+}
+
+/// Same window attributes as Conv, plus output_padding and output_shape (whose presence
+/// overrides the pads, as ONNX says).
+pub fn conv_transpose(ctx: &NodeCtx) -> Result<Op> {
+    let group = ctx.get_int("group", 1)?;
+    if group <= 0 {
+        bail!("attribute 'group' = {group} must be positive");
+    }
+    Ok(Op::ConvTranspose(ConvTransposeAttrs {
+        window: window(ctx, false)?,
+        group: group as usize,
+        output_padding: ctx.get_usizes("output_padding", 0)?.unwrap_or_default(),
+        output_shape: ctx.get_usizes("output_shape", 1)?,
     }))
 }
 

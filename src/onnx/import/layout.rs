@@ -1,5 +1,5 @@
 //! Ops that move data without arithmetic: Concat, (Un)Squeeze, Flatten, Reshape, Transpose,
-//! Shape, Gather, Slice, Split, Pad.
+//! Shape, Gather, Slice, Split, Pad, Expand, ConstantOfShape.
 
 use super::NodeCtx;
 use crate::ir::{Op, PadAttrs, PadMode};
@@ -195,4 +195,29 @@ pub fn pad(ctx: &NodeCtx) -> Result<Op> {
         pads: Some(pads),
         value: ctx.get_float("value", 0.0)? as f64,
     }))
+}
+
+/// The fill value: a one-element tensor attribute, by default a float 0.
+pub fn constant_of_shape(ctx: &NodeCtx) -> Result<Op> {
+    let value = match ctx.attr("value") {
+        None => Tensor::from_vec(&[1], vec![0f32])?,
+        Some(a) => {
+            let t =
+                a.t.as_ref()
+                    .ok_or_else(|| anyhow::anyhow!("attribute 'value' holds no tensor"))?;
+            crate::onnx::tensor_proto::tensor_from_proto(t)
+                .map_err(|e| anyhow::anyhow!("attribute 'value': {e:#}"))?
+        }
+    };
+    if value.len() != 1 {
+        bail!(
+            "attribute 'value' must hold one element, has shape {:?}",
+            value.shape()
+        );
+    }
+    Ok(Op::ConstantOfShape { value })
+}
+
+pub fn expand(_ctx: &NodeCtx) -> Result<Op> {
+    Ok(Op::Expand)
 }

@@ -1,7 +1,7 @@
-//! BatchNormalization and Softmax.
+//! BatchNormalization, Softmax and LRN.
 
 use super::NodeCtx;
-use crate::ir::Op;
+use crate::ir::{LrnAttrs, Op};
 use anyhow::{bail, Result};
 
 pub fn batch_norm(ctx: &NodeCtx) -> Result<Op> {
@@ -32,10 +32,23 @@ pub fn softmax(ctx: &NodeCtx) -> Result<Op> {
     let rank = ctx.input_rank(0);
     let last = axis == -1 || rank.is_some_and(|r| axis == r as i64 - 1);
     if !last {
-        bail!(
-            "axis {axis} before opset 13 flattens the input to 2D; supported only on the last axis (input rank {})",
-            rank.map(|r| r.to_string()).unwrap_or_else(|| "unknown".into())
-        );
+        // The 2-D view; the usual case (a classifier's [N, K] logits with axis 1) would be the
+        // one-axis Softmax, but without the rank that cannot be told at import.
+        return Ok(Op::SoftmaxFlat { axis });
     }
     Ok(Op::Softmax { axis: -1 })
+}
+
+pub fn lrn(ctx: &NodeCtx) -> Result<Op> {
+    let size = match ctx.get_int_opt("size")? {
+        None => bail!("attribute 'size' is required"),
+        Some(s) if s < 1 => bail!("attribute 'size' = {s} must be at least 1"),
+        Some(s) => usize::try_from(s)?,
+    };
+    Ok(Op::Lrn(LrnAttrs {
+        alpha: ctx.get_float("alpha", 1e-4)?,
+        beta: ctx.get_float("beta", 0.75)?,
+        bias: ctx.get_float("bias", 1.0)?,
+        size,
+    }))
 }
