@@ -7,6 +7,7 @@
 //! Run: `cargo bench --bench models` (add `-- resnet18` to pick a group).
 
 use convgraph::bench::Case;
+use convgraph::passes::PassOptions;
 use convgraph::verify::tract::Prepared;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use std::collections::HashMap;
@@ -37,7 +38,7 @@ fn bench_models(c: &mut Criterion) {
         .build()
         .expect("a one-thread pool");
     for (name, path) in models() {
-        let case = match Case::load(&path, &[], 0, HashMap::new()) {
+        let case = match Case::load(&path, &[], &PassOptions::default(), 0, HashMap::new()) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("skipping {name}: {e:#}");

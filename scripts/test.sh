@@ -4,3 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-data.sh
 cargo nextest run --no-fail-fast "$@"
+# nextest does not run doctests: the rustdoc examples of the public API.
+cargo test --doc

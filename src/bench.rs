@@ -28,12 +28,13 @@ impl Case {
     pub fn load(
         model: &Path,
         passes: &[String],
+        opts: &PassOptions,
         seed: u64,
         dims: HashMap<String, usize>,
     ) -> Result<Case> {
         let name = model.display().to_string();
         let mut graph = crate::onnx::load_model(model)?;
-        run_pipeline(&mut graph, passes, &PassOptions::default()).with_context(|| name.clone())?;
+        run_pipeline(&mut graph, passes, opts).with_context(|| name.clone())?;
         let inputs = gather_inputs(&graph, &[], seed, dims).with_context(|| name.clone())?;
         Ok(Case {
             model: model.to_path_buf(),

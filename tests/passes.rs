@@ -198,6 +198,37 @@ fn decompose_channels_refuses_past_the_node_budget() {
     assert_eq!(count(&g, "Conv"), 24 + 8 + 64 + 128);
 }
 
+/// `--max-nodes` sets the same budget on the command line: refused with exit 2 and one line
+/// naming the Conv; the default budget takes it.
+#[test]
+fn max_nodes_flag_sets_the_budget() {
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/small_cnn.onnx");
+    let inspect = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_convgraph"))
+            .arg("inspect")
+            .arg(&model)
+            .args(["--passes", "decompose-channels"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let refused = inspect(&["--max-nodes", "100"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("node 'pw' (Conv)") && stderr.contains("145 nodes"),
+        "{stderr}"
+    );
+    let ok = inspect(&[]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}
+
 #[test]
 fn fold_batchnorm_removes_small_cnns_batchnorm() {
     let graph = load("small_cnn");

@@ -105,6 +105,28 @@ fn check_case(case: &str) {
             "{case}: nothing folded"
         );
     }
+    // The same pipeline through `verify`, with tract as a second reference: exit 0.
+    let verify = Command::new(env!("CARGO_BIN_EXE_convgraph"))
+        .arg("verify")
+        .arg(&model)
+        .args([
+            "--passes",
+            &passes.join(","),
+            "--reference",
+            "tract",
+            "--input",
+        ])
+        .arg(data.join("input_0.pb"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "{case}: verify: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+
     let out = tmp_dir(case).join("rewritten.onnx");
     let status = Command::new(env!("CARGO_BIN_EXE_convgraph"))
         .args(["rewrite", "--passes", "lower-1x1-conv,fold-constants", "-o"])

@@ -2,7 +2,7 @@
 //! every shipped model; a model or graph with one changed weight is caught, and the node that
 //! reads the weight is named as the first divergence.
 
-use convgraph::passes::Notes;
+use convgraph::passes::{Notes, PassOptions};
 use convgraph::verify::{
     compare_graphs, compare_with_tract, seeded_samples, verify_passes, Tolerance,
 };
@@ -247,7 +247,14 @@ fn a_wrong_pass_is_caught_and_its_node_named() {
     let tol = Tolerance::default();
 
     // A correct pass: within tolerance.
-    let good = verify_passes(&original, &["lower-1x1-conv".into()], &samples, tol).unwrap();
+    let good = verify_passes(
+        &original,
+        &["lower-1x1-conv".into()],
+        &PassOptions::default(),
+        &samples,
+        tol,
+    )
+    .unwrap();
     assert!(good.ok(), "{good}");
     assert_eq!(good.divergence, None);
 

@@ -39,9 +39,8 @@ pub struct Args {
     /// Value of a symbolic input dim, NAME=N (default 1).
     #[arg(long = "dim")]
     dims: Vec<String>,
-    /// Comma-separated passes to apply before timing.
-    #[arg(long)]
-    passes: Option<String>,
+    #[command(flatten)]
+    pipeline: super::pipeline::PipelineArgs,
     #[arg(long)]
     json: bool,
     /// Time each node: milliseconds per op type and the 10 slowest nodes, GFLOP/s for Conv,
@@ -54,7 +53,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let model = a.model.display().to_string();
     let case = Case::load(
         &a.model,
-        &super::pass_list(&a.passes),
+        &a.pipeline.names(),
+        &a.pipeline.options(),
         a.seed,
         parse_dims(&a.dims)?,
     )?;

@@ -1,7 +1,6 @@
 //! `convgraph inspect MODEL [--passes ...] [--json]`.
 
 use crate::ir::{analyze, check::check_structure, DimBindings};
-use crate::passes::{run_pipeline, PassOptions};
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::path::PathBuf;
@@ -10,9 +9,8 @@ use std::process::ExitCode;
 #[derive(clap::Args)]
 pub struct Args {
     model: PathBuf,
-    /// Comma-separated passes to apply first.
-    #[arg(long)]
-    passes: Option<String>,
+    #[command(flatten)]
+    pipeline: super::pipeline::PipelineArgs,
     /// Value of a symbolic input dim, NAME=N (default 1).
     #[arg(long = "dim")]
     dims: Vec<String>,
@@ -22,12 +20,10 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let mut graph = crate::onnx::load_model(&a.model)?;
-    let notes = run_pipeline(
-        &mut graph,
-        &super::pass_list(&a.passes),
-        &PassOptions::default(),
-    )
-    .with_context(|| a.model.display().to_string())?;
+    let notes = a
+        .pipeline
+        .apply(&mut graph)
+        .with_context(|| a.model.display().to_string())?;
     check_structure(&graph)?;
     let bindings = DimBindings {
         symbols: super::inputs::parse_dims(&a.dims)?,

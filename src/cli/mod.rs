@@ -6,6 +6,7 @@ mod compare;
 mod conformance;
 pub(crate) mod inputs;
 mod inspect;
+mod pipeline;
 mod rewrite;
 mod run;
 mod snapshot;

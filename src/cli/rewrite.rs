@@ -1,7 +1,6 @@
 //! `convgraph rewrite MODEL --passes P1,P2 -o OUT`: applies passes and writes the graph back
 //! out as ONNX. The output file is written atomically, so an error leaves none behind.
 
-use crate::passes::{run_pipeline, PassOptions};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,9 +8,8 @@ use std::process::ExitCode;
 #[derive(clap::Args)]
 pub struct Args {
     model: PathBuf,
-    /// Comma-separated passes to apply, in order (none: the model is only re-exported).
-    #[arg(long)]
-    passes: Option<String>,
+    #[command(flatten)]
+    pipeline: super::pipeline::PipelineArgs,
     /// The ONNX file to write.
     #[arg(short, long)]
     output: PathBuf,
@@ -19,12 +17,10 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let mut graph = crate::onnx::load_model(&a.model)?;
-    let notes = run_pipeline(
-        &mut graph,
-        &super::pass_list(&a.passes),
-        &PassOptions::default(),
-    )
-    .with_context(|| a.model.display().to_string())?;
+    let notes = a
+        .pipeline
+        .apply(&mut graph)
+        .with_context(|| a.model.display().to_string())?;
     crate::onnx::save_model(&graph, &a.output)
         .with_context(|| format!("{}: cannot export", a.model.display()))?;
     for n in notes {

@@ -3,7 +3,6 @@
 
 use super::inputs::{file_name_for, gather_inputs, parse_dims};
 use crate::exec::Runner;
-use crate::passes::{run_pipeline, PassOptions};
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::path::PathBuf;
@@ -15,9 +14,8 @@ pub struct Args {
     /// An input tensor (.npy or .pb), as NAME=FILE or FILE for the next input in order.
     #[arg(long = "input")]
     inputs: Vec<String>,
-    /// Comma-separated passes to apply before running.
-    #[arg(long)]
-    passes: Option<String>,
+    #[command(flatten)]
+    pipeline: super::pipeline::PipelineArgs,
     /// Write each output to DIR/<output name>.npy.
     #[arg(long)]
     output_dir: Option<PathBuf>,
@@ -36,12 +34,9 @@ pub struct Args {
 pub fn run(a: Args) -> Result<ExitCode> {
     let model = a.model.display().to_string();
     let mut graph = crate::onnx::load_model(&a.model)?;
-    run_pipeline(
-        &mut graph,
-        &super::pass_list(&a.passes),
-        &PassOptions::default(),
-    )
-    .with_context(|| model.clone())?;
+    a.pipeline
+        .apply(&mut graph)
+        .with_context(|| model.clone())?;
     let inputs = gather_inputs(&graph, &a.inputs, a.seed, parse_dims(&a.dims)?)
         .with_context(|| model.clone())?;
     let pool = super::thread_pool(a.threads)?;

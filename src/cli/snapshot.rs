@@ -4,7 +4,6 @@
 
 use super::inputs::{gather_inputs, parse_dims};
 use crate::exec::Runner;
-use crate::passes::{run_pipeline, PassOptions};
 use crate::snapshot::summarize;
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -17,9 +16,8 @@ pub struct Args {
     /// An input tensor (.npy or .pb), as NAME=FILE or FILE for the next input in order.
     #[arg(long = "input")]
     inputs: Vec<String>,
-    /// Comma-separated passes to apply before running.
-    #[arg(long)]
-    passes: Option<String>,
+    #[command(flatten)]
+    pipeline: super::pipeline::PipelineArgs,
     /// Seed for the inputs not given.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -35,12 +33,9 @@ pub struct Args {
 pub fn run(a: Args) -> Result<ExitCode> {
     let model = a.model.display().to_string();
     let mut graph = crate::onnx::load_model(&a.model)?;
-    run_pipeline(
-        &mut graph,
-        &super::pass_list(&a.passes),
-        &PassOptions::default(),
-    )
-    .with_context(|| model.clone())?;
+    a.pipeline
+        .apply(&mut graph)
+        .with_context(|| model.clone())?;
     let inputs = gather_inputs(&graph, &a.inputs, a.seed, parse_dims(&a.dims)?)
         .with_context(|| model.clone())?;
     let pool = super::thread_pool(a.threads)?;

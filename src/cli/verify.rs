@@ -82,9 +82,8 @@ pub enum Reference {
 #[derive(clap::Args)]
 pub struct Args {
     model: PathBuf,
-    /// Comma-separated passes whose result is checked against the original graph.
-    #[arg(long)]
-    passes: Option<String>,
+    #[command(flatten)]
+    pipeline: super::pipeline::PipelineArgs,
     /// Also compare convgraph (on the original graph) with this runtime.
     #[arg(long, value_enum)]
     reference: Option<Reference>,
@@ -101,14 +100,14 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let graph = crate::onnx::load_model(&a.model)?;
     let tol = a.samples.tolerance()?;
     let samples = a.samples.samples(&graph).with_context(|| model.clone())?;
-    let passes = super::pass_list(&a.passes);
+    let passes = a.pipeline.names();
     let pool = super::thread_pool(a.threads)?;
     let mut comparisons: Vec<Comparison> = Vec::new();
     // Without a reference runtime there is nothing to check but the rewrite, so it runs
     // even with no passes (the trivial identity check).
     if !passes.is_empty() || a.reference.is_none() {
         let c = pool
-            .install(|| verify_passes(&graph, &passes, &samples, tol))
+            .install(|| verify_passes(&graph, &passes, &a.pipeline.options(), &samples, tol))
             .with_context(|| model.clone())?;
         comparisons.push(c);
     }

@@ -260,11 +260,12 @@ pub fn compare_graphs(
 pub fn verify_passes(
     graph: &Graph,
     passes: &[String],
+    opts: &PassOptions,
     samples: &[Inputs],
     tol: Tolerance,
 ) -> Result<Comparison> {
     let mut rewritten = graph.clone();
-    run_pipeline(&mut rewritten, passes, &PassOptions::default())?;
+    run_pipeline(&mut rewritten, passes, opts)?;
     let mut c = compare_graphs(graph, &rewritten, samples, tol)?;
     c.reference = "original".into();
     c.candidate = format!("after {}", passes.join(","));
