@@ -1,59 +1,14 @@
 //! Every model under models/: convgraph against tract on the same seeded inputs, before and
 //! after `lower-1x1-conv`, with snapshots of the IR; and the lesson's numbers exactly.
 
-use convgraph::cli::random_tensor;
-use convgraph::exec::Runner;
 use convgraph::ir::{analyze, print::print, DimBindings, Op};
 use convgraph::passes::{run_pipeline, PassOptions};
 use convgraph::snapshot::summarize;
 use convgraph::verify::{compare, tract, Tolerance};
-use convgraph::{Graph, Tensor};
-use std::collections::HashMap;
-use std::path::PathBuf;
+use convgraph::Tensor;
 
-const MODELS: &[&str] = &[
-    "lesson_multi_in",
-    "lesson_multi_in_out",
-    "lesson_conv_1x1",
-    "small_cnn",
-];
-
-fn model_path(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("models")
-        .join(format!("{name}.onnx"));
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo run --example make_models`",
-        p.display()
-    );
-    p
-}
-
-fn seeded_inputs(g: &Graph, seed: u64) -> Vec<Tensor> {
-    let b = DimBindings::default();
-    g.inputs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| random_tensor(d.dtype, &b.input_shape(d).unwrap(), seed + i as u64).unwrap())
-        .collect()
-}
-
-fn run(g: &Graph, inputs: &[Tensor]) -> Vec<Tensor> {
-    let map: HashMap<String, Tensor> = g
-        .inputs
-        .iter()
-        .map(|d| d.name.clone())
-        .zip(inputs.iter().cloned())
-        .collect();
-    Runner::new(g)
-        .unwrap()
-        .run(map)
-        .unwrap()
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect()
-}
+mod common;
+use common::{model_path, run, seeded_inputs, MODELS};
 
 #[test]
 fn every_model_agrees_with_tract_before_and_after_lowering() {

@@ -4,7 +4,6 @@
 //! numbers; property tests of `lower-1x1-conv` and `decompose-channels` on random convs.
 
 use convgraph::cli::random_tensor;
-use convgraph::exec::Runner;
 use convgraph::ir::{
     analyze, check, print::print, ConvAttrs, Dim, DimBindings, Node, Op, PadAttrs, PadMode,
     Padding, ValueDecl, Window,
@@ -13,8 +12,10 @@ use convgraph::passes::{lookup, run_pipeline, Notes, PassOptions};
 use convgraph::verify::{compare, Tolerance};
 use convgraph::{DType, Graph, Tensor};
 use proptest::prelude::*;
-use std::collections::HashMap;
 use std::path::PathBuf;
+
+mod common;
+use common::{load, run, seeded_inputs};
 
 const MODELS: &[&str] = &[
     "lesson_multi_in",
@@ -30,38 +31,6 @@ const PASSES: &[&str] = &[
     "fold-constants",
     "decompose-channels",
 ];
-
-fn load(name: &str) -> Graph {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("models")
-        .join(format!("{name}.onnx"));
-    convgraph::onnx::load_model(&p).unwrap()
-}
-
-fn seeded_inputs(g: &Graph, seed: u64) -> Vec<Tensor> {
-    let b = DimBindings::default();
-    g.inputs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| random_tensor(d.dtype, &b.input_shape(d).unwrap(), seed + i as u64).unwrap())
-        .collect()
-}
-
-fn run(g: &Graph, inputs: &[Tensor]) -> Vec<Tensor> {
-    let map: HashMap<String, Tensor> = g
-        .inputs
-        .iter()
-        .map(|d| d.name.clone())
-        .zip(inputs.iter().cloned())
-        .collect();
-    Runner::new(g)
-        .unwrap()
-        .run(map)
-        .unwrap()
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect()
-}
 
 /// Runs one pass as the pipeline would (checker after it); returns whether it changed the
 /// graph and its notes.

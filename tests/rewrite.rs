@@ -2,17 +2,17 @@
 //! ONNX, still gives tract's numbers when tract loads the written file, and when convgraph
 //! reads it back; import(export(g)) is the same IR; the `rewrite` command's contract.
 
-use convgraph::cli::random_tensor;
-use convgraph::exec::Runner;
 use convgraph::ir::{analyze, print::print, DimBindings};
 use convgraph::onnx::{export_model, import_model, load_model, save_model};
 use convgraph::passes::{run_pipeline, PassOptions};
 use convgraph::verify::{compare, tract, Tolerance};
 use convgraph::{Graph, Tensor};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tract_onnx::pb::{attribute_proto::AttributeType, ModelProto, NodeProto};
+
+mod common;
+use common::{model_path, run, seeded_inputs};
 
 const MODELS: &[&str] = &[
     "lesson_multi_in",
@@ -30,12 +30,6 @@ const PASS_SETS: &[&[&str]] = &[
     &["lower-stack", "raise-stack"],
 ];
 
-fn model_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("models")
-        .join(format!("{name}.onnx"))
-}
-
 fn tmp(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("rewrite");
     std::fs::create_dir_all(&dir).unwrap();
@@ -44,31 +38,6 @@ fn tmp(name: &str) -> PathBuf {
 
 fn passes(set: &[&str]) -> Vec<String> {
     set.iter().map(|s| s.to_string()).collect()
-}
-
-fn seeded_inputs(g: &Graph, seed: u64) -> Vec<Tensor> {
-    let b = DimBindings::default();
-    g.inputs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| random_tensor(d.dtype, &b.input_shape(d).unwrap(), seed + i as u64).unwrap())
-        .collect()
-}
-
-fn run(g: &Graph, inputs: &[Tensor]) -> Vec<Tensor> {
-    let map: HashMap<String, Tensor> = g
-        .inputs
-        .iter()
-        .map(|d| d.name.clone())
-        .zip(inputs.iter().cloned())
-        .collect();
-    Runner::new(g)
-        .unwrap()
-        .run(map)
-        .unwrap()
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect()
 }
 
 fn assert_close(actual: &[Tensor], expected: &[Tensor], what: &str) {

@@ -13,18 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use tract_onnx::pb::ModelProto;
 
-const MODELS: &[&str] = &[
-    "lesson_multi_in",
-    "lesson_multi_in_out",
-    "lesson_conv_1x1",
-    "small_cnn",
-];
-
-fn model_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("models")
-        .join(format!("{name}.onnx"))
-}
+mod common;
+use common::{model_path, MODELS};
 
 fn tmp(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("verify");
