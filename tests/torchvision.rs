@@ -285,3 +285,31 @@ cases! {
     regnet_x_400mf_dynamo18 => "regnet_x_400mf-dynamo18",
     regnet_x_400mf_dynamo20 => "regnet_x_400mf-dynamo20",
 }
+
+/// `snapshot` prints the same text for one and two threads on a real net (the kernels split
+/// work at boundaries that do not depend on the thread count).
+#[test]
+fn snapshot_is_the_same_for_one_and_two_threads() {
+    let dir = case_dir("resnet50-dynamo18");
+    let snapshot = |threads: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_convgraph"))
+            .arg("snapshot")
+            .arg(dir.join("model.onnx"))
+            .args(["--threads", threads, "--input"])
+            .arg(dir.join("test_data_set_0/input_0.pb"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let one = snapshot("1");
+    assert!(
+        one.contains("f32[1, 1000]") || one.contains("f32[1,1000]"),
+        "{one}"
+    );
+    assert_eq!(one, snapshot("2"));
+}
