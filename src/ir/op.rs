@@ -42,6 +42,10 @@ pub struct PoolAttrs {
     pub ceil_mode: bool,
     /// AveragePool only: divide by the full window size, padding included.
     pub count_include_pad: bool,
+    /// MaxPool only (ONNX `storage_order` = 1): the optional Indices output counts the
+    /// spatial axes column-major (the first spatial axis varies fastest) instead of row-major.
+    /// It changes nothing else, but must survive export for the indices to mean the same.
+    pub column_major_indices: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -160,6 +164,15 @@ pub enum Op {
     /// Inputs: X, scale, B, mean, var (inference form).
     BatchNorm {
         epsilon: f32,
+    },
+    /// BatchNormalization with `training_mode` = 1 (opset >= 14): normalizes with the
+    /// batch's own per-channel mean and biased variance; outputs Y and optionally the updated
+    /// running mean and variance (`input * momentum + batch stat * (1 - momentum)`). A
+    /// separate variant so that passes reading `BatchNorm` as a fixed affine map (fold-batchnorm)
+    /// cannot mistake it for one. Inputs as `BatchNorm`.
+    BatchNormTraining {
+        epsilon: f32,
+        momentum: f32,
     },
     /// Inputs of one shape joined along a new axis: the lesson's `torch.stack`. Import raises
     /// Unsqueeze(axis k) -> Concat(axis k) into it.
@@ -285,6 +298,7 @@ impl Op {
             },
             Op::Clip { .. } => "Clip",
             Op::BatchNorm { .. } => "BatchNormalization",
+            Op::BatchNormTraining { .. } => "BatchNormTraining",
             Op::Stack { .. } => "Stack",
             Op::Concat { .. } => "Concat",
             Op::Unsqueeze { .. } => "Unsqueeze",

@@ -40,9 +40,11 @@ pub fn eval(op: &Op, inputs: &[Option<&Tensor>], n_outputs: usize) -> Result<Vec
         Op::Unary(_) | Op::Binary(_) | Op::Clip { .. } | Op::Cast { .. } => {
             elementwise::eval(op, inputs, n_outputs)
         }
-        Op::BatchNorm { .. } | Op::Softmax { .. } | Op::SoftmaxFlat { .. } | Op::Lrn(_) => {
-            norm::eval(op, inputs, n_outputs)
-        }
+        Op::BatchNorm { .. }
+        | Op::BatchNormTraining { .. }
+        | Op::Softmax { .. }
+        | Op::SoftmaxFlat { .. }
+        | Op::Lrn(_) => norm::eval(op, inputs, n_outputs),
         Op::ReduceMean(_) | Op::ReduceSum(_) => reduce::eval(op, inputs, n_outputs),
         Op::Stack { .. }
         | Op::Concat { .. }

@@ -10,7 +10,7 @@ use ndarray::{ArrayD, Axis, NdFloat};
 
 use super::input;
 
-pub fn eval(op: &Op, inputs: &[Option<&Tensor>], _n_outputs: usize) -> Result<Vec<Tensor>> {
+pub fn eval(op: &Op, inputs: &[Option<&Tensor>], n_outputs: usize) -> Result<Vec<Tensor>> {
     match op {
         Op::BatchNorm { epsilon } => {
             let x = input(inputs, 0, "X")?;
@@ -21,6 +21,17 @@ pub fn eval(op: &Op, inputs: &[Option<&Tensor>], _n_outputs: usize) -> Result<Ve
                 input(inputs, 4, "var")?,
             ];
             Ok(vec![batch_norm(x, p, *epsilon)?])
+        }
+        Op::BatchNormTraining { epsilon, momentum } => {
+            let x = input(inputs, 0, "X")?;
+            let p = [
+                input(inputs, 1, "scale")?,
+                input(inputs, 2, "B")?,
+                input(inputs, 3, "input_mean")?,
+                input(inputs, 4, "input_var")?,
+            ];
+            let [y, mean, var] = batch_norm_training(x, p, *epsilon, *momentum)?;
+            Ok([y, mean, var].into_iter().take(n_outputs.max(1)).collect())
         }
         Op::Softmax { axis } => Ok(vec![softmax(input(inputs, 0, "input")?, *axis)?]),
         Op::SoftmaxFlat { axis } => Ok(vec![softmax_flat(input(inputs, 0, "input")?, *axis)?]),
@@ -37,12 +48,16 @@ pub(crate) fn batch_norm_channels(shape: &[usize]) -> Result<usize> {
     Ok(shape[1])
 }
 
-/// `y = (x - mean) / sqrt(var + eps) * scale + B`, folded per channel into `y = x * a + b`.
-/// Parameters may have their own float dtype (ONNX's T1/T2); they are read as f64.
-pub fn batch_norm(x: &Tensor, params: [&Tensor; 4], epsilon: f32) -> Result<Tensor> {
+/// The four per-channel parameters (scale, B, mean, var) as f64, each checked to be a float
+/// vector of the channel count. They may have their own float dtype (ONNX's T1/T2).
+fn bn_params(x: &Tensor, params: [&Tensor; 4]) -> Result<[Vec<f64>; 4]> {
     let c = batch_norm_channels(x.shape())?;
-    let mut vals = Vec::with_capacity(4);
-    for (t, name) in params.iter().zip(["scale", "B", "mean", "var"]) {
+    let mut vals: [Vec<f64>; 4] = Default::default();
+    for ((t, name), v) in params
+        .iter()
+        .zip(["scale", "B", "mean", "var"])
+        .zip(vals.iter_mut())
+    {
         if !t.dtype().is_float() {
             bail!("BatchNormalization {name} must be float, got {}", t.dtype());
         }
@@ -52,13 +67,83 @@ pub fn batch_norm(x: &Tensor, params: [&Tensor; 4], epsilon: f32) -> Result<Tens
                 t.shape()
             );
         }
-        vals.push(t.to_f64_vec());
+        *v = t.to_f64_vec();
     }
+    Ok(vals)
+}
+
+/// `y = (x - mean) / sqrt(var + eps) * scale + B`, folded per channel into `y = x * a + b`.
+/// Parameters may have their own float dtype (ONNX's T1/T2); they are read as f64.
+pub fn batch_norm(x: &Tensor, params: [&Tensor; 4], epsilon: f32) -> Result<Tensor> {
+    let [scale, bias, mean, var] = bn_params(x, params)?;
+    bn_apply(x, &scale, &bias, &mean, &var, epsilon)
+}
+
+/// Training-mode BatchNormalization (ONNX opset >= 14): normalizes with the batch's own
+/// per-channel mean and biased variance (over every axis but 1, as the ONNX reference's
+/// `x.var(axis)` does), and returns `[Y, running_mean, running_var]`, where
+/// `running = input * momentum + batch stat * (1 - momentum)`. The running stats take the
+/// dtype of the mean/var inputs they update. Statistics are summed in f64 in a fixed order.
+pub fn batch_norm_training(
+    x: &Tensor,
+    params: [&Tensor; 4],
+    epsilon: f32,
+    momentum: f32,
+) -> Result<[Tensor; 3]> {
+    let [scale, bias, in_mean, in_var] = bn_params(x, params)?;
+    let shape = x.shape();
+    let c = shape[1];
+    let inner: usize = shape[2..].iter().product();
+    let count = shape[0] * inner;
+    if count == 0 {
+        // The mean of no elements is undefined; ONNX gives no answer, so neither do we.
+        bail!("BatchNormalization in training mode needs a non-empty batch, got {shape:?}");
+    }
+    let xs = x.to_f64_vec();
+    // Row-major [N, C, inner]: block `blk` belongs to channel `blk % c`.
+    let mut sum = vec![0f64; c];
+    for (blk, chunk) in xs.chunks(inner.max(1)).enumerate() {
+        sum[blk % c] += chunk.iter().sum::<f64>();
+    }
+    let mean: Vec<f64> = sum.iter().map(|s| s / count as f64).collect();
+    // Two passes (mean first, then squared deviations) rather than E[x^2] - E[x]^2, which
+    // loses precision when the mean is large next to the spread.
+    let mut sq = vec![0f64; c];
+    for (blk, chunk) in xs.chunks(inner.max(1)).enumerate() {
+        let m = mean[blk % c];
+        sq[blk % c] += chunk.iter().map(|v| (v - m) * (v - m)).sum::<f64>();
+    }
+    let var: Vec<f64> = sq.iter().map(|s| s / count as f64).collect();
+    let y = bn_apply(x, &scale, &bias, &mean, &var, epsilon)?;
+    let mo = f64::from(momentum);
+    let running = |input: &[f64], batch: &[f64], like: &Tensor| -> Result<Tensor> {
+        let v = input
+            .iter()
+            .zip(batch)
+            .map(|(i, b)| i * mo + b * (1.0 - mo))
+            .collect();
+        Ok(Tensor::from_vec(&[c], v)?.cast(like.dtype()))
+    };
+    Ok([
+        y,
+        running(&in_mean, &mean, params[2])?,
+        running(&in_var, &var, params[3])?,
+    ])
+}
+
+fn bn_apply(
+    x: &Tensor,
+    scale: &[f64],
+    bias: &[f64],
+    mean: &[f64],
+    var: &[f64],
+    epsilon: f32,
+) -> Result<Tensor> {
     let eps = f64::from(epsilon);
-    let (a, b): (Vec<f64>, Vec<f64>) = (0..c)
+    let (a, b): (Vec<f64>, Vec<f64>) = (0..scale.len())
         .map(|i| {
-            let a = vals[0][i] / (vals[3][i] + eps).sqrt();
-            (a, vals[1][i] - vals[2][i] * a)
+            let a = scale[i] / (var[i] + eps).sqrt();
+            (a, bias[i] - mean[i] * a)
         })
         .unzip();
     Ok(match x {
@@ -226,6 +311,37 @@ mod tests {
         assert_eq!(r.to_f64_vec(), vec![0., 1., 1., 2.]);
         let bad = Tensor::from_vec(&[3], vec![1f32, 1., 1.]).unwrap();
         assert!(batch_norm(&x, [&bad, &b, &mean, &var], 0.0).is_err());
+    }
+
+    #[test]
+    fn batchnorm_training_by_hand() {
+        // N=2, C=2, one element per channel per batch item: ch0 = {1, 3}, ch1 = {2, 6}.
+        let x = Tensor::from_vec(&[2, 2, 1], vec![1f32, 2., 3., 6.]).unwrap();
+        let scale = Tensor::from_vec(&[2], vec![1f32, 2.]).unwrap();
+        let b = Tensor::from_vec(&[2], vec![0f32, 1.]).unwrap();
+        let mean = Tensor::from_vec(&[2], vec![0f32, 10.]).unwrap();
+        let var = Tensor::from_vec(&[2], vec![1f32, 1.]).unwrap();
+        let [y, rm, rv] = batch_norm_training(&x, [&scale, &b, &mean, &var], 0.0, 0.5).unwrap();
+        // Batch stats: ch0 mean 2, biased var 1; ch1 mean 4, biased var 4 (not 8: biased).
+        // y ch0 = (x - 2) / 1 -> -1, 1; ch1 = (x - 4) / 2 * 2 + 1 -> -1, 3.
+        assert_eq!(y.to_f64_vec(), vec![-1., -1., 1., 3.]);
+        // running = input * 0.5 + batch * 0.5.
+        assert_eq!(rm.to_f64_vec(), vec![1., 7.]);
+        assert_eq!(rv.to_f64_vec(), vec![1., 2.5]);
+        // The inputs' own stats are ignored for Y: same Y whatever they say.
+        let r = eval(
+            &Op::BatchNormTraining {
+                epsilon: 0.0,
+                momentum: 0.5,
+            },
+            &[Some(&x), Some(&scale), Some(&b), Some(&var), Some(&var)],
+            1,
+        )
+        .unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0], y);
+        let empty = Tensor::from_vec(&[0, 2, 1], Vec::<f32>::new()).unwrap();
+        assert!(batch_norm_training(&empty, [&scale, &b, &mean, &var], 0.0, 0.5).is_err());
     }
 
     #[test]

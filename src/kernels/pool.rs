@@ -17,13 +17,32 @@ use rayon::prelude::*;
 pub fn eval(op: &Op, inputs: &[Option<&Tensor>], n_outputs: usize) -> Result<Vec<Tensor>> {
     let x = input(inputs, 0, "X")?;
     if n_outputs > 1 {
-        if matches!(op, Op::MaxPool(_)) {
-            bail!("MaxPool Indices output is not supported");
+        // MaxPool's second output, Indices; it needs the dtype-generic loop below.
+        let Op::MaxPool(p) = op else {
+            bail!(
+                "{} has one output, the node asks for {n_outputs}",
+                op.name()
+            );
+        };
+        if n_outputs > 2 {
+            bail!("MaxPool has at most 2 outputs, the node asks for {n_outputs}");
         }
-        bail!(
-            "{} has one output, the node asks for {n_outputs}",
-            op.name()
-        );
+        fn go<T: Elem>(x: &ArrayD<T>, p: &PoolAttrs) -> Result<Vec<Tensor>> {
+            let (y, idx) = max_pool_with_indices(x, p)?;
+            Ok(vec![T::wrap(y), Tensor::I64(idx)])
+        }
+        return match x.dtype() {
+            DType::F32 => go::<f32>(x.view()?, p),
+            DType::F64 => go::<f64>(x.view()?, p),
+            DType::F16 => go::<f16>(x.view()?, p),
+            DType::I8 => go::<i8>(x.view()?, p),
+            DType::I16 => go::<i16>(x.view()?, p),
+            DType::I32 => go::<i32>(x.view()?, p),
+            DType::U8 => go::<u8>(x.view()?, p),
+            DType::U16 => go::<u16>(x.view()?, p),
+            DType::U32 => go::<u32>(x.view()?, p),
+            other => bail!("MaxPool on {other} is not supported"),
+        };
     }
     let out = match x.dtype() {
         DType::F32 => pool::<f32>(op, x.view()?)?,
@@ -71,8 +90,36 @@ struct AxisTaps {
 
 /// A windowed pool. `max` selects MaxPool, else AveragePool.
 pub fn window_pool<T: Elem>(x: &ArrayD<T>, p: &PoolAttrs, max: bool) -> Result<ArrayD<T>> {
+    Ok(window_pool_impl(x, p, max, false)?.0)
+}
+
+/// MaxPool and its Indices output: for each output element, the flat index into X of the
+/// maximum it took (the first one in window order on ties, the first NaN if any), counting
+/// the (batch, channel) planes row-major and, within a plane, the spatial axes row-major, or
+/// column-major when `p.column_major_indices` (ONNX storage_order = 1, as onnxruntime
+/// computes it). A window with no tap inside the input (possible with ceil_mode and padding)
+/// gives -1, there being no element to point at.
+pub fn max_pool_with_indices<T: Elem>(
+    x: &ArrayD<T>,
+    p: &PoolAttrs,
+) -> Result<(ArrayD<T>, ArrayD<i64>)> {
+    let (y, idx) = window_pool_impl(x, p, true, true)?;
+    let idx = ArrayD::from_shape_vec(y.raw_dim(), idx.unwrap_or_default())?;
+    Ok((y, idx))
+}
+
+/// The windowed pool, with the argmax indices too when `want_indices` (MaxPool only).
+fn window_pool_impl<T: Elem>(
+    x: &ArrayD<T>,
+    p: &PoolAttrs,
+    max: bool,
+    want_indices: bool,
+) -> Result<(ArrayD<T>, Option<Vec<i64>>)> {
     let (out_shape, g) = crate::ir::infer::window_pool_geometry(p, x.shape())?;
     crate::tensor::limits::check_alloc(&out_shape, T::DTYPE)?;
+    if want_indices {
+        crate::tensor::limits::check_alloc(&out_shape, DType::I64)?;
+    }
 
     let input = lift(&g.input, 1);
     let kernel = lift(&g.kernel, 1);
@@ -122,53 +169,85 @@ pub fn window_pool<T: Elem>(x: &ArrayD<T>, p: &PoolAttrs, max: bool) -> Result<A
 
     let x = x.as_standard_layout();
     let xd = x.as_slice().expect("standard layout");
-    let mut out = vec![T::default(); out_shape.iter().product()];
-    if out_plane > 0 {
-        out.par_chunks_mut(out_plane)
-            .enumerate()
-            .for_each(|(plane, dst)| {
-                let src = &xd[plane * in_plane..(plane + 1) * in_plane];
-                for (pos, v) in dst.iter_mut().enumerate() {
-                    let o = [
-                        pos / (output[1] * output[2]),
-                        (pos / output[2]) % output[1],
-                        pos % output[2],
-                    ];
-                    let t = [&axes[0][o[0]], &axes[1][o[1]], &axes[2][o[2]]];
-                    let padded_count = t[0].in_padded * t[1].in_padded * t[2].in_padded;
-                    let mut acc = if max { f64::NEG_INFINITY } else { 0.0 };
-                    let mut n = 0usize;
-                    for z in taps_of(t[0], 0) {
-                        for y in taps_of(t[1], 1) {
-                            for xx in taps_of(t[2], 2) {
-                                let val = src[(z * input[1] + y) * input[2] + xx].to_f64();
-                                if max {
-                                    // NaN propagates, as in numpy's max.
-                                    if val > acc || val.is_nan() {
-                                        acc = val;
-                                    }
-                                } else {
-                                    acc += val;
-                                }
-                                n += 1;
+    // Offset of spatial position (z, y, x) within a plane as the Indices output counts it.
+    // Lifted leading axes have size 1 and coordinate 0, so they drop out of both orders.
+    let spatial_index = |z: usize, y: usize, xx: usize| -> usize {
+        if p.column_major_indices {
+            z + (y + xx * input[1]) * input[0]
+        } else {
+            (z * input[1] + y) * input[2] + xx
+        }
+    };
+    // One (batch, channel) plane: `dst` gets the pooled values, `idx` (when asked for) the
+    // flat input index of each maximum.
+    let run_plane = |plane: usize, dst: &mut [T], mut idx: Option<&mut [i64]>| {
+        let src = &xd[plane * in_plane..(plane + 1) * in_plane];
+        for (pos, v) in dst.iter_mut().enumerate() {
+            let o = [
+                pos / (output[1] * output[2]),
+                (pos / output[2]) % output[1],
+                pos % output[2],
+            ];
+            let t = [&axes[0][o[0]], &axes[1][o[1]], &axes[2][o[2]]];
+            let padded_count = t[0].in_padded * t[1].in_padded * t[2].in_padded;
+            let mut acc = if max { f64::NEG_INFINITY } else { 0.0 };
+            let mut n = 0usize;
+            // -1 until some tap is seen (an empty window points at nothing).
+            let mut best: i64 = -1;
+            for z in taps_of(t[0], 0) {
+                for y in taps_of(t[1], 1) {
+                    for xx in taps_of(t[2], 2) {
+                        let val = src[(z * input[1] + y) * input[2] + xx].to_f64();
+                        if max {
+                            // NaN propagates, as in numpy's max; the first NaN stays.
+                            if n == 0 || val > acc || (val.is_nan() && !acc.is_nan()) {
+                                acc = val;
+                                best = spatial_index(z, y, xx) as i64;
                             }
-                        }
-                    }
-                    let r = if max {
-                        acc
-                    } else {
-                        let count = if p.count_include_pad { padded_count } else { n };
-                        if count == 0 {
-                            0.0
                         } else {
-                            acc / count as f64
+                            acc += val;
                         }
-                    };
-                    *v = T::from_f64(r);
+                        n += 1;
+                    }
                 }
-            });
+            }
+            let r = if max {
+                acc
+            } else {
+                let count = if p.count_include_pad { padded_count } else { n };
+                if count == 0 {
+                    0.0
+                } else {
+                    acc / count as f64
+                }
+            };
+            *v = T::from_f64(r);
+            if let Some(idx) = idx.as_deref_mut() {
+                idx[pos] = if best < 0 {
+                    -1
+                } else {
+                    (plane * in_plane) as i64 + best
+                };
+            }
+        }
+    };
+    let total: usize = out_shape.iter().product();
+    let mut out = vec![T::default(); total];
+    let mut indices = want_indices.then(|| vec![0i64; total]);
+    if out_plane > 0 {
+        match indices.as_mut() {
+            Some(idx) => out
+                .par_chunks_mut(out_plane)
+                .zip(idx.par_chunks_mut(out_plane))
+                .enumerate()
+                .for_each(|(plane, (dst, idx))| run_plane(plane, dst, Some(idx))),
+            None => out
+                .par_chunks_mut(out_plane)
+                .enumerate()
+                .for_each(|(plane, dst)| run_plane(plane, dst, None)),
+        }
     }
-    Ok(ArrayD::from_shape_vec(IxDyn(&out_shape), out)?)
+    Ok((ArrayD::from_shape_vec(IxDyn(&out_shape), out)?, indices))
 }
 
 /// GlobalMaxPool / GlobalAveragePool: every spatial dim reduced to 1.
@@ -223,6 +302,7 @@ mod tests {
             },
             ceil_mode: ceil,
             count_include_pad: cip,
+            column_major_indices: false,
         }
     }
 
@@ -282,6 +362,42 @@ mod tests {
     }
 
     #[test]
+    fn max_pool_indices_by_hand() {
+        // Two planes (C = 2) of the 4x4 ramp, the second negated so its maxima sit at the
+        // windows' top-left corners instead.
+        let mut v: Vec<f32> = (0..16).map(|v| v as f32).collect();
+        v.extend((0..16).map(|v| -(v as f32)));
+        let x = ArrayD::from_shape_vec(IxDyn(&[1, 2, 4, 4]), v).unwrap();
+        let a = attrs(&[2, 2], &[2, 2], &[], false, false);
+        let (y, idx) = max_pool_with_indices(&x, &a).unwrap();
+        assert_eq!(vals(&y), vec![5., 7., 13., 15., 0., -2., -8., -10.]);
+        // Row-major: (1,1)=5, (1,3)=7, (3,1)=13, (3,3)=15; plane 1 adds 16 to (0,0), (0,2),
+        // (2,0), (2,2).
+        let want: Vec<i64> = vec![5, 7, 13, 15, 16, 18, 24, 26];
+        assert_eq!(idx.iter().copied().collect::<Vec<_>>(), want);
+        assert_eq!(idx.shape(), &[1, 2, 2, 2]);
+        // Column-major within a plane: h + w * H, so (1,3) -> 13 and (3,1) -> 7.
+        let mut a = a;
+        a.column_major_indices = true;
+        let (_, idx) = max_pool_with_indices(&x, &a).unwrap();
+        let want: Vec<i64> = vec![5, 13, 7, 15, 16, 24, 18, 26];
+        assert_eq!(idx.iter().copied().collect::<Vec<_>>(), want);
+        // Pads: a 3x3 window at (0,0) with pad 1 sees rows/cols 0..=1; the index is of the
+        // unpadded input. Ties keep the first maximum in window order.
+        let x = ArrayD::from_shape_vec(IxDyn(&[1, 1, 2, 2]), vec![1f32, 3., 3., 0.]).unwrap();
+        let a = attrs(&[3, 3], &[2, 2], &[1, 1, 1, 1], false, false);
+        let (y, idx) = max_pool_with_indices(&x, &a).unwrap();
+        assert_eq!(vals(&y), vec![3.]);
+        assert_eq!(idx.iter().copied().collect::<Vec<_>>(), vec![1]);
+        // Through eval, on an integer dtype: values keep their dtype, indices are i64.
+        let t = Tensor::from_vec(&[1, 1, 2, 2], vec![3u8, 250, 7, 1]).unwrap();
+        let op = Op::MaxPool(attrs(&[2, 2], &[], &[], false, false));
+        let r = eval(&op, &[Some(&t)], 2).unwrap();
+        assert_eq!(r[0], Tensor::from_vec(&[1, 1, 1, 1], vec![250u8]).unwrap());
+        assert_eq!(r[1], Tensor::from_vec(&[1, 1, 1, 1], vec![1i64]).unwrap());
+    }
+
+    #[test]
     fn global_pools() {
         let x = x44();
         let y = global_pool(&x, false).unwrap();
@@ -306,8 +422,9 @@ mod tests {
     fn refuses() {
         let t = Tensor::F32(x44());
         let op = Op::MaxPool(attrs(&[2, 2], &[], &[], false, false));
-        let e = eval(&op, &[Some(&t)], 2).unwrap_err();
-        assert_eq!(e.to_string(), "MaxPool Indices output is not supported");
+        assert!(eval(&op, &[Some(&t)], 3).is_err());
+        let avg = Op::AveragePool(attrs(&[2, 2], &[], &[], false, false));
+        assert!(eval(&avg, &[Some(&t)], 2).is_err());
         let mut a = attrs(&[2, 2], &[], &[], false, false);
         a.window.kernel_shape = None;
         assert!(eval(&Op::AveragePool(a), &[Some(&t)], 1).is_err());

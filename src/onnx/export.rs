@@ -231,6 +231,9 @@ fn pool_attrs(p: &PoolAttrs, attrs: &mut Vec<AttributeProto>) {
     if p.count_include_pad {
         attrs.push(a_bool("count_include_pad", true));
     }
+    if p.column_major_indices {
+        attrs.push(a_int("storage_order", 1));
+    }
 }
 
 struct Exporter<'a> {
@@ -362,7 +365,16 @@ impl Exporter<'_> {
                 window_attrs(&a.window, &mut out.attrs);
                 out.attrs.push(a_int("group", a.group as i64));
             }
-            Op::MaxPool(p) | Op::AveragePool(p) => pool_attrs(p, &mut out.attrs),
+            Op::MaxPool(p) | Op::AveragePool(p) => {
+                // The Indices output and storage_order came with MaxPool-8.
+                if matches!(n.op, Op::MaxPool(_))
+                    && (n.outputs.len() > 1 || p.column_major_indices)
+                    && opset < 8
+                {
+                    bail!("MaxPool's Indices output needs opset 8, the graph has {opset}");
+                }
+                pool_attrs(p, &mut out.attrs)
+            }
             Op::Clip { min, max } => self.clip(n, &mut out, *min, *max)?,
             Op::Pad(p) => self.pad(n, &mut out, p)?,
             Op::BatchNorm { epsilon } => {
@@ -371,6 +383,18 @@ impl Exporter<'_> {
                 if opset < 7 {
                     out.attrs.push(a_int("is_test", 1));
                 }
+            }
+            Op::BatchNormTraining { epsilon, momentum } => {
+                // Older opsets' training form has other outputs (saved mean/var) and
+                // semantics; only the opset >= 14 form says what this op does.
+                if opset < 14 {
+                    bail!(
+                        "BatchNormalization in training mode needs opset 14, the graph has {opset}"
+                    );
+                }
+                out.attrs.push(a_float("epsilon", *epsilon));
+                out.attrs.push(a_float("momentum", *momentum));
+                out.attrs.push(a_int("training_mode", 1));
             }
             Op::Stack { .. } => bail!("Stack has no ONNX form; lower-stack should have run"),
             Op::Concat { axis } => out.attrs.push(a_int("axis", *axis)),
@@ -495,6 +519,7 @@ impl Exporter<'_> {
             name: n.name.clone(),
             op_type: match &n.op {
                 Op::SoftmaxFlat { .. } => "Softmax".into(),
+                Op::BatchNormTraining { .. } => "BatchNormalization".into(),
                 op => op.name().into(),
             },
             input: out.inputs,

@@ -129,12 +129,93 @@ fn opset_14() -> ModelProto {
         .build()
 }
 
+/// Opset 15: training-mode BatchNormalization with its running stats as graph outputs, and
+/// MaxPool with a column-major Indices output.
+fn opset_15() -> ModelProto {
+    ModelBuilder::new(15)
+        .input("x", DType::F32, &[2, 3, 4, 4])
+        .init("s", &w(&[3], 1))
+        .init("b", &w(&[3], 2))
+        .init("m", &w(&[3], 3))
+        .init("v", &Tensor::from_vec(&[3], vec![1f32, 2., 3.]).unwrap())
+        .node(node(
+            "BatchNormalization",
+            "bn",
+            &["x", "s", "b", "m", "v"],
+            &["y", "rm", "rv"],
+            vec![
+                attr_int("training_mode", 1),
+                attr_float("momentum", 0.8),
+                attr_float("epsilon", 1e-3),
+            ],
+        ))
+        .node(node(
+            "MaxPool",
+            "pool",
+            &["y"],
+            &["p", "idx"],
+            vec![
+                attr_ints("kernel_shape", &[2, 2]),
+                attr_ints("strides", &[2, 2]),
+                attr_int("storage_order", 1),
+            ],
+        ))
+        .output("p", DType::F32, None)
+        .output("idx", DType::I64, None)
+        .output("rm", DType::F32, None)
+        .output("rv", DType::F32, None)
+        .build()
+}
+
+#[test]
+fn training_batchnorm_and_maxpool_indices() {
+    let g = import_model(&opset_15()).unwrap();
+    assert!(matches!(
+        g.nodes[0].op,
+        Op::BatchNormTraining { momentum, .. } if momentum == 0.8
+    ));
+    assert!(matches!(&g.nodes[1].op, Op::MaxPool(p) if p.column_major_indices));
+    let m = export_model(&g).unwrap();
+    let nodes = &m.graph.as_ref().unwrap().node;
+    assert_eq!(nodes[0].op_type, "BatchNormalization");
+    assert!(nodes[1]
+        .attribute
+        .iter()
+        .any(|a| a.name == "storage_order" && a.i == 1));
+    let x = w(&[2, 3, 4, 4], 11);
+    let r = run(&g, &x);
+    assert_eq!(r.len(), 4);
+    assert_eq!(r[1].dtype(), DType::I64);
+    assert_eq!(r[1].shape(), &[2, 3, 2, 2]);
+    // Training mode cannot be written before opset 14, nor Indices before 8.
+    let mut old = g.clone();
+    old.opset = 13;
+    let e = format!("{:#}", export_model(&old).unwrap_err());
+    assert!(e.contains("node 'bn'") && e.contains("opset 14"), "{e}");
+    // Nor read: opset 13 has no training_mode attribute.
+    let mut model = opset_15();
+    model.opset_import[0].version = 13;
+    let e = format!("{:#}", import_model(&model).unwrap_err());
+    assert!(e.contains("node 'bn' (BatchNormalization)"), "{e}");
+    // storage_order is 0 or 1.
+    let mut model = opset_15();
+    let pool = &mut model.graph.as_mut().unwrap().node[1];
+    pool.attribute.retain(|a| a.name != "storage_order");
+    pool.attribute.push(attr_int("storage_order", 2));
+    let e = format!("{:#}", import_model(&model).unwrap_err());
+    assert!(
+        e.contains("node 'pool' (MaxPool)") && e.contains("storage_order"),
+        "{e}"
+    );
+}
+
 #[test]
 fn new_ops_round_trip_in_each_opset_form() {
     for (label, model, shape) in [
         ("6", opset_6(), vec![1, 3, 4, 4]),
         ("9", opset_9(), vec![1, 2, 5, 5]),
         ("14", opset_14(), vec![2, 3]),
+        ("15", opset_15(), vec![2, 3, 4, 4]),
     ] {
         let g = import_model(&model).unwrap();
         let exported = export_model(&g).unwrap();

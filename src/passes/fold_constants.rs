@@ -66,6 +66,8 @@ fn deterministic(op: &Op) -> bool {
         | Op::Binary(_)
         | Op::Clip { .. }
         | Op::BatchNorm { .. }
+        // Training mode only uses the batch's statistics: no randomness.
+        | Op::BatchNormTraining { .. }
         | Op::Stack { .. }
         | Op::Concat { .. }
         | Op::Unsqueeze { .. }

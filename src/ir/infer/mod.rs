@@ -39,9 +39,11 @@ pub fn infer(op: &Op, inputs: &[Option<&Fact>], n_outputs: usize) -> Result<Vec<
         Op::Unary(_) | Op::Binary(_) | Op::Clip { .. } | Op::Cast { .. } => {
             elementwise::infer(op, inputs, n_outputs)
         }
-        Op::BatchNorm { .. } | Op::Softmax { .. } | Op::SoftmaxFlat { .. } | Op::Lrn(_) => {
-            norm::infer(op, inputs, n_outputs)
-        }
+        Op::BatchNorm { .. }
+        | Op::BatchNormTraining { .. }
+        | Op::Softmax { .. }
+        | Op::SoftmaxFlat { .. }
+        | Op::Lrn(_) => norm::infer(op, inputs, n_outputs),
         Op::ReduceMean(_) | Op::ReduceSum(_) => reduce::infer(op, inputs, n_outputs),
         Op::Stack { .. }
         | Op::Concat { .. }

@@ -4,13 +4,26 @@ use super::{input, norm_axis};
 use crate::ir::{Fact, Op};
 use anyhow::{bail, Result};
 
-pub fn infer(op: &Op, inputs: &[Option<&Fact>], _n_outputs: usize) -> Result<Vec<Fact>> {
+pub fn infer(op: &Op, inputs: &[Option<&Fact>], n_outputs: usize) -> Result<Vec<Fact>> {
     let x = input(inputs, 0, "X")?;
     if !x.dtype.is_float() {
         bail!("{} needs a float input, got {}", op.name(), x.dtype);
     }
+    // Training BatchNorm: Y, then the running mean and var, each shaped and typed like the
+    // mean and var inputs they update.
+    let max_outputs = if matches!(op, Op::BatchNormTraining { .. }) {
+        3
+    } else {
+        1
+    };
+    if n_outputs > max_outputs {
+        bail!(
+            "{} has at most {max_outputs} output(s), the node asks for {n_outputs}",
+            op.name()
+        );
+    }
     match op {
-        Op::BatchNorm { .. } => {
+        Op::BatchNorm { .. } | Op::BatchNormTraining { .. } => {
             if let Some(s) = &x.shape {
                 let c = crate::kernels::norm::batch_norm_channels(s)?;
                 for (i, name) in [(1, "scale"), (2, "B"), (3, "mean"), (4, "var")] {
@@ -45,10 +58,21 @@ pub fn infer(op: &Op, inputs: &[Option<&Fact>], _n_outputs: usize) -> Result<Vec
         }
         other => bail!("norm shape rule cannot handle {}", other.name()),
     }
-    Ok(vec![Fact {
+    let mut out = vec![Fact {
         value: None,
         ..x.clone()
-    }])
+    }];
+    for (i, name) in [(3, "mean"), (4, "var")]
+        .into_iter()
+        .take(n_outputs.saturating_sub(1))
+    {
+        let p = input(inputs, i, name)?;
+        out.push(Fact {
+            value: None,
+            ..p.clone()
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -73,6 +97,17 @@ mod tests {
             1,
         );
         assert!(bad.is_err());
+        let train = Op::BatchNormTraining {
+            epsilon: 1e-5,
+            momentum: 0.9,
+        };
+        let all = [Some(&x), Some(&p), Some(&p), Some(&p), Some(&p)];
+        let r = infer(&train, &all, 3).unwrap();
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[0].shape, Some(vec![1, 3, 4, 4]));
+        assert_eq!(r[2].shape, Some(vec![3]));
+        assert!(infer(&train, &all, 4).is_err());
+        assert!(infer(&Op::BatchNorm { epsilon: 1e-5 }, &all, 2).is_err());
         assert!(infer(&Op::Softmax { axis: 4 }, &[Some(&x)], 1).is_err());
     }
 }

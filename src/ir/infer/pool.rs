@@ -3,23 +3,32 @@
 
 use super::input;
 use crate::ir::{Fact, Op};
+use crate::tensor::DType;
 use anyhow::{bail, ensure, Result};
 
 pub fn infer(op: &Op, inputs: &[Option<&Fact>], n_outputs: usize) -> Result<Vec<Fact>> {
     let x = input(inputs, 0, "X")?;
-    match op {
-        Op::MaxPool(_) | Op::AveragePool(_) if n_outputs > 1 => {
-            if matches!(op, Op::MaxPool(_)) {
-                bail!("MaxPool Indices output is not supported");
-            }
-            bail!("AveragePool has one output, the node asks for {n_outputs}");
-        }
-        _ => {}
+    // MaxPool may have a second output, Indices (int64, shaped like Y); the others have one.
+    let max_outputs = if matches!(op, Op::MaxPool(_)) { 2 } else { 1 };
+    if n_outputs > max_outputs {
+        bail!(
+            "{} has at most {max_outputs} output(s), the node asks for {n_outputs}",
+            op.name()
+        );
     }
-    let Some(xs) = &x.shape else {
-        return Ok(vec![Fact::unknown_shape(x.dtype)]);
+    let shape = match &x.shape {
+        Some(xs) => Some(pool_output_shape(op, xs)?),
+        None => None,
     };
-    Ok(vec![Fact::new(x.dtype, pool_output_shape(op, xs)?)])
+    let fact = |dtype| match &shape {
+        Some(s) => Fact::new(dtype, s.clone()),
+        None => Fact::unknown_shape(dtype),
+    };
+    let mut out = vec![fact(x.dtype)];
+    if n_outputs > 1 {
+        out.push(fact(DType::I64));
+    }
+    Ok(out)
 }
 
 /// Output shape and resolved window of MaxPool/AveragePool on an input of shape `xs`: the one
@@ -64,7 +73,6 @@ pub(crate) fn pool_output_shape(op: &Op, xs: &[usize]) -> Result<Vec<usize>> {
 mod tests {
     use super::*;
     use crate::ir::op::{Padding, PoolAttrs, Window};
-    use crate::tensor::DType;
 
     fn pool(ks: Option<Vec<usize>>, ceil_mode: bool) -> PoolAttrs {
         PoolAttrs {
@@ -76,6 +84,7 @@ mod tests {
             },
             ceil_mode,
             count_include_pad: false,
+            column_major_indices: false,
         }
     }
 
@@ -87,8 +96,12 @@ mod tests {
             infer(&op, &[Some(&x)], 1).unwrap()[0].shape,
             Some(vec![1, 64, 56, 56])
         );
-        let e = infer(&op, &[Some(&x)], 2).unwrap_err();
-        assert!(e.to_string().contains("Indices"), "{e}");
+        let r = infer(&op, &[Some(&x)], 2).unwrap();
+        assert_eq!(r[1].dtype, DType::I64);
+        assert_eq!(r[1].shape, Some(vec![1, 64, 56, 56]));
+        assert!(infer(&op, &[Some(&x)], 3).is_err());
+        let avg = Op::AveragePool(pool(Some(vec![3, 3]), true));
+        assert!(infer(&avg, &[Some(&x)], 2).is_err());
         let op = Op::AveragePool(pool(None, false));
         assert!(infer(&op, &[Some(&x)], 1).is_err());
         assert_eq!(

@@ -91,26 +91,33 @@ pub fn conv_transpose(ctx: &NodeCtx) -> Result<Op> {
 }
 
 fn pool(ctx: &NodeCtx) -> Result<PoolAttrs> {
-    // Only the Indices output of MaxPool is optional, and we do not compute it.
-    ctx.limit_outputs(1)?;
     Ok(PoolAttrs {
         window: window(ctx, true)?,
         ceil_mode: ctx.get_bool("ceil_mode", false)?,
         count_include_pad: ctx.get_bool("count_include_pad", false)?,
+        column_major_indices: false,
     })
 }
 
+/// MaxPool's optional second output, Indices, is computed by the kernel; storage_order says
+/// how those indices count the spatial axes.
 pub fn max_pool(ctx: &NodeCtx) -> Result<Op> {
-    // storage_order only affects the Indices output, which we refuse anyway; still, a
-    // non-default value signals an expectation we do not meet.
-    let so = ctx.get_int("storage_order", 0)?;
-    if so != 0 {
-        bail!("attribute 'storage_order' = {so} is not supported (only 0)");
-    }
-    Ok(Op::MaxPool(pool(ctx)?))
+    // An Indices output nobody reads is dropped, so the kernel skips computing it.
+    ctx.limit_outputs(if ctx.output_used(1) { 2 } else { 1 })?;
+    let column_major_indices = match ctx.get_int("storage_order", 0)? {
+        0 => false,
+        1 => true,
+        so => bail!("attribute 'storage_order' = {so} must be 0 (row-major) or 1 (column-major)"),
+    };
+    Ok(Op::MaxPool(PoolAttrs {
+        column_major_indices,
+        ..pool(ctx)?
+    }))
 }
 
 pub fn average_pool(ctx: &NodeCtx) -> Result<Op> {
+    // AveragePool has a single output.
+    ctx.limit_outputs(1)?;
     Ok(Op::AveragePool(pool(ctx)?))
 }
 

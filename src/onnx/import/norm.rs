@@ -5,17 +5,33 @@ use crate::ir::{LrnAttrs, Op};
 use anyhow::{bail, Result};
 
 pub fn batch_norm(ctx: &NodeCtx) -> Result<Op> {
-    if ctx.get_int("training_mode", 0)? != 0 {
-        bail!("attribute 'training_mode' = 1 is not supported (inference only)");
-    }
     // Opset < 9: spatial=0 means per-element statistics, a different op.
     if ctx.get_int("spatial", 1)? != 1 {
         bail!("attribute 'spatial' = 0 is not supported");
     }
-    // The extra outputs (running mean/var, saved stats) only exist in training.
-    ctx.limit_outputs(1)?;
-    Ok(Op::BatchNorm {
-        epsilon: ctx.get_float("epsilon", 1e-5)?,
+    let epsilon = ctx.get_float("epsilon", 1e-5)?;
+    // training_mode is an attribute from opset 14. Older opsets' training form (is_test = 0
+    // before 7, or used extra outputs) also returned saved mean/var outputs whose meaning
+    // changed between versions, so only the opset >= 14 form is imported as training.
+    let training = match ctx.get_int("training_mode", 0)? {
+        0 => false,
+        1 if ctx.opset >= 14 => true,
+        1 => bail!(
+            "attribute 'training_mode' needs opset 14, the model has {}",
+            ctx.opset
+        ),
+        v => bail!("attribute 'training_mode' = {v} must be 0 or 1"),
+    };
+    if !training {
+        // The extra outputs (running mean/var, saved stats) only exist in training.
+        ctx.limit_outputs(1)?;
+        return Ok(Op::BatchNorm { epsilon });
+    }
+    // Opset 14+ training outputs: Y, running_mean, running_var.
+    ctx.limit_outputs(3)?;
+    Ok(Op::BatchNormTraining {
+        epsilon,
+        momentum: ctx.get_float("momentum", 0.9)?,
     })
 }
 
