@@ -230,42 +230,177 @@ fn im2col_block(p: &Plan, x: &[f32], origins: &[[isize; 3]], cols: &mut [f32]) {
     }
 }
 
-/// Depthwise conv (group == C == M): one direct loop per channel plane, parallel over planes.
+/// Depthwise conv (group == C == M): a direct kernel, parallel over (batch, channel) planes.
+///
+/// Each plane is one rayon task (fixed boundaries, so results do not depend on the thread
+/// count). Within a plane, every output row is accumulated tap by tap: for each kernel tap
+/// whose input row is in bounds, the range of output columns whose input column is in bounds
+/// is computed once, and the row is updated with `row[ox] += w * x[ox * stride + off]` over
+/// that range only. Padding thus costs nothing per element, the inner loop has no bounds
+/// checks or index arithmetic, and with stride 1 it is a contiguous axpy the compiler
+/// vectorizes. The row (at most a few hundred floats) stays in L1 while its taps are summed.
+/// Per output element the taps are summed in (depth, row, column) order starting from 0, and
+/// the bias is added last.
 fn depthwise(p: &Plan, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
-    let (in_plane, out_plane, kp) = (p.in_plane(), p.out_plane(), p.k_plane());
-    let [id, ih, iw] = p.input.map(|v| v as isize);
-    let [kd, kh, kw] = p.kernel;
-    let [dd, dh, dw] = p.dilations.map(|v| v as isize);
-    let [_, oh, ow] = p.output;
+    let out_plane = p.out_plane();
     out.par_chunks_mut(out_plane)
         .enumerate()
-        .for_each(|(plane, dst)| {
+        .for_each_init(Vec::new, |scratch, (plane, dst)| {
             let ch = plane % p.c;
-            let xc = &x[plane * in_plane..(plane + 1) * in_plane];
+            let xc = &x[plane * p.in_plane()..(plane + 1) * p.in_plane()];
+            let kp = p.k_plane();
             let wc = &w[ch * kp..(ch + 1) * kp];
             let bv = bias.map_or(0.0, |b| b[ch]);
-            for (pos, v) in dst.iter_mut().enumerate() {
-                let o = [pos / (oh * ow), (pos / ow) % oh, pos % ow];
-                let org: [isize; 3] =
-                    std::array::from_fn(|i| (o[i] * p.strides[i]) as isize - p.pads[i] as isize);
-                let mut acc = 0f32;
-                let mut wi = 0;
-                for a in 0..kd {
-                    let z = org[0] + a as isize * dd;
-                    for bb in 0..kh {
-                        let y = org[1] + bb as isize * dh;
-                        for cc in 0..kw {
-                            let xx = org[2] + cc as isize * dw;
-                            if z >= 0 && z < id && y >= 0 && y < ih && xx >= 0 && xx < iw {
-                                acc += wc[wi] * xc[((z * ih + y) * iw + xx) as usize];
+            depthwise_plane_dispatch(p, xc, wc, bv, scratch, dst);
+        });
+}
+
+/// Runs [`depthwise_plane`] compiled for AVX2 when the CPU has it (the crate is built for
+/// baseline x86-64, i.e. 4-wide SSE2). AVX2 without FMA keeps the separate multiply and add,
+/// so both builds round identically and results do not depend on the CPU either.
+fn depthwise_plane_dispatch(
+    p: &Plan,
+    x: &[f32],
+    w: &[f32],
+    bias: f32,
+    scratch: &mut Vec<f32>,
+    dst: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            unsafe { depthwise_plane_avx2(p, x, w, bias, scratch, dst) };
+            return;
+        }
+    }
+    depthwise_plane(p, x, w, bias, scratch, dst);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn depthwise_plane_avx2(
+    p: &Plan,
+    x: &[f32],
+    w: &[f32],
+    bias: f32,
+    scratch: &mut Vec<f32>,
+    dst: &mut [f32],
+) {
+    depthwise_plane(p, x, w, bias, scratch, dst);
+}
+
+/// The output columns `lo..hi` whose input column `ox * stride + off` lies in `0..iw`.
+#[inline(always)]
+fn valid_cols(off: isize, stride: usize, iw: usize, ow: usize) -> (usize, usize) {
+    let s = stride as isize;
+    // lo = ceil(-off / s) when off < 0; hi = floor((iw - 1 - off) / s) + 1, clamped to ow.
+    let lo = if off < 0 {
+        ((-off + s - 1) / s) as usize
+    } else {
+        0
+    };
+    let last = iw as isize - 1 - off;
+    let hi = if last < 0 {
+        0
+    } else {
+        ow.min((last / s) as usize + 1)
+    };
+    (lo.min(ow), hi)
+}
+
+/// One (batch, channel) plane of a depthwise conv; see [`depthwise`].
+#[inline(always)]
+fn depthwise_plane(
+    p: &Plan,
+    x: &[f32],
+    w: &[f32],
+    bias: f32,
+    scratch: &mut Vec<f32>,
+    dst: &mut [f32],
+) {
+    let [id, ih, iw] = p.input;
+    let [kd, kh, kw] = p.kernel;
+    let [sd, sh, sw] = p.strides;
+    let [dd, dh, dw] = p.dilations;
+    let [pd, ph, pw] = p.pads.map(|v| v as isize);
+    let [od, oh, ow] = p.output;
+    // The valid output column range of each kernel column does not depend on the row.
+    let cols: Vec<(usize, usize, usize)> = (0..kw)
+        .map(|cc| {
+            let off = (cc * dw) as isize - pw;
+            let (lo, hi) = valid_cols(off, sw, iw, ow);
+            // First input column read (only meaningful when lo < hi).
+            let start = (lo * sw) as isize + off;
+            (lo, hi, start.max(0) as usize)
+        })
+        .collect();
+    // With a column stride s > 1, `x[ox * s + off]` is a strided read the compiler does not
+    // vectorize. Splitting each input row once per plane into s phases (phase r holds
+    // columns r, r + s, ...; rows padded to `plen`) turns every tap into a contiguous axpy
+    // over one phase, reading the same values in the same order (same bits).
+    let rows = id * ih;
+    let plen = iw.div_ceil(sw);
+    if sw > 1 {
+        scratch.clear();
+        scratch.resize(sw * rows * plen, 0.0);
+        for r in 0..rows {
+            let xrow = &x[r * iw..(r + 1) * iw];
+            for ph in 0..sw {
+                let d = &mut scratch[(ph * rows + r) * plen..(ph * rows + r + 1) * plen];
+                // `skip`, not `xrow[ph..]`: a stride can exceed the row width.
+                for (v, &xv) in d.iter_mut().zip(xrow.iter().skip(ph).step_by(sw)) {
+                    *v = xv;
+                }
+            }
+        }
+    }
+    for oz in 0..od {
+        for oy in 0..oh {
+            let row = &mut dst[(oz * oh + oy) * ow..(oz * oh + oy + 1) * ow];
+            row.fill(0.0);
+            for a in 0..kd {
+                let z = (oz * sd + a * dd) as isize - pd;
+                if z < 0 || z >= id as isize {
+                    continue;
+                }
+                for bb in 0..kh {
+                    let y = (oy * sh + bb * dh) as isize - ph;
+                    if y < 0 || y >= ih as isize {
+                        continue;
+                    }
+                    let r = z as usize * ih + y as usize;
+                    let xrow = &x[r * iw..(r + 1) * iw];
+                    let wrow = &w[(a * kh + bb) * kw..(a * kh + bb + 1) * kw];
+                    for (&wv, &(lo, hi, start)) in wrow.iter().zip(&cols) {
+                        if lo >= hi {
+                            continue;
+                        }
+                        let o = &mut row[lo..hi];
+                        if sw == 1 {
+                            // Contiguous on both sides: vectorized axpy.
+                            let xs = &xrow[start..start + o.len()];
+                            for (v, &xv) in o.iter_mut().zip(xs) {
+                                *v += wv * xv;
                             }
-                            wi += 1;
+                        } else {
+                            // Column start + i * sw is element start / sw + i of phase
+                            // start % sw.
+                            let ph = start % sw;
+                            let b0 = (ph * rows + r) * plen + start / sw;
+                            let xs = &scratch[b0..b0 + o.len()];
+                            for (v, &xv) in o.iter_mut().zip(xs) {
+                                *v += wv * xv;
+                            }
                         }
                     }
                 }
-                *v = acc + bv;
             }
-        });
+            // Added even when there is no bias (0.0), as the previous per-element kernel did,
+            // so a zero sum comes out as +0.0 either way.
+            row.iter_mut().for_each(|v| *v += bias);
+        }
+    }
 }
 
 /// A plain direct convolution, accumulating in f64: the reference the fast paths are tested
@@ -480,6 +615,82 @@ mod tests {
             true,
             attrs(1, vec![], vec![], Padding::SameUpper),
         ); // many blocks
+    }
+
+    /// The direct depthwise kernel against the reference: strides 1 to 3, asymmetric pads,
+    /// pads wider than the kernel reach (columns with no valid tap), dilation, kernels as wide
+    /// as the input, 1-D and 3-D, batch > 1, with and without bias. A channel multiplier
+    /// (M = 2C) is not this path (it goes through im2col) and is covered by
+    /// `matches_reference`.
+    #[test]
+    fn depthwise_matches_reference() {
+        let ex = |v: &[usize]| Padding::Explicit(v.to_vec());
+        let mut checked = 0;
+        for (stride, dil) in [(1, 1), (2, 1), (1, 2), (2, 2), (3, 1)] {
+            for pads in [
+                &[0, 0, 0, 0][..],
+                &[1, 1, 1, 1],
+                &[0, 2, 1, 0],
+                &[3, 4, 4, 3],
+            ] {
+                for (hw, k) in [((13, 11), (3, 3)), ((7, 16), (5, 5)), ((4, 3), (3, 3))] {
+                    let (xs, ws) = ([2, 5, hw.0, hw.1], [5, 1, k.0, k.1]);
+                    let a = attrs(5, vec![stride; 2], vec![dil; 2], ex(pads));
+                    // Some combinations have a dilated kernel larger than the padded input.
+                    if plan(&xs, &ws, None, &a).is_err() {
+                        continue;
+                    }
+                    checked += 1;
+                    for bias in [false, true] {
+                        check(&xs, &ws, bias, a.clone());
+                    }
+                }
+            }
+        }
+        assert!(checked >= 40, "only {checked} valid geometries");
+        check(
+            &[1, 3, 50],
+            &[3, 1, 7],
+            true,
+            attrs(3, vec![2], vec![3], ex(&[4, 5])),
+        ); // 1-D
+        check(
+            &[1, 3, 5, 6, 7],
+            &[3, 1, 3, 2, 3],
+            true,
+            attrs(3, vec![2, 1, 2], vec![1, 2, 1], ex(&[1, 0, 2, 1, 1, 0])),
+        ); // 3-D
+        check(
+            &[1, 8, 9, 9],
+            &[8, 1, 3, 3],
+            true,
+            attrs(8, vec![2, 2], vec![], Padding::SameUpper),
+        );
+        // A column stride wider than the input row (found by tests/conv_properties.rs).
+        check(
+            &[1, 1, 1, 1],
+            &[1, 1, 1, 1],
+            false,
+            attrs(1, vec![1, 3], vec![], ex(&[])),
+        );
+    }
+
+    #[test]
+    fn depthwise_same_bits_for_any_thread_count() {
+        let x = data(&[2, 24, 31, 29], 7);
+        let w = data(&[24, 1, 3, 3], 8);
+        let b = data(&[24], 9);
+        for s in [1, 2] {
+            let a = attrs(24, vec![s, s], vec![], Padding::Explicit(vec![1, 1, 1, 1]));
+            let run = |t| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build()
+                    .unwrap()
+                    .install(|| conv_f32(&x, &w, Some(&b), &a).unwrap())
+            };
+            assert_eq!(run(1), run(3));
+        }
     }
 
     #[test]
