@@ -1,0 +1,117 @@
+"""Times convgraph, tract and onnxruntime on the exported torchvision nets, interleaved, and
+prints the README's speed table (markdown) with geometric means.
+
+For every net, ROUNDS rounds are run; a round is one `convgraph bench --vs tract --json`
+process (convgraph and tract alternate run by run inside it, ITERS timed runs each after
+the warm-up) followed by ITERS onnxruntime runs in this process on an input of the same
+shape. The figure per runtime is the median over all its timed runs' round medians, so a
+burst of load on the machine hits the three runtimes alike rather than one of them.
+
+Usage: python scripts/bench_nets.py [--threads N] [--rounds R] [--iters K]
+           [--exporter legacy] [--binary target/release/convgraph] [NET ...]
+Needs data/torchvision (scripts/fetch-data.sh) and a release build (cargo build --release).
+onnxruntime gets the same intra-op thread count as convgraph; tract runs one thread.
+"""
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+NETS = [
+    "resnet18", "resnet50", "mobilenet_v2", "squeezenet1_1", "shufflenet_v2_x1_0",
+    "efficientnet_b0", "googlenet", "densenet121", "regnet_x_400mf",
+]
+
+
+def ort_session(path, threads):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def ort_feed(session):
+    feed = {}
+    rng = np.random.default_rng(0)
+    for i in session.get_inputs():
+        shape = [d if isinstance(d, int) else 1 for d in i.shape]
+        feed[i.name] = rng.standard_normal(shape, dtype=np.float32)
+    return feed
+
+
+def ort_median_ms(session, feed, iters, warmup):
+    for _ in range(warmup):
+        session.run(None, feed)
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        session.run(None, feed)
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def convgraph_round(binary, model, threads, iters, warmup):
+    out = subprocess.run(
+        [binary, "bench", model, "--threads", str(threads), "--vs", "tract",
+         "--iters", str(iters), "--warmup", str(warmup), "--json"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    r = json.loads(out)
+    return r["median_ms"], r["tract_median_ms"]
+
+
+def geomean(xs):
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("nets", nargs="*", default=NETS)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--exporter", default="legacy")
+    ap.add_argument("--binary", default="target/release/convgraph")
+    a = ap.parse_args()
+    if not os.path.exists(a.binary):
+        sys.exit(f"{a.binary} not found: run `cargo build --release` first")
+
+    rows = []
+    for net in a.nets:
+        model = f"data/torchvision/{net}-{a.exporter}/model.onnx"
+        if not os.path.exists(model):
+            sys.exit(f"{model} not found: run scripts/fetch-data.sh first")
+        session = ort_session(model, a.threads)
+        feed = ort_feed(session)
+        cg, tr, ox = [], [], []
+        for _ in range(a.rounds):
+            c, t = convgraph_round(a.binary, model, a.threads, a.iters, a.warmup)
+            cg.append(c)
+            tr.append(t)
+            ox.append(ort_median_ms(session, feed, a.iters, a.warmup))
+        row = (net, statistics.median(cg), statistics.median(tr), statistics.median(ox))
+        rows.append(row)
+        print(f"{net}: convgraph {row[1]:.2f} ms, tract {row[2]:.2f} ms, "
+              f"onnxruntime {row[3]:.2f} ms", file=sys.stderr)
+
+    print(f"| net ({a.exporter}, {a.threads} thread{'s' if a.threads > 1 else ''}) "
+          "| convgraph ms | tract ms | onnxruntime ms | convgraph/tract | convgraph/onnxruntime |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for net, c, t, o in rows:
+        print(f"| {net} | {c:.2f} | {t:.2f} | {o:.2f} | {c / t:.2f} | {c / o:.2f} |")
+    print(f"| geometric mean | | | | {geomean([c / t for _, c, t, _ in rows]):.2f} "
+          f"| {geomean([c / o for _, c, _, o in rows]):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
