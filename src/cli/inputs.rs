@@ -7,6 +7,27 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
 use std::path::Path;
 
+/// The input flags of the subcommands that run a model once (run, snapshot).
+#[derive(clap::Args)]
+pub struct InputArgs {
+    /// An input tensor (.npy or .pb), as NAME=FILE or FILE for the next input in order.
+    #[arg(long = "input")]
+    pub inputs: Vec<String>,
+    /// Seed for the inputs not given.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Value of a symbolic input dim, NAME=N (default 1).
+    #[arg(long = "dim")]
+    pub dims: Vec<String>,
+}
+
+impl InputArgs {
+    /// Every input of `graph`: the files given, seeded tensors for the rest.
+    pub fn gather(&self, graph: &Graph) -> Result<HashMap<String, Tensor>> {
+        gather_inputs(graph, &self.inputs, self.seed, parse_dims(&self.dims)?)
+    }
+}
+
 /// Reads a tensor file by its extension.
 pub fn load_tensor(path: &Path) -> Result<Tensor> {
     match path.extension().and_then(|e| e.to_str()) {

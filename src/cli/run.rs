@@ -1,49 +1,50 @@
 //! `convgraph run MODEL [--input [NAME=]FILE]... [--passes ...] [--output-dir DIR] [--seed N]
 //! [--threads N] [--json]`.
 
-use super::inputs::{file_name_for, gather_inputs, parse_dims};
+use super::inputs::{file_name_for, InputArgs};
+use super::pipeline::PipelineArgs;
 use crate::exec::Runner;
+use crate::tensor::Tensor;
 use anyhow::{Context, Result};
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct Args {
     model: PathBuf,
-    /// An input tensor (.npy or .pb), as NAME=FILE or FILE for the next input in order.
-    #[arg(long = "input")]
-    inputs: Vec<String>,
     #[command(flatten)]
-    pipeline: super::pipeline::PipelineArgs,
+    inputs: InputArgs,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
     /// Write each output to DIR/<output name>.npy.
     #[arg(long)]
     output_dir: Option<PathBuf>,
-    /// Seed for the inputs not given.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Value of a symbolic input dim, NAME=N (default 1).
-    #[arg(long = "dim")]
-    dims: Vec<String>,
     #[arg(long)]
     threads: Option<usize>,
     #[arg(long)]
     json: bool,
 }
 
-pub fn run(a: Args) -> Result<ExitCode> {
-    let model = a.model.display().to_string();
-    let mut graph = crate::onnx::load_model(&a.model)?;
-    a.pipeline
-        .apply(&mut graph)
-        .with_context(|| model.clone())?;
-    let inputs = gather_inputs(&graph, &a.inputs, a.seed, parse_dims(&a.dims)?)
-        .with_context(|| model.clone())?;
-    let pool = super::thread_pool(a.threads)?;
+/// Loads `path`, applies the passes, gathers the inputs and runs the graph once on
+/// `threads` threads; errors name the model file. Shared by `run` and `snapshot`.
+pub fn load_and_run(
+    path: &Path,
+    inputs: &InputArgs,
+    pipeline: &PipelineArgs,
+    threads: Option<usize>,
+) -> Result<Vec<(String, Tensor)>> {
+    let model = path.display().to_string();
+    let mut graph = crate::onnx::load_model(path)?;
+    pipeline.apply(&mut graph).with_context(|| model.clone())?;
+    let inputs = inputs.gather(&graph).with_context(|| model.clone())?;
+    let pool = super::thread_pool(threads)?;
     let runner = Runner::new(&graph).with_context(|| model.clone())?;
-    let outputs = pool
-        .install(|| runner.run(inputs))
-        .with_context(|| model.clone())?;
+    pool.install(|| runner.run(inputs)).with_context(|| model)
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    let outputs = load_and_run(&a.model, &a.inputs, &a.pipeline, a.threads)?;
 
     if let Some(dir) = &a.output_dir {
         std::fs::create_dir_all(dir)

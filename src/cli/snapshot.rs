@@ -2,10 +2,10 @@
 //! [--threads N] [--json]`: one stable summary line per output (see `crate::snapshot`), the
 //! same text on every run and for any thread count.
 
-use super::inputs::{gather_inputs, parse_dims};
-use crate::exec::Runner;
+use super::inputs::InputArgs;
+use super::pipeline::PipelineArgs;
 use crate::snapshot::summarize;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,17 +13,10 @@ use std::process::ExitCode;
 #[derive(clap::Args)]
 pub struct Args {
     model: PathBuf,
-    /// An input tensor (.npy or .pb), as NAME=FILE or FILE for the next input in order.
-    #[arg(long = "input")]
-    inputs: Vec<String>,
     #[command(flatten)]
-    pipeline: super::pipeline::PipelineArgs,
-    /// Seed for the inputs not given.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Value of a symbolic input dim, NAME=N (default 1).
-    #[arg(long = "dim")]
-    dims: Vec<String>,
+    inputs: InputArgs,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
     #[arg(long)]
     threads: Option<usize>,
     #[arg(long)]
@@ -32,17 +25,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let model = a.model.display().to_string();
-    let mut graph = crate::onnx::load_model(&a.model)?;
-    a.pipeline
-        .apply(&mut graph)
-        .with_context(|| model.clone())?;
-    let inputs = gather_inputs(&graph, &a.inputs, a.seed, parse_dims(&a.dims)?)
-        .with_context(|| model.clone())?;
-    let pool = super::thread_pool(a.threads)?;
-    let runner = Runner::new(&graph).with_context(|| model.clone())?;
-    let outputs = pool
-        .install(|| runner.run(inputs))
-        .with_context(|| model.clone())?;
+    let outputs = super::run::load_and_run(&a.model, &a.inputs, &a.pipeline, a.threads)?;
     if a.json {
         let doc = json!({
             "model": model,
