@@ -3,92 +3,13 @@
 //! `cargo run --example make_models`; the output is deterministic, so the committed files
 //! change only when this program does.
 
-use prost::Message;
-use tract_onnx::pb::{
-    attribute_proto::AttributeType, tensor_shape_proto::dimension, tensor_shape_proto::Dimension,
-    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
+use convgraph::onnx::builder::{
+    attr_int, attr_ints, float_tensor as floats, int64_tensor as ints, node, value_info,
+    ModelBuilder,
 };
-
-const FLOAT: i32 = 1;
-const INT64: i32 = 7;
-
-fn value_info(name: &str, elem_type: i32, dims: &[i64]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|&d| Dimension {
-            value: Some(dimension::Value::DimValue(d)),
-            ..Default::default()
-        })
-        .collect();
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type,
-                shape: Some(TensorShapeProto { dim }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn floats(name: &str, dims: &[i64], data: Vec<f32>) -> TensorProto {
-    assert_eq!(dims.iter().product::<i64>() as usize, data.len(), "{name}");
-    TensorProto {
-        name: name.into(),
-        dims: dims.to_vec(),
-        data_type: FLOAT,
-        float_data: data,
-        ..Default::default()
-    }
-}
-
-fn ints(name: &str, data: Vec<i64>) -> TensorProto {
-    TensorProto {
-        name: name.into(),
-        dims: vec![data.len() as i64],
-        data_type: INT64,
-        int64_data: data,
-        ..Default::default()
-    }
-}
-
-fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::Ints as i32,
-        ints: v.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn attr_int(name: &str, v: i64) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::Int as i32,
-        i: v,
-        ..Default::default()
-    }
-}
-
-fn node(
-    op: &str,
-    name: &str,
-    inputs: &[&str],
-    outputs: &[&str],
-    attrs: Vec<AttributeProto>,
-) -> NodeProto {
-    NodeProto {
-        op_type: op.into(),
-        name: name.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: outputs.iter().map(|s| s.to_string()).collect(),
-        attribute: attrs,
-        ..Default::default()
-    }
-}
+use convgraph::tensor::DType::F32;
+use prost::Message;
+use tract_onnx::pb::{ModelProto, NodeProto, TensorProto, ValueInfoProto};
 
 fn model(
     name: &str,
@@ -97,23 +18,12 @@ fn model(
     inputs: Vec<ValueInfoProto>,
     outputs: Vec<ValueInfoProto>,
 ) -> ModelProto {
-    ModelProto {
-        ir_version: 8,
-        producer_name: "convgraph make_models".into(),
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        graph: Some(GraphProto {
-            name: name.into(),
-            node: nodes,
-            initializer: inits,
-            input: inputs,
-            output: outputs,
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    let mut b = ModelBuilder::new(17).named(name, "convgraph make_models");
+    b.graph.node = nodes;
+    b.graph.initializer = inits;
+    b.graph.input = inputs;
+    b.graph.output = outputs;
+    b.build()
 }
 
 /// Deterministic weights in [-0.5, 0.5): a fixed LCG, so the files are reproducible.
@@ -142,8 +52,8 @@ fn multi_in() -> ModelProto {
         "multi_in",
         vec![node("Conv", "conv", &["x", "k"], &["y"], vec![])],
         vec![floats("k", &[1, 2, 2, 2], lesson_k())],
-        vec![value_info("x", FLOAT, &[1, 2, 3, 3])],
-        vec![value_info("y", FLOAT, &[1, 1, 2, 2])],
+        vec![value_info("x", F32, Some(&[1, 2, 3, 3]))],
+        vec![value_info("y", F32, Some(&[1, 1, 2, 2]))],
     )
 }
 
@@ -157,8 +67,8 @@ fn multi_in_out() -> ModelProto {
         "multi_in_out",
         vec![node("Conv", "conv", &["x", "k"], &["y"], vec![])],
         vec![floats("k", &[3, 2, 2, 2], stacked)],
-        vec![value_info("x", FLOAT, &[1, 2, 3, 3])],
-        vec![value_info("y", FLOAT, &[1, 3, 2, 2])],
+        vec![value_info("x", F32, Some(&[1, 2, 3, 3]))],
+        vec![value_info("y", F32, Some(&[1, 3, 2, 2]))],
     )
 }
 
@@ -167,8 +77,8 @@ fn conv_1x1() -> ModelProto {
         "conv_1x1",
         vec![node("Conv", "conv", &["x", "k"], &["y"], vec![])],
         vec![floats("k", &[2, 3, 1, 1], weights(3, 6))],
-        vec![value_info("x", FLOAT, &[1, 3, 3, 3])],
-        vec![value_info("y", FLOAT, &[1, 2, 3, 3])],
+        vec![value_info("x", F32, Some(&[1, 3, 3, 3]))],
+        vec![value_info("y", F32, Some(&[1, 2, 3, 3]))],
     )
 }
 
@@ -286,8 +196,8 @@ fn small_cnn() -> ModelProto {
         "small_cnn",
         nodes,
         inits,
-        vec![value_info("x", FLOAT, &[1, 3, 32, 32])],
-        vec![value_info("logits", FLOAT, &[1, 10])],
+        vec![value_info("x", F32, Some(&[1, 3, 32, 32]))],
+        vec![value_info("logits", F32, Some(&[1, 10]))],
     )
 }
 

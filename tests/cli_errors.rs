@@ -1,14 +1,14 @@
 //! Bad input exits with code 2 and one clear line naming the file (and node and op where
 //! there is one); never a panic.
 
+use convgraph::onnx::builder::{
+    attr_int as int, attr_ints as ints, float_tensor, node, value_info, ModelBuilder,
+};
+use convgraph::tensor::DType;
 use prost::Message;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use tract_onnx::pb::{
-    attribute_proto::AttributeType, tensor_shape_proto::dimension, tensor_shape_proto::Dimension,
-    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
-};
+use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto, TensorProto};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_convgraph"))
@@ -20,85 +20,24 @@ fn tmp(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-fn vi(name: &str, dims: &[i64]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|&d| Dimension {
-            value: Some(dimension::Value::DimValue(d)),
-            ..Default::default()
-        })
-        .collect();
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: 1,
-                shape: Some(TensorShapeProto { dim }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
+/// An f32 initializer of 0.5s.
 fn weight(name: &str, dims: &[i64]) -> TensorProto {
-    let n = dims.iter().product::<i64>() as usize;
-    TensorProto {
-        name: name.into(),
-        dims: dims.to_vec(),
-        data_type: 1,
-        float_data: vec![0.5; n],
-        ..Default::default()
-    }
+    float_tensor(name, dims, vec![0.5; dims.iter().product::<i64>() as usize])
 }
 
 fn conv_node(name: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
-    NodeProto {
-        op_type: "Conv".into(),
-        name: name.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        attribute: attrs,
-        ..Default::default()
-    }
-}
-
-fn ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::Ints as i32,
-        ints: v.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn int(name: &str, v: i64) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::Int as i32,
-        i: v,
-        ..Default::default()
-    }
+    node("Conv", name, inputs, &[output], attrs)
 }
 
 /// A model: x [1, 4, 5, 5] -> nodes -> y, with the given initializers.
 fn model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>) -> ModelProto {
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        graph: Some(GraphProto {
-            name: "bad".into(),
-            node: nodes,
-            initializer: inits,
-            input: vec![vi("x", &[1, 4, 5, 5])],
-            output: vec![vi("y", &[])],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    let mut b = ModelBuilder::new(17)
+        .named("bad", "")
+        .input("x", DType::F32, &[1, 4, 5, 5]);
+    b.graph.output.push(value_info("y", DType::F32, Some(&[])));
+    b.graph.node = nodes;
+    b.graph.initializer = inits;
+    b.build()
 }
 
 fn write_model(name: &str, m: &ModelProto) -> PathBuf {

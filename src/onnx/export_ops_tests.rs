@@ -2,7 +2,7 @@
 //! import(export(g)) as the same IR and computes the same numbers, in the legacy forms of
 //! old opsets (PRelu's per-channel slope, broadcast=1, Dropout's ratio attribute) as well.
 
-use super::test_util::{attr_float, attr_int, attr_ints, node, value_info, ModelBuilder};
+use super::builder::{attr_float, attr_int, attr_ints, node, value_info, ModelBuilder};
 use super::{export_model, import_model};
 use crate::cli::random_tensor;
 use crate::ir::{analyze, print::print, DimBindings, Graph, Op};

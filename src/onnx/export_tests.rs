@@ -2,7 +2,7 @@
 //! computes the same numbers in convgraph and in tract, and IR forms the opset does not
 //! allow are written in the form it does.
 
-use super::test_util::{
+use super::builder::{
     attr_float, attr_int, attr_ints, attr_string, node, value_info, ModelBuilder,
 };
 use super::{export_model, import_model, save_model};

@@ -1,6 +1,7 @@
 //! The border with ONNX: decoding model and tensor protobufs, importing a model's graph into
 //! the IR and exporting it back. Nothing past this module sees a protobuf type.
 
+pub mod builder;
 pub mod export;
 #[cfg(test)]
 mod export_ops_tests;
@@ -9,8 +10,6 @@ mod export_tests;
 mod external_data;
 pub mod import;
 pub mod tensor_proto;
-#[cfg(test)]
-pub mod test_util;
 #[cfg(test)]
 mod tests;
 

@@ -1,6 +1,6 @@
 //! Importer tests on tiny models built in code.
 
-use super::test_util::*;
+use super::builder::*;
 use super::{import_model, tensor_from_proto, tensor_to_proto};
 use crate::ir::{Dim, Op, UnaryOp};
 use crate::tensor::{f16, DType, Tensor};

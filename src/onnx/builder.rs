@@ -1,10 +1,14 @@
-//! Builders for small `ModelProto`s in tests.
+//! Builders for small `ModelProto`s: the models of the unit and CLI tests and the ones
+//! `examples/make_models.rs` writes into `models/`. (This is the one place outside the
+//! importer that names protobuf types; it exists so tests can write models the importer
+//! then reads, good and bad.)
 
 use super::tensor_to_proto;
 use crate::tensor::{DType, Tensor};
 use tract_onnx::pb::{
     attribute_proto::AttributeType, tensor_shape_proto, type_proto, AttributeProto, GraphProto,
-    ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto,
 };
 
 /// A value info with a dtype and fixed dims (`None`: no shape declared).
@@ -26,6 +30,29 @@ pub fn value_info(name: &str, dtype: DType, dims: Option<&[i64]>) -> ValueInfoPr
             })),
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+/// An f32 initializer in the `float_data` form (not raw bytes), as hand-written models have.
+pub fn float_tensor(name: &str, dims: &[i64], data: Vec<f32>) -> TensorProto {
+    assert_eq!(dims.iter().product::<i64>() as usize, data.len(), "{name}");
+    TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: DType::F32.onnx_code(),
+        float_data: data,
+        ..Default::default()
+    }
+}
+
+/// A 1-D i64 initializer in the `int64_data` form.
+pub fn int64_tensor(name: &str, data: Vec<i64>) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: vec![data.len() as i64],
+        data_type: DType::I64.onnx_code(),
+        int64_data: data,
         ..Default::default()
     }
 }
@@ -96,6 +123,7 @@ pub fn node(
 pub struct ModelBuilder {
     pub graph: GraphProto,
     pub opset: i64,
+    pub producer: String,
 }
 
 impl ModelBuilder {
@@ -106,7 +134,15 @@ impl ModelBuilder {
                 ..Default::default()
             },
             opset,
+            producer: String::new(),
         }
+    }
+
+    /// Sets the graph's name and the model's producer name.
+    pub fn named(mut self, graph: &str, producer: &str) -> Self {
+        self.graph.name = graph.into();
+        self.producer = producer.into();
+        self
     }
 
     pub fn input(mut self, name: &str, dtype: DType, dims: &[i64]) -> Self {
@@ -124,6 +160,12 @@ impl ModelBuilder {
         self
     }
 
+    /// An initializer given as a protobuf (e.g. [`float_tensor`], or a deliberately bad one).
+    pub fn init_proto(mut self, t: TensorProto) -> Self {
+        self.graph.initializer.push(t);
+        self
+    }
+
     pub fn node(mut self, n: NodeProto) -> Self {
         self.graph.node.push(n);
         self
@@ -132,6 +174,7 @@ impl ModelBuilder {
     pub fn build(self) -> ModelProto {
         ModelProto {
             ir_version: 8,
+            producer_name: self.producer,
             opset_import: vec![OperatorSetIdProto {
                 domain: String::new(),
                 version: self.opset,
