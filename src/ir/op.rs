@@ -270,6 +270,14 @@ pub enum Op {
 }
 
 impl Op {
+    /// Whether running the op twice on the same inputs gives the same outputs, so that
+    /// `fold-constants` may run it at rewrite time. Only Dropout can draw a random mask (in
+    /// training mode; refused at run time). A new op with randomness (RandomNormal ...) must
+    /// be added here.
+    pub fn is_deterministic(&self) -> bool {
+        !matches!(self, Op::Dropout)
+    }
+
     /// The op's name as printed and as given in `inspect --json`.
     pub fn name(&self) -> &'static str {
         match self {

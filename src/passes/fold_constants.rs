@@ -7,7 +7,7 @@
 //! name a constant (the checker accepts it, the interpreter returns the constant).
 
 use super::{Notes, PassOptions};
-use crate::ir::{check, Graph, Op};
+use crate::ir::{check, Graph};
 use crate::kernels;
 use crate::tensor::{limits, Tensor};
 use anyhow::{Context, Result};
@@ -20,7 +20,7 @@ pub fn run(graph: &mut Graph, _opts: &PassOptions, notes: &mut Notes) -> Result<
         let present: Vec<&String> = node.inputs.iter().filter(|i| !i.is_empty()).collect();
         let foldable = !present.is_empty()
             && present.iter().all(|i| graph.constants.contains_key(*i))
-            && deterministic(&node.op);
+            && node.op.is_deterministic();
         if !foldable {
             kept.push(node);
             continue;
@@ -54,53 +54,4 @@ pub fn run(graph: &mut Graph, _opts: &PassOptions, notes: &mut Notes) -> Result<
     // Inputs of folded nodes that nothing else reads.
     graph.remove_unused_constants();
     Ok(changed)
-}
-
-/// Whether running the op twice on the same inputs gives the same outputs. Every op of the IR
-/// does today; the exhaustive match makes a future random op (RandomNormal, Dropout in
-/// training mode ...) decide here rather than be folded by accident.
-fn deterministic(op: &Op) -> bool {
-    match op {
-        Op::Conv(_)
-        | Op::Unary(_)
-        | Op::Binary(_)
-        | Op::Clip { .. }
-        | Op::BatchNorm { .. }
-        // Training mode only uses the batch's statistics: no randomness.
-        | Op::BatchNormTraining { .. }
-        | Op::Stack { .. }
-        | Op::Concat { .. }
-        | Op::Unsqueeze { .. }
-        | Op::Squeeze { .. }
-        | Op::MatMul
-        | Op::Gemm(_)
-        | Op::MaxPool(_)
-        | Op::AveragePool(_)
-        | Op::GlobalAveragePool
-        | Op::GlobalMaxPool
-        | Op::Flatten { .. }
-        | Op::Reshape { .. }
-        | Op::Transpose { .. }
-        | Op::Identity
-        | Op::Shape { .. }
-        | Op::Gather { .. }
-        | Op::Slice
-        | Op::Split { .. }
-        | Op::ReduceMean(_)
-        | Op::ReduceSum(_)
-        | Op::Cast { .. }
-        | Op::Softmax { .. }
-        | Op::SoftmaxFlat { .. }
-        | Op::ConstantOfShape { .. }
-        | Op::Expand
-        | Op::Variadic(_)
-        | Op::LeakyRelu { .. }
-        | Op::HardSigmoid { .. }
-        | Op::PRelu
-        | Op::Lrn(_)
-        | Op::ConvTranspose(_)
-        | Op::Pad(_) => true,
-        // In training mode its mask is random; left to run time, where it is refused.
-        Op::Dropout => false,
-    }
 }
