@@ -1,14 +1,20 @@
 //! `convgraph run MODEL [--input [NAME=]FILE]... [--passes ...] [--output-dir DIR] [--seed N]
-//! [--threads N] [--json]`.
+//! [--dim NAME=N] [--threads N] [--engine convgraph|tract] [--json]`.
 
 use super::inputs::{file_name_for, InputArgs};
 use super::pipeline::PipelineArgs;
 use crate::exec::Runner;
 use crate::tensor::Tensor;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum Engine {
+    Convgraph,
+    Tract,
+}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -22,6 +28,10 @@ pub struct Args {
     output_dir: Option<PathBuf>,
     #[arg(long)]
     threads: Option<usize>,
+    /// Which interpreter runs the model: convgraph's own, or tract (the reference runtime,
+    /// e.g. to write reference outputs with --output-dir, or to compare memory use).
+    #[arg(long, value_enum, default_value = "convgraph")]
+    engine: Engine,
     #[arg(long)]
     json: bool,
 }
@@ -43,8 +53,37 @@ pub fn load_and_run(
     pool.install(|| runner.run(inputs)).with_context(|| model)
 }
 
+/// Runs the model file itself with tract, on the inputs convgraph would feed (same files,
+/// same seeds), in the model's input order.
+fn run_with_tract(path: &Path, inputs: &InputArgs) -> Result<Vec<(String, Tensor)>> {
+    let model = path.display().to_string();
+    let graph = crate::onnx::load_model(path)?;
+    let mut given = inputs.gather(&graph).with_context(|| model.clone())?;
+    let ordered: Vec<Tensor> = graph
+        .inputs
+        .iter()
+        .map(|d| given.remove(&d.name).expect("gather returns every input"))
+        .collect();
+    let outputs =
+        crate::verify::tract::run(path, &ordered).with_context(|| format!("{model}: tract"))?;
+    Ok(graph
+        .outputs
+        .iter()
+        .map(|d| d.name.clone())
+        .zip(outputs)
+        .collect())
+}
+
 pub fn run(a: Args) -> Result<ExitCode> {
-    let outputs = load_and_run(&a.model, &a.inputs, &a.pipeline, a.threads)?;
+    let outputs = match a.engine {
+        Engine::Convgraph => load_and_run(&a.model, &a.inputs, &a.pipeline, a.threads)?,
+        Engine::Tract => {
+            if !a.pipeline.names().is_empty() {
+                bail!("--passes rewrite convgraph's graph; tract runs the model file as it is");
+            }
+            run_with_tract(&a.model, &a.inputs)?
+        }
+    };
 
     if let Some(dir) = &a.output_dir {
         std::fs::create_dir_all(dir)
