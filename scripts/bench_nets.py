@@ -7,7 +7,11 @@ the warm-up) followed by ITERS onnxruntime runs in this process on an input of t
 shape. The figure per runtime is the median over all its timed runs' round medians, so a
 burst of load on the machine hits the three runtimes alike rather than one of them.
 
-Usage: python scripts/bench_nets.py [--threads N] [--rounds R] [--iters K]
+With --memory, each net is also run once by `convgraph run --engine convgraph` and once by
+`convgraph run --engine tract` (load, plan or optimize, one run), each in its own process,
+and the peak resident set size of each process is reported (os.wait4's ru_maxrss).
+
+Usage: python scripts/bench_nets.py [--threads N] [--rounds R] [--iters K] [--memory]
            [--exporter legacy] [--binary target/release/convgraph] [NET ...]
 Needs data/torchvision (scripts/fetch-data.sh) and a release build (cargo build --release).
 onnxruntime gets the same intra-op thread count as convgraph; tract runs one thread.
@@ -69,6 +73,18 @@ def convgraph_round(binary, model, threads, iters, warmup):
     return r["median_ms"], r["tract_median_ms"]
 
 
+def peak_rss_mb(binary, model, engine, threads):
+    """Peak RSS of one `convgraph run --engine ENGINE` process, in MiB."""
+    p = subprocess.Popen(
+        [binary, "run", model, "--engine", engine, "--threads", str(threads)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    _, status, usage = os.wait4(p.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"convgraph run --engine {engine} {model} failed: {p.stderr.read().decode()}")
+    return usage.ru_maxrss / 1024
+
+
 def geomean(xs):
     return math.exp(sum(math.log(x) for x in xs) / len(xs))
 
@@ -82,11 +98,13 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--exporter", default="legacy")
     ap.add_argument("--binary", default="target/release/convgraph")
+    ap.add_argument("--memory", action="store_true")
     a = ap.parse_args()
     if not os.path.exists(a.binary):
         sys.exit(f"{a.binary} not found: run `cargo build --release` first")
 
     rows = []
+    mem = {}
     for net in a.nets:
         model = f"data/torchvision/{net}-{a.exporter}/model.onnx"
         if not os.path.exists(model):
@@ -103,6 +121,9 @@ def main():
         rows.append(row)
         print(f"{net}: convgraph {row[1]:.2f} ms, tract {row[2]:.2f} ms, "
               f"onnxruntime {row[3]:.2f} ms", file=sys.stderr)
+        if a.memory:
+            mem[net] = (peak_rss_mb(a.binary, model, "convgraph", a.threads),
+                        peak_rss_mb(a.binary, model, "tract", a.threads))
 
     print(f"| net ({a.exporter}, {a.threads} thread{'s' if a.threads > 1 else ''}) "
           "| convgraph ms | tract ms | onnxruntime ms | convgraph/tract | convgraph/onnxruntime |")
@@ -111,6 +132,12 @@ def main():
         print(f"| {net} | {c:.2f} | {t:.2f} | {o:.2f} | {c / t:.2f} | {c / o:.2f} |")
     print(f"| geometric mean | | | | {geomean([c / t for _, c, t, _ in rows]):.2f} "
           f"| {geomean([c / o for _, c, _, o in rows]):.2f} |")
+    if a.memory:
+        print()
+        print("| net | convgraph peak RSS MiB | tract peak RSS MiB | ratio |")
+        print("|---|---:|---:|---:|")
+        for net, (c, t) in mem.items():
+            print(f"| {net} | {c:.0f} | {t:.0f} | {c / t:.2f} |")
 
 
 if __name__ == "__main__":
