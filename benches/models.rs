@@ -1,10 +1,10 @@
 //! Criterion benchmarks: convgraph against tract on the same model and seeded input, one
 //! thread each (tract runs single-threaded in this build). One group per model:
-//! `models/small_cnn.onnx`, and the torchvision exports of `scripts/fetch-data.sh` when
-//! `data/torchvision/` holds them (skipped with a note otherwise, so `cargo bench` works on
-//! a fresh checkout).
+//! `models/small_cnn.onnx`, three torchvision exports and the nine ONNX `light` nets
+//! (AlexNet ... ZFNet-512, opset 9) that `scripts/fetch-data.sh` writes under `data/` (each
+//! skipped with a note when missing, so `cargo bench` works on a fresh checkout).
 //!
-//! Run: `cargo bench --bench models` (add `-- resnet18` to pick a group).
+//! Run: `cargo bench --bench models` (add `-- resnet18` or `-- light_` to pick groups).
 
 use convgraph::bench::Case;
 use convgraph::passes::PassOptions;
@@ -24,6 +24,28 @@ fn models() -> Vec<(String, PathBuf)> {
         } else {
             eprintln!(
                 "skipping {net}: {} is missing (scripts/fetch-data.sh)",
+                p.display()
+            );
+        }
+    }
+    let light = root.join("data/onnx-cases/light");
+    for net in [
+        "bvlc_alexnet",
+        "densenet121",
+        "inception_v1",
+        "inception_v2",
+        "resnet50",
+        "shufflenet",
+        "squeezenet",
+        "vgg19",
+        "zfnet512",
+    ] {
+        let p = light.join(format!("test_{net}/model.onnx"));
+        if p.exists() {
+            v.push((format!("light_{net}"), p));
+        } else {
+            eprintln!(
+                "skipping light_{net}: {} is missing (scripts/fetch-data.sh)",
                 p.display()
             );
         }
