@@ -6,12 +6,13 @@
 //! of output positions bounds the scratch memory and gives rayon independent tasks whose
 //! boundaries do not depend on the thread count, so results are bitwise reproducible.
 //! A 1x1 stride-1 unpadded conv uses the input directly as the matrix, and depthwise convs
-//! (one input and one output channel per group) use a direct loop, where a GEMM with a single
-//! output row would only add overhead.
+//! (one input channel per group, any channel multiplier) go to the direct kernel in
+//! `depthwise.rs`, where a GEMM with a single output row would only add overhead.
 //!
 //! Everything is written for 3 spatial dims; 1-D and 2-D convs are lifted to 3-D by adding
 //! leading spatial dims of size 1, which changes neither the data layout nor the math.
 
+use super::depthwise;
 use super::gemm::{sgemm_raw, SendPtr};
 use super::input;
 use crate::ir::op::ConvAttrs;
@@ -126,8 +127,19 @@ pub fn conv_f32(
     let bias: Option<Vec<f32>> = b.map(|b| b.iter().copied().collect());
     let mut out = vec![0f32; p.out_shape.iter().product()];
     if p.out_plane() > 0 && p.m > 0 {
-        if p.group == p.c && p.group == p.m {
-            depthwise(&p, xd, wd, bias.as_deref(), &mut out);
+        if p.group == p.c && p.m % p.c == 0 {
+            let g = depthwise::Geometry {
+                n: p.n,
+                c: p.c,
+                mult: p.m / p.c,
+                input: p.input,
+                kernel: p.kernel,
+                strides: p.strides,
+                dilations: p.dilations,
+                pads: p.pads,
+                output: p.output,
+            };
+            depthwise::depthwise(&g, xd, wd, bias.as_deref(), &mut out);
         } else {
             im2col_gemm(&p, xd, wd, bias.as_deref(), &mut out);
         }
@@ -226,179 +238,6 @@ fn im2col_block(p: &Plan, x: &[f32], origins: &[[isize; 3]], cols: &mut [f32]) {
                     row += 1;
                 }
             }
-        }
-    }
-}
-
-/// Depthwise conv (group == C == M): a direct kernel, parallel over (batch, channel) planes.
-///
-/// Each plane is one rayon task (fixed boundaries, so results do not depend on the thread
-/// count). Within a plane, every output row is accumulated tap by tap: for each kernel tap
-/// whose input row is in bounds, the range of output columns whose input column is in bounds
-/// is computed once, and the row is updated with `row[ox] += w * x[ox * stride + off]` over
-/// that range only. Padding thus costs nothing per element, the inner loop has no bounds
-/// checks or index arithmetic, and with stride 1 it is a contiguous axpy the compiler
-/// vectorizes. The row (at most a few hundred floats) stays in L1 while its taps are summed.
-/// Per output element the taps are summed in (depth, row, column) order starting from 0, and
-/// the bias is added last.
-fn depthwise(p: &Plan, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
-    let out_plane = p.out_plane();
-    out.par_chunks_mut(out_plane)
-        .enumerate()
-        .for_each_init(Vec::new, |scratch, (plane, dst)| {
-            let ch = plane % p.c;
-            let xc = &x[plane * p.in_plane()..(plane + 1) * p.in_plane()];
-            let kp = p.k_plane();
-            let wc = &w[ch * kp..(ch + 1) * kp];
-            let bv = bias.map_or(0.0, |b| b[ch]);
-            depthwise_plane_dispatch(p, xc, wc, bv, scratch, dst);
-        });
-}
-
-/// Runs [`depthwise_plane`] compiled for AVX2 when the CPU has it (the crate is built for
-/// baseline x86-64, i.e. 4-wide SSE2). AVX2 without FMA keeps the separate multiply and add,
-/// so both builds round identically and results do not depend on the CPU either.
-fn depthwise_plane_dispatch(
-    p: &Plan,
-    x: &[f32],
-    w: &[f32],
-    bias: f32,
-    scratch: &mut Vec<f32>,
-    dst: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            unsafe { depthwise_plane_avx2(p, x, w, bias, scratch, dst) };
-            return;
-        }
-    }
-    depthwise_plane(p, x, w, bias, scratch, dst);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn depthwise_plane_avx2(
-    p: &Plan,
-    x: &[f32],
-    w: &[f32],
-    bias: f32,
-    scratch: &mut Vec<f32>,
-    dst: &mut [f32],
-) {
-    depthwise_plane(p, x, w, bias, scratch, dst);
-}
-
-/// The output columns `lo..hi` whose input column `ox * stride + off` lies in `0..iw`.
-#[inline(always)]
-fn valid_cols(off: isize, stride: usize, iw: usize, ow: usize) -> (usize, usize) {
-    let s = stride as isize;
-    // lo = ceil(-off / s) when off < 0; hi = floor((iw - 1 - off) / s) + 1, clamped to ow.
-    let lo = if off < 0 {
-        ((-off + s - 1) / s) as usize
-    } else {
-        0
-    };
-    let last = iw as isize - 1 - off;
-    let hi = if last < 0 {
-        0
-    } else {
-        ow.min((last / s) as usize + 1)
-    };
-    (lo.min(ow), hi)
-}
-
-/// One (batch, channel) plane of a depthwise conv; see [`depthwise`].
-#[inline(always)]
-fn depthwise_plane(
-    p: &Plan,
-    x: &[f32],
-    w: &[f32],
-    bias: f32,
-    scratch: &mut Vec<f32>,
-    dst: &mut [f32],
-) {
-    let [id, ih, iw] = p.input;
-    let [kd, kh, kw] = p.kernel;
-    let [sd, sh, sw] = p.strides;
-    let [dd, dh, dw] = p.dilations;
-    let [pd, ph, pw] = p.pads.map(|v| v as isize);
-    let [od, oh, ow] = p.output;
-    // The valid output column range of each kernel column does not depend on the row.
-    let cols: Vec<(usize, usize, usize)> = (0..kw)
-        .map(|cc| {
-            let off = (cc * dw) as isize - pw;
-            let (lo, hi) = valid_cols(off, sw, iw, ow);
-            // First input column read (only meaningful when lo < hi).
-            let start = (lo * sw) as isize + off;
-            (lo, hi, start.max(0) as usize)
-        })
-        .collect();
-    // With a column stride s > 1, `x[ox * s + off]` is a strided read the compiler does not
-    // vectorize. Splitting each input row once per plane into s phases (phase r holds
-    // columns r, r + s, ...; rows padded to `plen`) turns every tap into a contiguous axpy
-    // over one phase, reading the same values in the same order (same bits).
-    let rows = id * ih;
-    let plen = iw.div_ceil(sw);
-    if sw > 1 {
-        scratch.clear();
-        scratch.resize(sw * rows * plen, 0.0);
-        for r in 0..rows {
-            let xrow = &x[r * iw..(r + 1) * iw];
-            for ph in 0..sw {
-                let d = &mut scratch[(ph * rows + r) * plen..(ph * rows + r + 1) * plen];
-                // `skip`, not `xrow[ph..]`: a stride can exceed the row width.
-                for (v, &xv) in d.iter_mut().zip(xrow.iter().skip(ph).step_by(sw)) {
-                    *v = xv;
-                }
-            }
-        }
-    }
-    for oz in 0..od {
-        for oy in 0..oh {
-            let row = &mut dst[(oz * oh + oy) * ow..(oz * oh + oy + 1) * ow];
-            row.fill(0.0);
-            for a in 0..kd {
-                let z = (oz * sd + a * dd) as isize - pd;
-                if z < 0 || z >= id as isize {
-                    continue;
-                }
-                for bb in 0..kh {
-                    let y = (oy * sh + bb * dh) as isize - ph;
-                    if y < 0 || y >= ih as isize {
-                        continue;
-                    }
-                    let r = z as usize * ih + y as usize;
-                    let xrow = &x[r * iw..(r + 1) * iw];
-                    let wrow = &w[(a * kh + bb) * kw..(a * kh + bb + 1) * kw];
-                    for (&wv, &(lo, hi, start)) in wrow.iter().zip(&cols) {
-                        if lo >= hi {
-                            continue;
-                        }
-                        let o = &mut row[lo..hi];
-                        if sw == 1 {
-                            // Contiguous on both sides: vectorized axpy.
-                            let xs = &xrow[start..start + o.len()];
-                            for (v, &xv) in o.iter_mut().zip(xs) {
-                                *v += wv * xv;
-                            }
-                        } else {
-                            // Column start + i * sw is element start / sw + i of phase
-                            // start % sw.
-                            let ph = start % sw;
-                            let b0 = (ph * rows + r) * plen + start / sw;
-                            let xs = &scratch[b0..b0 + o.len()];
-                            for (v, &xv) in o.iter_mut().zip(xs) {
-                                *v += wv * xv;
-                            }
-                        }
-                    }
-                }
-            }
-            // Added even when there is no bias (0.0), as the previous per-element kernel did,
-            // so a zero sum comes out as +0.0 either way.
-            row.iter_mut().for_each(|v| *v += bias);
         }
     }
 }
@@ -619,9 +458,8 @@ mod tests {
 
     /// The direct depthwise kernel against the reference: strides 1 to 3, asymmetric pads,
     /// pads wider than the kernel reach (columns with no valid tap), dilation, kernels as wide
-    /// as the input, 1-D and 3-D, batch > 1, with and without bias. A channel multiplier
-    /// (M = 2C) is not this path (it goes through im2col) and is covered by
-    /// `matches_reference`.
+    /// as the input, 1-D and 3-D, batch > 1, with and without bias. Channel multipliers and
+    /// row widths around the kernel's block sizes are in depthwise.rs's tests.
     #[test]
     fn depthwise_matches_reference() {
         let ex = |v: &[usize]| Padding::Explicit(v.to_vec());

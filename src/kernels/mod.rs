@@ -8,6 +8,7 @@
 pub mod activation;
 pub mod conv;
 pub mod conv_transpose;
+mod depthwise;
 pub mod elementwise;
 pub mod fill;
 pub mod gemm;

@@ -1,0 +1,378 @@
+//! Depthwise conv: every input channel convolved on its own (group == C), with M = C * mult
+//! output channels, output channel `o` reading input channel `o / mult`. MobileNet,
+//! EfficientNet and ShuffleNet spend much of their time here; as a GEMM each group would
+//! be a single-row product, so this is a direct kernel instead.
+//!
+//! Per (batch, output channel) plane, one rayon task (fixed boundaries: results do not
+//! depend on the thread count):
+//! 1. The input plane is copied once into a zero-padded scratch volume whose rows are split
+//!    into `stride` column phases (phase r holds padded columns r, r + s, r + 2s, ...). Every
+//!    kernel tap then reads a contiguous run of the scratch for consecutive output columns,
+//!    whatever the stride, dilation or padding: no bounds checks in the inner loop.
+//! 2. Output columns are computed LANES at a time: the taps are summed into a fixed-size
+//!    accumulator array (registers, once vectorized) and the row is written once, where an
+//!    axpy per tap would read and write the row kh * kw times.
+//!
+//! Per output element the taps are summed in (depth, row, column) order starting from +0.0,
+//! each as a separate multiply and add (no FMA, so every instruction set rounds alike), and
+//! the bias is added last. Padding taps add `w * 0.0`, which leaves a sum unchanged.
+
+use super::gemm::SendPtr;
+use rayon::prelude::*;
+
+/// Output columns per accumulator block: one AVX-512 register, two AVX2 ones.
+const LANES: usize = 16;
+/// Scratch beyond the padded plane, read (never used) by a row's last, partial block.
+const SLACK: usize = 4 * LANES;
+
+/// A depthwise conv's geometry, lifted to 3 spatial dims (leading dims of size 1).
+#[derive(Clone, Debug)]
+pub struct Geometry {
+    pub n: usize,
+    pub c: usize,
+    /// Output channels per input channel.
+    pub mult: usize,
+    pub input: [usize; 3],
+    pub kernel: [usize; 3],
+    pub strides: [usize; 3],
+    pub dilations: [usize; 3],
+    /// Leading pads (the trailing ones follow from the output size).
+    pub pads: [usize; 3],
+    pub output: [usize; 3],
+}
+
+/// The padded, phase-split scratch layout of one input plane.
+struct Padded {
+    /// Padded depth and height (rows of the scratch per depth slice).
+    hp: usize,
+    /// Elements per phase of one padded row.
+    plen: usize,
+    /// Elements per padded row, all phases: `stride * plen`.
+    row: usize,
+    len: usize,
+}
+
+impl Geometry {
+    fn in_plane(&self) -> usize {
+        self.input.iter().product()
+    }
+
+    fn out_plane(&self) -> usize {
+        self.output.iter().product()
+    }
+
+    fn k_plane(&self) -> usize {
+        self.kernel.iter().product()
+    }
+
+    /// Extent of axis `i` once padded: enough for every tap of every output position.
+    fn padded(&self, i: usize) -> usize {
+        let reach =
+            (self.output[i] - 1) * self.strides[i] + (self.kernel[i] - 1) * self.dilations[i] + 1;
+        reach.max(self.input[i] + self.pads[i])
+    }
+
+    fn layout(&self) -> Padded {
+        let (dp, hp, wp) = (self.padded(0), self.padded(1), self.padded(2));
+        let plen = wp.div_ceil(self.strides[2]);
+        let row = self.strides[2] * plen;
+        Padded {
+            hp,
+            plen,
+            row,
+            len: dp * hp * row,
+        }
+    }
+}
+
+/// `out` (`[N, C * mult, output...]`) = depthwise conv of `x` (`[N, C, input...]`) with `w`
+/// (`[C * mult, 1, kernel...]`) plus `bias` (`[C * mult]`).
+pub fn depthwise(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+    let (in_plane, out_plane, kp) = (g.in_plane(), g.out_plane(), g.k_plane());
+    let m = g.c * g.mult;
+    if out_plane == 0 || m == 0 || g.n == 0 {
+        return;
+    }
+    debug_assert_eq!(out.len(), g.n * m * out_plane);
+    let outp = SendPtr(out.as_mut_ptr());
+    (0..g.n * m)
+        .into_par_iter()
+        .for_each_init(Vec::new, |scratch, plane| {
+            let (b, o) = (plane / m, plane % m);
+            let xc = &x[(b * g.c + o / g.mult) * in_plane..][..in_plane];
+            let wk = &w[o * kp..(o + 1) * kp];
+            let bv = bias.map_or(0.0, |bias| bias[o]);
+            // SAFETY: plane `plane` of the output is written by this task only, and lies within
+            // `out` (plane < N * M).
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(outp.get().add(plane * out_plane), out_plane)
+            };
+            plane_dispatch(g, xc, wk, bv, scratch, dst);
+        });
+}
+
+/// Runs [`plane`] compiled for AVX-512 or AVX2 when the CPU has them (the crate is built for
+/// baseline x86-64). The code is the same in every build and uses no FMA, so the results
+/// are the same bits on every CPU.
+fn plane_dispatch(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    bias: f32,
+    scratch: &mut Vec<f32>,
+    dst: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F, checked just above.
+            unsafe { plane_avx512(g, x, w, bias, scratch, dst) };
+            return;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            unsafe { plane_avx2(g, x, w, bias, scratch, dst) };
+            return;
+        }
+    }
+    plane(g, x, w, bias, scratch, dst);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn plane_avx512(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    bias: f32,
+    scratch: &mut Vec<f32>,
+    dst: &mut [f32],
+) {
+    plane(g, x, w, bias, scratch, dst);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn plane_avx2(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    bias: f32,
+    scratch: &mut Vec<f32>,
+    dst: &mut [f32],
+) {
+    plane(g, x, w, bias, scratch, dst);
+}
+
+/// Copies input plane `x` into the padded, phase-split `scratch` (see the module doc).
+#[inline(always)]
+fn pad_plane(g: &Geometry, lay: &Padded, x: &[f32], scratch: &mut Vec<f32>) {
+    let [id, ih, iw] = g.input;
+    let [pd, ph, pw] = g.pads;
+    let sw = g.strides[2];
+    scratch.clear();
+    // The slack lets the last block of a row read a whole block (see `plane`).
+    scratch.resize(lay.len + SLACK, 0.0);
+    for z in 0..id {
+        for y in 0..ih {
+            let src = &x[(z * ih + y) * iw..][..iw];
+            let dst = &mut scratch[((z + pd) * lay.hp + y + ph) * lay.row..][..lay.row];
+            match sw {
+                1 => dst[pw..pw + iw].copy_from_slice(src),
+                2 => {
+                    // Padded column c = k + pw goes to phase c % 2, index c / 2. Starting at
+                    // the first k whose column is even, the rest comes in (even, odd) pairs,
+                    // a de-interleave the compiler vectorizes.
+                    let (even, odd) = dst.split_at_mut(lay.plen);
+                    let k0 = pw % 2;
+                    if k0 == 1 && iw > 0 {
+                        odd[pw / 2] = src[0];
+                    }
+                    let rest = &src[k0.min(iw)..];
+                    let j0 = (k0 + pw) / 2;
+                    let pairs = rest.chunks_exact(2);
+                    if let [last] = pairs.remainder() {
+                        even[j0 + rest.len() / 2] = *last;
+                    }
+                    let (even, odd) = (&mut even[j0..], &mut odd[j0..]);
+                    for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
+                        *e = pair[0];
+                        *o = pair[1];
+                    }
+                }
+                _ => {
+                    for (k, &v) in src.iter().enumerate() {
+                        let c = k + pw;
+                        dst[(c % sw) * lay.plen + c / sw] = v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `NB * LANES` consecutive output columns of one row, of which the first `row.len()` (at
+/// most all) are written; `tap_row(a, b)` is the scratch offset of the first column's tap row (a, b).
+#[inline(always)]
+fn block<const NB: usize>(
+    row: &mut [f32],
+    xp: &[f32],
+    w: &[f32],
+    col_off: &[usize],
+    [kd, kh]: [usize; 2],
+    tap_row: impl Fn(usize, usize) -> usize,
+    bias: f32,
+) {
+    let kw = col_off.len();
+    let mut acc = [[0f32; LANES]; NB];
+    for a in 0..kd {
+        for b in 0..kh {
+            let r = tap_row(a, b);
+            let wr = &w[(a * kh + b) * kw..][..kw];
+            for (&wv, &co) in wr.iter().zip(col_off) {
+                let xs = &xp[r + co..][..NB * LANES];
+                for (acc, xs) in acc.iter_mut().zip(xs.chunks_exact(LANES)) {
+                    for i in 0..LANES {
+                        acc[i] += wv * xs[i];
+                    }
+                }
+            }
+        }
+    }
+    // `row` may be shorter than the block: the last block of a row.
+    for (o, &v) in row.iter_mut().zip(acc.as_flattened()) {
+        *o = v + bias;
+    }
+}
+
+/// One (batch, output channel) plane; see the module doc.
+#[inline(always)]
+fn plane(g: &Geometry, x: &[f32], w: &[f32], bias: f32, scratch: &mut Vec<f32>, dst: &mut [f32]) {
+    let lay = g.layout();
+    pad_plane(g, &lay, x, scratch);
+    let xp: &[f32] = scratch;
+    let [kd, kh, kw] = g.kernel;
+    let [sd, sh, sw] = g.strides;
+    let [dd, dh, dw] = g.dilations;
+    let [od, oh, ow] = g.output;
+    // Scratch offset of tap (a, b, cc) for output (oz, oy, 0), minus the row's own offset:
+    // the column part `(cc * dw) % sw * plen + (cc * dw) / sw` per kernel column.
+    let col_off: Vec<usize> = (0..kw)
+        .map(|cc| (cc * dw) % sw * lay.plen + (cc * dw) / sw)
+        .collect();
+    for oz in 0..od {
+        for oy in 0..oh {
+            let row = &mut dst[(oz * oh + oy) * ow..][..ow];
+            // The scratch row of each (a, b) tap row, for this output row.
+            let tap_row =
+                |a: usize, b: usize| ((oz * sd + a * dd) * lay.hp + oy * sh + b * dh) * lay.row;
+            // Four independent accumulators where the row allows: one alone would wait on
+            // the latency of each add (4 cycles) for every tap. The last block is computed
+            // whole (its extra columns read the scratch's slack) and written in part.
+            let mut ox0 = 0;
+            while ox0 < ow {
+                let at = |a, b| tap_row(a, b) + ox0;
+                let dst = &mut row[ox0..];
+                let geo = [kd, kh];
+                // (No 3-register block: LLVM leaves that one scalar.)
+                match (ow - ox0).div_ceil(LANES) {
+                    1 => block::<1>(dst, xp, w, &col_off, geo, at, bias),
+                    2 => block::<2>(dst, xp, w, &col_off, geo, at, bias),
+                    _ => block::<4>(dst, xp, w, &col_off, geo, at, bias),
+                }
+                ox0 += 4 * LANES;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Through `conv::conv_f32`, which sends group == C convs here, against the f64 direct
+    //! loop `conv::conv_reference`. (More geometries, through the same path, are in
+    //! conv.rs's `depthwise_matches_reference` and tests/conv_properties.rs.)
+    use crate::ir::op::{ConvAttrs, Padding, Window};
+    use crate::kernels::conv::{conv_f32, conv_reference};
+    use ndarray::{ArrayD, IxDyn};
+
+    fn attrs(group: usize, strides: &[usize], dilations: &[usize], pads: &[usize]) -> ConvAttrs {
+        ConvAttrs {
+            window: Window {
+                kernel_shape: None,
+                strides: strides.to_vec(),
+                dilations: dilations.to_vec(),
+                padding: Padding::Explicit(pads.to_vec()),
+            },
+            group,
+        }
+    }
+
+    fn data(shape: &[usize], seed: u64) -> ArrayD<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        ArrayD::from_shape_fn(IxDyn(shape), |_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+    }
+
+    fn check(xs: &[usize], ws: &[usize], a: &ConvAttrs) {
+        let (x, w, b) = (data(xs, 1), data(ws, 2), data(&[ws[0]], 3));
+        let got = conv_f32(&x, &w, Some(&b), a).unwrap();
+        let want = conv_reference(&x, &w, Some(&b), a).unwrap();
+        assert_eq!(got.shape(), want.shape(), "{xs:?} {ws:?} {a:?}");
+        for (g, r) in got.iter().zip(want.iter()) {
+            assert!(
+                (g - r).abs() <= 1e-5 * (1.0 + r.abs()),
+                "{g} vs {r}: {xs:?} {ws:?} {a:?}"
+            );
+        }
+    }
+
+    /// Row widths around the block sizes (1, 15, 16, 17, 33, 64, 65, 100 output columns),
+    /// every stride phase and pad parity, channel multipliers 1 to 3.
+    #[test]
+    fn matches_reference_across_block_edges_and_multipliers() {
+        for ow in [1, 15, 16, 17, 33, 64, 65, 100] {
+            for (s, d, p) in [
+                (1, 1, [1, 1]),
+                (2, 1, [1, 0]),
+                (2, 1, [0, 2]),
+                (3, 2, [3, 1]),
+                (1, 2, [2, 2]),
+            ] {
+                // Input width giving `ow` output columns with kernel 3.
+                let iw = (ow - 1) * s + 2 * d + 1 - p[0] - p[1];
+                for mult in [1, 2, 3] {
+                    let a = attrs(3, &[1, s], &[1, d], &[1, p[0], 1, p[1]]);
+                    check(&[2, 3, 5, iw], &[3 * mult, 1, 3, 3], &a);
+                }
+            }
+        }
+        // 5x5 (EfficientNet), stride 2, on a plane with a partial last block.
+        check(
+            &[1, 4, 29, 37],
+            &[4, 1, 5, 5],
+            &attrs(4, &[2, 2], &[], &[2, 2, 2, 2]),
+        );
+    }
+
+    #[test]
+    fn same_bits_for_any_thread_count_with_multiplier() {
+        let (x, w, b) = (
+            data(&[2, 6, 23, 70], 4),
+            data(&[12, 1, 3, 3], 5),
+            data(&[12], 6),
+        );
+        let a = attrs(6, &[2, 1], &[], &[1, 1, 1, 1]);
+        let run = |t| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+                .install(|| conv_f32(&x, &w, Some(&b), &a).unwrap())
+        };
+        assert_eq!(run(1), run(2));
+    }
+}
