@@ -106,6 +106,11 @@ fn inputs_of_the_wrong_kind_are_refused() {
         run(Value::Sequence(vec![Value::Tensor(t(vec![1.0, 2.0, 3.0]))])),
         "input 'x' must be sequence(f32[2]): element 0: got a tensor of shape [3]"
     );
+    // Seeded samples (verify, compare, bench) are tensors only.
+    assert_eq!(
+        format!("{:#}", crate::verify::seeded_samples(&g, 1, 0).unwrap_err()),
+        "input 'x' has type sequence(f32[2]): seeded samples are tensors only"
+    );
     // A sequence for a tensor input.
     let r = runner.run_values(HashMap::from([
         ("x".to_string(), Value::Sequence(vec![])),
