@@ -7,7 +7,11 @@
   input is `arange(n) / n` in the declared shape (symbolic dims as 1), as onnx's own runner
   makes it.
 - node: shipped as generators; `collect_testcases()` runs them. numpy's global generator is
-  seeded first so that reruns write byte-identical files.
+  seeded first so that reruns write byte-identical files. Each input/output is written as
+  onnx's own `backend-test-tools generate-data` (onnx/backend/test/cmd_tools.py) writes it,
+  by the graph input's/output's declared type: a MapProto, SequenceProto or OptionalProto,
+  else a TensorProto. tests/conformance.rs checks every case folder's size against the cases
+  onnx's tooling generated independently.
 
 Usage: python scripts/make_onnx_cases.py CASES_TSV OUT_DIR
 """
@@ -23,13 +27,25 @@ from onnx import numpy_helper
 DATA = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
 
 
-def write_pb(path, value, name=""):
-    if isinstance(value, onnx.TensorProto):
-        data = value.SerializeToString()
-    else:
-        data = numpy_helper.from_array(np.asarray(value), name).SerializeToString()
+def write_pb(path, proto):
     with open(path, "wb") as f:
-        f.write(data)
+        f.write(proto.SerializeToString())
+
+
+def value_proto(value, info):
+    """`value` as the protobuf onnx's cmd_tools.generate_data writes for a graph input or
+    output declared by `info` (a ValueInfoProto): the same branches in the same order."""
+    t = info.type
+    if t.HasField("map_type"):
+        return numpy_helper.from_dict(value, info.name)
+    if t.HasField("sequence_type"):
+        return numpy_helper.from_list(value, info.name)
+    if t.HasField("optional_type"):
+        return numpy_helper.from_optional(value, info.name)
+    assert t.HasField("tensor_type"), f"{info.name}: no tensor, map, sequence or optional type"
+    if isinstance(value, onnx.TensorProto):
+        return value
+    return numpy_helper.from_array(value, info.name)
 
 
 def write_light(case, out):
@@ -47,7 +63,8 @@ def write_light(case, out):
                       for d in x.type.tensor_type.shape.dim)
         n = int(np.prod(shape))
         value = (np.arange(n).reshape(shape) / n).astype(np.float32)
-        write_pb(os.path.join(out, "test_data_set_0", f"input_{k}.pb"), value, x.name)
+        write_pb(os.path.join(out, "test_data_set_0", f"input_{k}.pb"),
+                 numpy_helper.from_array(value, x.name))
         k += 1
     shutil.copy(os.path.join(DATA, "light", f"light_{name}_output_0.pb"),
                 os.path.join(out, "test_data_set_0", "output_0.pb"))
@@ -61,9 +78,9 @@ def write_node(tc, out):
         d = os.path.join(out, f"test_data_set_{i}")
         os.makedirs(d)
         for k, v in enumerate(inputs):
-            write_pb(os.path.join(d, f"input_{k}.pb"), v, tc.model.graph.input[k].name)
+            write_pb(os.path.join(d, f"input_{k}.pb"), value_proto(v, tc.model.graph.input[k]))
         for k, v in enumerate(outputs):
-            write_pb(os.path.join(d, f"output_{k}.pb"), v, tc.model.graph.output[k].name)
+            write_pb(os.path.join(d, f"output_{k}.pb"), value_proto(v, tc.model.graph.output[k]))
 
 
 def main():

@@ -339,3 +339,67 @@ fn external_weights_are_read_and_bad_ones_refused() {
         "raw_data has 200 bytes",
     );
 }
+
+/// A model whose graph input `x` is a `sequence(tensor(float))`, read by `op`: the node with
+/// tract's types, then the input and output types with convgraph's own (concatenated
+/// protobuf messages decode as one merged message).
+fn sequence_model(name: &str, op: &str) -> PathBuf {
+    use convgraph::onnx::value_proto::{ElemType, GraphTypes, ModelTypes, TypeProto, ValueInfo};
+    let mut m = model(vec![], vec![]);
+    let g = m.graph.as_mut().unwrap();
+    g.input.clear();
+    g.output.clear();
+    g.node = vec![NodeProto {
+        op_type: op.into(),
+        name: "n".into(),
+        input: vec!["x".into()],
+        output: vec!["y".into()],
+        ..Default::default()
+    }];
+    let seq = TypeProto {
+        sequence_type: Some(Box::new(ElemType {
+            elem_type: Some(Box::new(TypeProto {
+                tensor_type: Some(type_proto::Tensor {
+                    elem_type: 1,
+                    shape: None,
+                }),
+                ..Default::default()
+            })),
+        })),
+        ..Default::default()
+    };
+    let info = |name: &str| ValueInfo {
+        name: name.into(),
+        r#type: Some(seq.clone()),
+    };
+    let types = ModelTypes {
+        graph: Some(GraphTypes {
+            input: vec![info("x")],
+            output: vec![info("y")],
+        }),
+    };
+    let p = tmp(name);
+    let mut bytes = m.encode_to_vec();
+    bytes.extend(types.encode_to_vec());
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn sequence_inputs_are_refused_by_the_command_line() {
+    let m = sequence_model("sequence_identity.onnx", "Identity");
+    let needles = ["input 'x' has type sequence(f32[?])", "tensors only"];
+    assert_bad(&m, &[], &needles);
+    let npy = tmp("seq_x.npy");
+    let t = convgraph::Tensor::zeros(convgraph::DType::F32, &[2]).unwrap();
+    std::fs::write(&npy, convgraph::npy::encode(&t)).unwrap();
+    let arg = format!("x={}", npy.display());
+    assert_bad(&m, &["--input", &arg], &needles);
+    // Any op but Identity reading it: refused at load, naming the node and op.
+    let m = sequence_model("sequence_relu.onnx", "Relu");
+    assert_bad(
+        &m,
+        &[],
+        &["node 'n' (Relu): input 0 'x' has type sequence(f32[?])"],
+    );
+}

@@ -5,11 +5,14 @@
 //! `CONVGRAPH_UPDATE_EXPECTATIONS=1 cargo nextest run --test conformance`.
 //!
 //! The cases are made by `scripts/fetch-data.sh` from the pinned onnx wheel into
-//! `data/onnx-cases/<suite>/<case>`.
+//! `data/onnx-cases/<suite>/<case>`; `CONVGRAPH_ONNX_CASES=<dir>` points the tests at another
+//! folder of the same layout (a scratch copy). Every case folder's total size must equal the
+//! `bytes` column of cases.tsv, measured on the cases onnx's own tooling generated, so the
+//! tests fail if `scripts/make_onnx_cases.py` ever writes other files than onnx's.
 
 use convgraph::verify::conformance::{find_cases, run_case, CaseResult, Status};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn manifest() -> PathBuf {
@@ -17,7 +20,10 @@ fn manifest() -> PathBuf {
 }
 
 fn cases_root() -> PathBuf {
-    let root = manifest().join("data/onnx-cases");
+    let root = match std::env::var_os("CONVGRAPH_ONNX_CASES") {
+        Some(dir) => PathBuf::from(dir),
+        None => manifest().join("data/onnx-cases"),
+    };
     assert!(
         root.join("node/test_relu/model.onnx").exists(),
         "{} is missing: run `scripts/fetch-data.sh` (writes the ONNX backend-test cases)",
@@ -26,16 +32,86 @@ fn cases_root() -> PathBuf {
     root
 }
 
-/// `suite/case` for every case in scope.
-fn in_scope() -> Vec<String> {
+/// A case in scope: `suite/case`, and the total size of its folder and its model's opset as
+/// onnx's own tooling generated it.
+struct ScopeCase {
+    name: String,
+    bytes: u64,
+    opset: i64,
+}
+
+fn in_scope() -> Vec<ScopeCase> {
     let text = std::fs::read_to_string(manifest().join("tests/conformance/cases.tsv")).unwrap();
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
-            let mut f = l.split('\t');
-            format!("{}/{}", f.next().unwrap(), f.next().unwrap())
+            let f: Vec<&str> = l.split('\t').collect();
+            assert_eq!(f.len(), 4, "cases.tsv: suite, case, bytes, opset: {l}");
+            ScopeCase {
+                name: format!("{}/{}", f[0], f[1]),
+                bytes: f[2].parse().unwrap(),
+                opset: f[3].parse().unwrap(),
+            }
         })
         .collect()
+}
+
+/// Total size of the files under `dir`.
+fn folder_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                folder_bytes(&e.path())
+            } else {
+                meta.len()
+            }
+        })
+        .sum()
+}
+
+/// The default-domain opset the model imports, read with tract's protobuf types rather than
+/// our importer.
+fn model_opset(path: &Path) -> Option<i64> {
+    let bytes = std::fs::read(path).unwrap();
+    let model = <tract_onnx::pb::ModelProto as prost::Message>::decode(bytes.as_slice()).unwrap();
+    model
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)
+}
+
+#[test]
+fn case_folders_are_the_ones_onnx_tooling_generates() {
+    let root = cases_root();
+    let mut wrong = Vec::new();
+    for c in in_scope() {
+        let dir = root.join(&c.name);
+        if !dir.is_dir() {
+            wrong.push(format!("{}: missing", c.name));
+            continue;
+        }
+        let bytes = folder_bytes(&dir);
+        if bytes != c.bytes {
+            wrong.push(format!(
+                "{}: {bytes} bytes, onnx's cmd_tools wrote {}",
+                c.name, c.bytes
+            ));
+        }
+        let opset = model_opset(&dir.join("model.onnx"));
+        if opset != Some(c.opset) {
+            wrong.push(format!("{}: opset {opset:?}, expected {}", c.name, c.opset));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} case folders differ from tests/conformance/cases.tsv (rerun scripts/fetch-data.sh; if they still differ, scripts/make_onnx_cases.py writes other files than onnx's tooling):\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
 }
 
 fn line(r: &CaseResult) -> String {
@@ -51,7 +127,7 @@ fn conformance_cases_match_expectations() {
     let root = cases_root();
     let found: Vec<(String, PathBuf)> = find_cases(&root).unwrap();
     let names: Vec<&String> = found.iter().map(|(n, _)| n).collect();
-    let mut scope = in_scope();
+    let mut scope: Vec<String> = in_scope().into_iter().map(|c| c.name).collect();
     scope.sort();
     assert_eq!(
         names,

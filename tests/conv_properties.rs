@@ -143,6 +143,7 @@ proptest! {
             name: "x".into(),
             dtype: DType::F32,
             dims: Some(vec![Dim::Fixed(n), Dim::Fixed(cin), Dim::Fixed(h), Dim::Fixed(w)]),
+            wrappers: vec![],
         });
         g.constants.insert("w".into(), random_tensor(DType::F32, &[m, cin, 1, 1], seed).unwrap());
         let mut inputs = vec!["x".to_string(), "w".to_string()];
@@ -155,7 +156,7 @@ proptest! {
             group: 1,
         };
         g.nodes.push(Node { name: "c".into(), op: Op::Conv(conv), inputs, outputs: vec!["y".into()] });
-        g.outputs.push(ValueDecl { name: "y".into(), dtype: DType::F32, dims: None });
+        g.outputs.push(ValueDecl { name: "y".into(), dtype: DType::F32, dims: None, wrappers: vec![] });
         let mut lowered = g.clone();
         run_pipeline(&mut lowered, &["lower-1x1-conv".to_string()], &PassOptions::default()).unwrap();
         prop_assert!(!lowered.nodes.iter().any(|n| matches!(n.op, Op::Conv(_))));

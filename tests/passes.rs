@@ -219,6 +219,7 @@ fn fold_batchnorm_leaves_a_conv_output_used_twice() {
         name: "s".into(),
         dtype: DType::F32,
         dims: None,
+        wrappers: vec![],
     });
     let before = g.clone();
     let (changed, notes) = apply(&mut g, "fold-batchnorm", &PassOptions::default());
@@ -239,6 +240,7 @@ fn graph_with_constant_subgraphs() -> Graph {
         name: "x".into(),
         dtype: DType::F32,
         dims: Some([1, 2, 4, 4].map(Dim::Fixed).to_vec()),
+        wrappers: vec![],
     });
     let t = |shape: &[usize], v: Vec<f32>| Tensor::from_vec(shape, v).unwrap();
     g.constants.insert(
@@ -291,6 +293,7 @@ fn graph_with_constant_subgraphs() -> Graph {
             name: name.into(),
             dtype,
             dims: None,
+            wrappers: vec![],
         });
     }
     g
@@ -357,6 +360,7 @@ fn fold_constants_keeps_a_node_whose_result_would_not_fit() {
         name: "h".into(),
         dtype: DType::I64,
         dims: None,
+        wrappers: vec![],
     });
     let (changed, notes) = apply(&mut g, "fold-constants", &PassOptions::default());
     assert!(changed);
@@ -390,6 +394,7 @@ fn conv_graph(
         name: "x".into(),
         dtype: DType::F32,
         dims: Some([n, c, hw[0], hw[1]].map(Dim::Fixed).to_vec()),
+        wrappers: vec![],
     });
     let w = random_tensor(DType::F32, &[m, c / a.group, k[0], k[1]], seed).unwrap();
     g.constants.insert("w".into(), w);
@@ -411,6 +416,7 @@ fn conv_graph(
         name: "y".into(),
         dtype: DType::F32,
         dims: None,
+        wrappers: vec![],
     });
     g
 }

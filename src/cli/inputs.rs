@@ -53,13 +53,21 @@ pub fn parse_dims(dims: &[String]) -> Result<HashMap<String, usize>> {
 }
 
 /// Builds every graph input: the given ones (`NAME=FILE`, or `FILE` for the next input in
-/// declaration order) and seeded random ones for the rest.
+/// declaration order) and seeded random ones for the rest. Tensors only: a model with a
+/// sequence or optional input is refused.
 pub fn gather_inputs(
     graph: &Graph,
     specs: &[String],
     seed: u64,
     symbols: HashMap<String, usize>,
 ) -> Result<HashMap<String, Tensor>> {
+    if let Some(d) = graph.inputs.iter().find(|d| !d.is_tensor()) {
+        bail!(
+            "input '{}' has type {}: the command line feeds tensors only (.npy or TensorProto .pb files)",
+            d.name,
+            d.type_text()
+        );
+    }
     let mut given: HashMap<String, Tensor> = HashMap::new();
     let mut positional = 0;
     for spec in specs {

@@ -1,9 +1,15 @@
 //! The interpreter: a plan computed once, then runs that feed inputs, evaluate nodes in
-//! order through `kernels::eval`, and free each tensor after its last use.
+//! order through `kernels::eval`, and free each tensor after its last use. A sequence or
+//! optional value (`Value`) only passes through Identity nodes, beside the tensor path.
 
 mod plan;
+mod value;
+#[cfg(test)]
+mod value_tests;
 
 pub use plan::Plan;
+use value::tensors_only;
+pub use value::Value;
 
 use crate::ir::{Dim, Graph};
 use crate::kernels;
@@ -25,6 +31,9 @@ pub struct NodeRun<'a> {
 pub struct Runner<'g> {
     graph: &'g Graph,
     plan: Plan,
+    /// Per node: whether it is an Identity over a sequence or optional, run by
+    /// `forward_value` instead of a kernel (kernels see tensors only).
+    forwards: Vec<bool>,
 }
 
 /// A slot's content during a run: constants are borrowed from the graph, never copied.
@@ -32,12 +41,15 @@ enum Slot<'g> {
     Empty,
     Const(&'g Tensor),
     Owned(Tensor),
+    /// A sequence or optional (never a tensor). Only `forward_value` reads these slots:
+    /// `Runner::new` marks every node that reads one, so `get` is never asked for it.
+    Value(Value),
 }
 
 impl Slot<'_> {
     fn get(&self) -> Option<&Tensor> {
         match self {
-            Slot::Empty => None,
+            Slot::Empty | Slot::Value(_) => None,
             Slot::Const(t) => Some(t),
             Slot::Owned(t) => Some(t),
         }
@@ -46,9 +58,17 @@ impl Slot<'_> {
 
 impl<'g> Runner<'g> {
     pub fn new(graph: &'g Graph) -> Result<Runner<'g>> {
+        // Also refuses a sequence or optional read by any op but Identity.
+        let non_tensor = crate::ir::non_tensor_values(graph)?;
+        let forwards = graph
+            .nodes
+            .iter()
+            .map(|n| n.inputs.iter().any(|i| non_tensor.contains_key(i.as_str())))
+            .collect();
         Ok(Runner {
             graph,
             plan: Plan::new(graph)?,
+            forwards,
         })
     }
 
@@ -56,8 +76,9 @@ impl<'g> Runner<'g> {
         self.graph
     }
 
-    /// Checks that `inputs` match the graph's declared inputs (every one given, no extra,
-    /// dtypes equal, fixed dims equal, a symbolic dim the same size wherever it appears).
+    /// Checks that `inputs` match the graph's declared tensor inputs (every one given, no
+    /// extra, dtypes equal, fixed dims equal, a symbolic dim the same size wherever it
+    /// appears). Sequence and optional inputs are `check_values`' part.
     pub fn check_inputs(&self, inputs: &HashMap<String, Tensor>) -> Result<()> {
         for name in inputs.keys() {
             if !self.graph.inputs.iter().any(|d| &d.name == name) {
@@ -70,6 +91,16 @@ impl<'g> Runner<'g> {
         }
         let mut symbols: HashMap<&str, usize> = HashMap::new();
         for decl in &self.graph.inputs {
+            if !decl.is_tensor() {
+                if inputs.contains_key(&decl.name) {
+                    bail!(
+                        "input '{}' must be {}, got a tensor",
+                        decl.name,
+                        decl.type_text()
+                    );
+                }
+                continue;
+            }
             let t = inputs
                 .get(&decl.name)
                 .ok_or_else(|| anyhow!("input '{}' was not given", decl.name))?;
@@ -121,19 +152,20 @@ impl<'g> Runner<'g> {
         Ok(())
     }
 
-    /// Runs the graph; returns the outputs in declaration order, with their names.
+    /// Runs a graph of tensors; returns the outputs in declaration order, with their names.
+    /// A graph with a sequence or optional input needs `run_values`.
     pub fn run(&self, inputs: HashMap<String, Tensor>) -> Result<Vec<(String, Tensor)>> {
         self.run_observed(inputs, |_, _| Ok(()))
     }
 
-    /// Runs the graph, calling `observe(value_name, tensor)` for every node output as it is
-    /// computed (for comparisons that look at intermediate tensors).
+    /// Runs the graph, calling `observe(value_name, tensor)` for every tensor node output as
+    /// it is computed (for comparisons that look at intermediate tensors).
     pub fn run_observed(
         &self,
         inputs: HashMap<String, Tensor>,
         observe: impl FnMut(&str, &Tensor) -> Result<()>,
     ) -> Result<Vec<(String, Tensor)>> {
-        self.run_inner(inputs, observe, None::<fn(NodeRun)>)
+        tensors_only(self.run_inner(inputs, HashMap::new(), observe, None::<fn(NodeRun)>)?)
     }
 
     /// Runs the graph, timing each node's kernel and passing it to `on_node` (for
@@ -143,7 +175,7 @@ impl<'g> Runner<'g> {
         inputs: HashMap<String, Tensor>,
         on_node: impl FnMut(NodeRun),
     ) -> Result<Vec<(String, Tensor)>> {
-        self.run_inner(inputs, |_, _| Ok(()), Some(on_node))
+        tensors_only(self.run_inner(inputs, HashMap::new(), |_, _| Ok(()), Some(on_node))?)
     }
 
     /// The interpreter loop. `on_node` is a type parameter passed as `None` by the plain
@@ -151,20 +183,29 @@ impl<'g> Runner<'g> {
     fn run_inner<F: FnMut(NodeRun)>(
         &self,
         mut inputs: HashMap<String, Tensor>,
+        mut values: HashMap<String, Value>,
         mut observe: impl FnMut(&str, &Tensor) -> Result<()>,
         mut on_node: Option<F>,
-    ) -> Result<Vec<(String, Tensor)>> {
+    ) -> Result<Vec<(String, Value)>> {
         self.check_inputs(&inputs)?;
+        self.check_values(&values)?;
         let plan = &self.plan;
         let mut slots: Vec<Slot> = (0..plan.n_slots).map(|_| Slot::Empty).collect();
         for (name, t) in &self.graph.constants {
             slots[plan.slots[name]] = Slot::Const(t);
         }
         for decl in &self.graph.inputs {
-            let t = inputs.remove(&decl.name).expect("checked above");
-            slots[plan.slots[&decl.name]] = Slot::Owned(t);
+            let slot = match inputs.remove(&decl.name) {
+                Some(t) => Slot::Owned(t),
+                None => Slot::Value(values.remove(&decl.name).expect("checked above")),
+            };
+            slots[plan.slots[&decl.name]] = slot;
         }
         for (i, node) in self.graph.nodes.iter().enumerate() {
+            if self.forwards[i] {
+                self.forward_value(i, &mut slots)?;
+                continue;
+            }
             let ctx = || format!("node '{}' ({})", node.name, node.op.name());
             let ins: Vec<Option<&Tensor>> = plan.node_inputs[i]
                 .iter()
@@ -200,12 +241,13 @@ impl<'g> Runner<'g> {
         }
         let mut result = Vec::with_capacity(self.graph.outputs.len());
         for (decl, &s) in self.graph.outputs.iter().zip(&plan.output_slots) {
-            let t = match &slots[s] {
-                Slot::Const(t) => (*t).clone(),
-                Slot::Owned(t) => t.clone(),
+            let v = match &slots[s] {
+                Slot::Const(t) => Value::Tensor((*t).clone()),
+                Slot::Owned(t) => Value::Tensor(t.clone()),
+                Slot::Value(v) => v.clone(),
                 Slot::Empty => bail!("graph output '{}' was not computed", decl.name),
             };
-            result.push((decl.name.clone(), t));
+            result.push((decl.name.clone(), v));
         }
         Ok(result)
     }

@@ -2,7 +2,7 @@
 //! inputs are all small constants are evaluated, so shape arithmetic (Shape -> Gather ->
 //! Concat -> Reshape, as exporters emit it) resolves to concrete shapes before running.
 
-use super::{infer::infer, Dim, Fact, Graph, ValueDecl, MAX_FACT_VALUE_LEN};
+use super::{infer::infer, non_tensor_values, Dim, Fact, Graph, ValueDecl, MAX_FACT_VALUE_LEN};
 use crate::kernels;
 use anyhow::{anyhow, Context, Result};
 use std::collections::HashMap;
@@ -36,14 +36,18 @@ impl DimBindings {
     }
 }
 
-/// Computes the facts of every value. Assumes the structural checks of `check` hold (every
-/// input defined before use); errors name the node and op.
+/// Computes the facts of every tensor value (a sequence or optional has none). Assumes the
+/// structural checks of `check` hold (every input defined before use); errors name the node
+/// and op.
 pub fn analyze(graph: &Graph, bindings: &DimBindings) -> Result<Facts> {
     let mut facts: Facts = HashMap::new();
     for (name, t) in &graph.constants {
         facts.insert(name.clone(), Fact::of_tensor(t));
     }
-    for decl in &graph.inputs {
+    // Only Identity reads these (the checker refuses other readers); its outputs are the same
+    // non-tensor values, so those nodes have no tensor facts to infer.
+    let non_tensor = non_tensor_values(graph)?;
+    for decl in graph.inputs.iter().filter(|d| d.is_tensor()) {
         let fact = Fact {
             dtype: decl.dtype,
             shape: bindings.input_shape(decl),
@@ -52,6 +56,13 @@ pub fn analyze(graph: &Graph, bindings: &DimBindings) -> Result<Facts> {
         facts.insert(decl.name.clone(), fact);
     }
     for node in &graph.nodes {
+        if node
+            .inputs
+            .iter()
+            .any(|i| non_tensor.contains_key(i.as_str()))
+        {
+            continue;
+        }
         let ctx = || format!("node '{}' ({})", node.name, node.op.name());
         let inputs: Vec<Option<&Fact>> = node
             .inputs

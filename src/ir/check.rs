@@ -13,7 +13,8 @@ pub fn check(graph: &Graph) -> Result<Facts> {
 }
 
 /// Every value defined exactly once, every node input defined by an earlier node, an input
-/// or a constant, node names unique, every graph output defined.
+/// or a constant, node names unique, every graph output defined; sequences and optionals read
+/// only by Identity, and graph outputs of the declared kind (`non_tensor_values`).
 pub fn check_structure(graph: &Graph) -> Result<()> {
     let mut defined: HashSet<&str> = HashSet::new();
     for name in graph.constants.keys() {
@@ -74,5 +75,6 @@ pub fn check_structure(graph: &Graph) -> Result<()> {
             );
         }
     }
+    super::non_tensor_values(graph)?;
     Ok(())
 }

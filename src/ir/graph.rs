@@ -1,6 +1,6 @@
 //! The graph: named values, constants, and nodes in topological order.
 
-use super::Op;
+use super::{Op, Wrapper};
 use crate::tensor::{DType, Tensor};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -22,13 +22,18 @@ impl fmt::Display for Dim {
     }
 }
 
-/// A graph input or output as the model declares it.
+/// A graph input or output as the model declares it: a tensor type, possibly inside ONNX
+/// sequence/optional types (`wrappers`; see `value_type.rs`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValueDecl {
     pub name: String,
+    /// The tensor's dtype (of the tensors inside, for a sequence or optional).
     pub dtype: DType,
     /// `None` when the model declares no shape at all.
     pub dims: Option<Vec<Dim>>,
+    /// The sequence/optional layers around the tensor type, outermost first; empty for a
+    /// plain tensor.
+    pub wrappers: Vec<Wrapper>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -8,6 +8,7 @@ mod graph;
 pub mod infer;
 pub mod op;
 pub mod print;
+mod value_type;
 pub mod window;
 
 pub use analyze::{analyze, DimBindings, Facts};
@@ -18,3 +19,4 @@ pub use op::{
     BinaryOp, ConvAttrs, ConvTransposeAttrs, GemmAttrs, LrnAttrs, Op, PadAttrs, PadMode, Padding,
     PoolAttrs, ReduceAttrs, UnaryOp, VariadicOp, Window,
 };
+pub use value_type::{non_tensor_values, Wrapper};

@@ -1,27 +1,22 @@
 //! The stable text form of a graph: one line per value and per node. Snapshot tests keep it,
 //! so its format changes only on purpose.
 
-use super::{Facts, Graph};
+use super::{non_tensor_values, Facts, Graph};
 use std::fmt::Write;
 
-/// Prints the graph with the facts of each value (`?` where a value has none).
+/// Prints the graph with the facts of each value (its declared type for a sequence or
+/// optional, `?` where a value has none).
 pub fn print(graph: &Graph, facts: &Facts) -> String {
-    let fact = |name: &str| match facts.get(name) {
-        Some(f) => format!("{name}: {f}"),
-        None => format!("{name}: ?"),
+    let non_tensor = non_tensor_values(graph).unwrap_or_default();
+    let fact = |name: &str| match (facts.get(name), non_tensor.get(name)) {
+        (Some(f), _) => format!("{name}: {f}"),
+        (None, Some(decl)) => format!("{name}: {}", decl.type_text()),
+        (None, None) => format!("{name}: ?"),
     };
     let mut s = String::new();
     let _ = writeln!(s, "graph {} (opset {})", graph.name, graph.opset);
     for decl in &graph.inputs {
-        let dims = match &decl.dims {
-            Some(d) => d
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-            None => "?".into(),
-        };
-        let _ = writeln!(s, "input {}: {}[{}]", decl.name, decl.dtype, dims);
+        let _ = writeln!(s, "input {}: {}", decl.name, decl.type_text());
     }
     for (name, t) in &graph.constants {
         let dims: Vec<String> = t.shape().iter().map(|d| d.to_string()).collect();

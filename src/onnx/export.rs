@@ -41,6 +41,19 @@ fn ir_version(opset: i64) -> i64 {
 
 /// Builds the ONNX model of `graph`. Errors name the node and op that cannot be written.
 pub fn export_model(graph: &Graph) -> Result<ModelProto> {
+    // tract's TypeProto, which the model is built from, has no sequence or optional type.
+    if let Some(d) = graph
+        .inputs
+        .iter()
+        .chain(&graph.outputs)
+        .find(|d| !d.is_tensor())
+    {
+        bail!(
+            "'{}' has type {}: export writes tensor types only",
+            d.name,
+            d.type_text()
+        );
+    }
     let mut g = graph.clone();
     crate::passes::lower_stack::lower_stack(&mut g)?;
     let mut ex = Exporter {
@@ -733,6 +746,7 @@ impl Exporter<'_> {
                 name: x,
                 dtype: f.dtype,
                 dims: Some(vec![Dim::Sym("?".into()); r]),
+                wrappers: vec![],
             }));
         }
         Ok(r as i64 - 1)

@@ -91,6 +91,7 @@ mod tests {
             name: n.into(),
             dtype: DType::F32,
             dims: Some(vec![Dim::Fixed(3)]),
+            wrappers: vec![],
         }
     }
 

@@ -85,6 +85,7 @@ mod tests {
             name: n.into(),
             dtype: DType::F32,
             dims: Some(dims.iter().map(|&d| Dim::Fixed(d)).collect()),
+            wrappers: vec![],
         };
         Graph {
             name: "g".into(),

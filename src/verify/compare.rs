@@ -105,7 +105,8 @@ impl fmt::Display for Comparison {
 pub type Inputs = Values;
 
 /// `n` seeded input samples for `graph` (sample `k` uses seed `seed + k`; input `i` of it
-/// `seed + k + i`, as `convgraph run --seed` does). Symbolic dims take 1.
+/// `seed + k + i`, as `convgraph run --seed` does). Symbolic dims take 1. A sequence or
+/// optional input is refused.
 pub fn seeded_samples(graph: &Graph, n: usize, seed: u64) -> Result<Vec<Inputs>> {
     let b = DimBindings::default();
     (0..n as u64)
@@ -115,6 +116,13 @@ pub fn seeded_samples(graph: &Graph, n: usize, seed: u64) -> Result<Vec<Inputs>>
                 .iter()
                 .enumerate()
                 .map(|(i, d)| {
+                    if !d.is_tensor() {
+                        bail!(
+                            "input '{}' has type {}: seeded samples are tensors only",
+                            d.name,
+                            d.type_text()
+                        );
+                    }
                     let shape = b.input_shape(d).ok_or_else(|| {
                         anyhow!("input '{}' has no declared shape: give it", d.name)
                     })?;

@@ -1,10 +1,11 @@
 //! Runs ONNX backend-test case folders: `model.onnx` and `test_data_set_N/input_K.pb`,
 //! `output_K.pb`. The layout of onnx's own `node`, `pytorch-*`, `simple` and `light` suites,
-//! and of the exports that `scripts/export_torchvision.py` writes.
+//! and of the exports that `scripts/export_torchvision.py` writes. Each file holds a
+//! TensorProto, or a SequenceProto / OptionalProto where the graph declares that type (as
+//! onnx's cmd_tools writes them).
 
-use crate::exec::Runner;
-use crate::onnx::{load_model, load_tensor_pb};
-use crate::tensor::Tensor;
+use crate::exec::{Runner, Value};
+use crate::onnx::{load_model, load_value_pb};
 use crate::verify::{compare, Tolerance};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
@@ -117,14 +118,34 @@ enum Outcome {
 }
 
 /// `dir/prefix_K.pb` for K = 0, 1, ... while they exist.
-fn numbered_pbs(dir: &Path, prefix: &str) -> Result<Vec<Tensor>> {
+fn numbered_pbs(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     loop {
         let p = dir.join(format!("{prefix}_{}.pb", out.len()));
         if !p.exists() {
-            return Ok(out);
+            return out;
         }
-        out.push(load_tensor_pb(&p)?);
+        out.push(p);
+    }
+}
+
+/// Why `actual` differs from `expected` beyond `tol`, or `None`: tensors by `compare`
+/// (dtype and shape exact), sequences element by element (length exact), optionals by
+/// presence, then their values.
+fn value_mismatch(actual: &Value, expected: &Value, tol: Tolerance) -> Option<String> {
+    match (actual, expected) {
+        (Value::Tensor(a), Value::Tensor(e)) => {
+            let r = compare(a, e, tol);
+            (!r.ok()).then(|| r.to_string())
+        }
+        (Value::Sequence(a), Value::Sequence(e)) if a.len() == e.len() => {
+            a.iter().zip(e).enumerate().find_map(|(i, (a, e))| {
+                value_mismatch(a, e, tol).map(|m| format!("element {i}: {m}"))
+            })
+        }
+        (Value::Optional(None), Value::Optional(None)) => None,
+        (Value::Optional(Some(a)), Value::Optional(Some(e))) => value_mismatch(a, e, tol),
+        _ => Some(format!("{}, expected {}", actual.kind(), expected.kind())),
     }
 }
 
@@ -150,8 +171,8 @@ fn run_case_inner(dir: &Path) -> Result<Outcome> {
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
-        let inputs = numbered_pbs(set, "input")?;
-        let expected = numbered_pbs(set, "output")?;
+        let inputs = numbered_pbs(set, "input");
+        let expected = numbered_pbs(set, "output");
         // Data sets feed the graph's run-time inputs in order (initializers listed as inputs
         // by old models are not among them).
         if inputs.len() != graph.inputs.len() {
@@ -161,13 +182,13 @@ fn run_case_inner(dir: &Path) -> Result<Outcome> {
                 graph.inputs.len()
             );
         }
-        let feed: HashMap<String, Tensor> = graph
+        let feed: HashMap<String, Value> = graph
             .inputs
             .iter()
-            .map(|d| d.name.clone())
-            .zip(inputs)
-            .collect();
-        let actual = runner.run(feed).with_context(|| set_name.clone())?;
+            .zip(&inputs)
+            .map(|(d, p)| Ok((d.name.clone(), load_value_pb(p, d)?)))
+            .collect::<Result<_>>()?;
+        let actual = runner.run_values(feed).with_context(|| set_name.clone())?;
         if actual.len() != expected.len() {
             return Ok(Outcome::Fail(format!(
                 "{set_name}: {} outputs, expected {}",
@@ -175,14 +196,15 @@ fn run_case_inner(dir: &Path) -> Result<Outcome> {
                 expected.len()
             )));
         }
-        for (k, ((name, a), e)) in actual.iter().zip(&expected).enumerate() {
-            let r = compare(a, e, CONFORMANCE_TOLERANCE);
-            if !r.ok() {
+        // The run returns one value per declared graph output, so `graph.outputs[k]` exists.
+        for (k, ((name, a), p)) in actual.iter().zip(&expected).enumerate() {
+            let e = load_value_pb(p, &graph.outputs[k])?;
+            if let Some(why) = value_mismatch(a, &e, CONFORMANCE_TOLERANCE) {
                 return Ok(Outcome::Fail(format!(
-                    "{set_name}: output {k} '{name}': {r}"
+                    "{set_name}: output {k} '{name}': {why}"
                 )));
             }
-            strict &= compare(a, e, ONNX_RUNNER_TOLERANCE).ok();
+            strict &= value_mismatch(a, &e, ONNX_RUNNER_TOLERANCE).is_none();
         }
     }
     Ok(Outcome::Pass { strict })

@@ -14,7 +14,8 @@ mod norm;
 mod reduce;
 
 use super::tensor_proto::{dtype_from_onnx, tensor_from_proto};
-use crate::ir::{Dim, Graph, Node, Op, ValueDecl};
+use super::value_proto::{self, GraphTypes};
+use crate::ir::{Dim, Graph, Node, Op, ValueDecl, Wrapper};
 use crate::tensor::Tensor;
 use anyhow::{anyhow, bail, Result};
 use std::cell::RefCell;
@@ -314,8 +315,16 @@ impl<'a> NodeCtx<'a> {
     }
 }
 
-/// Imports a decoded model into an IR graph, then checks its structure.
+/// Imports a decoded model of tensor inputs and outputs into an IR graph, then checks its
+/// structure.
 pub fn import_model(model: &ModelProto) -> Result<Graph> {
+    import_model_with_types(model, &GraphTypes::default())
+}
+
+/// Imports a decoded model, taking the graph inputs' and outputs' sequence and optional types
+/// (which tract's decode drops) from `types`, decoded from the same bytes
+/// (`value_proto::model_types`).
+pub fn import_model_with_types(model: &ModelProto, types: &GraphTypes) -> Result<Graph> {
     let opset = model
         .opset_import
         .iter()
@@ -326,18 +335,24 @@ pub fn import_model(model: &ModelProto) -> Result<Graph> {
         .graph
         .as_ref()
         .ok_or_else(|| anyhow!("the model has no graph"))?;
-    let mut graph = import_graph(g, opset)?;
+    let mut graph = import_graph(g, opset, types)?;
     // Exporters write torch.stack as Unsqueeze+Concat; the IR sees it as one Stack.
     crate::passes::raise_stack::raise_stack(&mut graph);
     crate::ir::check::check_structure(&graph)?;
     Ok(graph)
 }
 
-fn value_decl(v: &ValueInfoProto, what: &str) -> Result<ValueDecl> {
+/// A graph input or output's declaration. `declared` is its type as `value_proto` decodes it,
+/// read when tract's decode holds no tensor type (a sequence or optional).
+fn value_decl(
+    v: &ValueInfoProto,
+    declared: Option<&value_proto::TypeProto>,
+    what: &str,
+) -> Result<ValueDecl> {
     let err = |m: &str| anyhow!("{what} '{}': {m}", v.name);
-    let tt = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-        Some(type_proto::Value::TensorType(tt)) => tt,
-        None => return Err(err("no tensor type declared")),
+    let (tt, wrappers) = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(type_proto::Value::TensorType(tt)) => (tt, vec![]),
+        None => unwrap_type(declared).map_err(|m| err(&m))?,
     };
     let dtype = dtype_from_onnx(tt.elem_type).map_err(|e| err(&e.to_string()))?;
     let dims = match &tt.shape {
@@ -361,7 +376,44 @@ fn value_decl(v: &ValueInfoProto, what: &str) -> Result<ValueDecl> {
         name: v.name.clone(),
         dtype,
         dims,
+        wrappers,
     })
+}
+
+/// The tensor type inside sequence and optional types, and those layers, outermost first.
+fn unwrap_type(
+    declared: Option<&value_proto::TypeProto>,
+) -> std::result::Result<(&type_proto::Tensor, Vec<Wrapper>), String> {
+    let mut wrappers = Vec::new();
+    let mut t = declared.ok_or("no type declared")?;
+    loop {
+        if let Some(tt) = &t.tensor_type {
+            return Ok((tt, wrappers));
+        }
+        let (w, inner) = if let Some(s) = &t.sequence_type {
+            (Wrapper::Sequence, s)
+        } else if let Some(o) = &t.optional_type {
+            (Wrapper::Optional, o)
+        } else {
+            let kind = if t.map_type.is_some() {
+                "a map"
+            } else if t.sparse_tensor_type.is_some() {
+                "a sparse tensor"
+            } else if t.opaque_type.is_some() {
+                "an opaque"
+            } else {
+                return Err("no type declared".into());
+            };
+            return Err(format!(
+                "{kind} type is not supported (only tensors, and sequences and optionals of them)"
+            ));
+        };
+        wrappers.push(w);
+        t = inner
+            .elem_type
+            .as_deref()
+            .ok_or_else(|| format!("{} type without an element type", w.name()))?;
+    }
 }
 
 /// The declared rank of a value info, if it declares a shape.
@@ -484,7 +536,7 @@ fn constant_value(ctx: &NodeCtx) -> Result<Tensor> {
     bail!("no value attribute (value, value_float, value_floats, value_int, value_ints)")
 }
 
-fn import_graph(g: &GraphProto, opset: i64) -> Result<Graph> {
+fn import_graph(g: &GraphProto, opset: i64, types: &GraphTypes) -> Result<Graph> {
     let mut graph = Graph {
         name: g.name.clone(),
         opset,
@@ -502,16 +554,26 @@ fn import_graph(g: &GraphProto, opset: i64) -> Result<Graph> {
     if !g.sparse_initializer.is_empty() {
         bail!("sparse initializers are not supported");
     }
-    // Graph inputs that are initializers are defaults, not run-time inputs (IR < 4 lists them).
-    for v in g
-        .input
-        .iter()
-        .filter(|v| !graph.constants.contains_key(&v.name))
-    {
-        graph.inputs.push(value_decl(v, "graph input")?);
+    // `types` lists the same values in the same order, decoded from the same bytes.
+    fn declared<'t>(
+        list: &'t [value_proto::ValueInfo],
+        i: usize,
+        name: &str,
+    ) -> Option<&'t value_proto::TypeProto> {
+        list.get(i)
+            .filter(|t| t.name == name)
+            .and_then(|t| t.r#type.as_ref())
     }
-    for v in &g.output {
-        graph.outputs.push(value_decl(v, "graph output")?);
+    // Graph inputs that are initializers are defaults, not run-time inputs (IR < 4 lists them).
+    for (i, v) in g.input.iter().enumerate() {
+        if !graph.constants.contains_key(&v.name) {
+            let t = declared(&types.input, i, &v.name);
+            graph.inputs.push(value_decl(v, t, "graph input")?);
+        }
+    }
+    for (i, v) in g.output.iter().enumerate() {
+        let t = declared(&types.output, i, &v.name);
+        graph.outputs.push(value_decl(v, t, "graph output")?);
     }
 
     let mut ranks: HashMap<String, usize> = HashMap::new();
