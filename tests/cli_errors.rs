@@ -349,17 +349,11 @@ fn sequence_model(name: &str, op: &str) -> PathBuf {
     let g = m.graph.as_mut().unwrap();
     g.input.clear();
     g.output.clear();
-    g.node = vec![NodeProto {
-        op_type: op.into(),
-        name: "n".into(),
-        input: vec!["x".into()],
-        output: vec!["y".into()],
-        ..Default::default()
-    }];
+    g.node = vec![node(op, "n", &["x"], &["y"], vec![])];
     let seq = TypeProto {
         sequence_type: Some(Box::new(ElemType {
             elem_type: Some(Box::new(TypeProto {
-                tensor_type: Some(type_proto::Tensor {
+                tensor_type: Some(tract_onnx::pb::type_proto::Tensor {
                     elem_type: 1,
                     shape: None,
                 }),

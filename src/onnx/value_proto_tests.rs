@@ -1,7 +1,7 @@
 //! Sequence and optional types and values: hand-built protobufs decoded through
 //! `value_proto`, and models declaring them imported and run.
 
-use super::test_util::{node, value_info, ModelBuilder};
+use super::builder::{node, value_info, ModelBuilder};
 use super::value_proto::{
     ElemType, GraphTypes, ModelTypes, OptionalProto, SequenceProto, TypeProto, ValueInfo,
     ELEM_OPTIONAL, ELEM_SEQUENCE, ELEM_TENSOR, ELEM_UNDEFINED,
