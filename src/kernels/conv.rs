@@ -341,7 +341,6 @@ const M_CHUNK_PANELS: usize = 4;
 /// tiles are stored. Parallel over those units; with few units, the patches of every unit
 /// are packed first and the products then split over (unit, chunk of M panels). Each output
 /// element is computed by the same tile calls either way.
-#[allow(clippy::too_many_arguments)]
 fn im2col_gemm(
     p: &Plan,
     x: &[f32],
@@ -895,6 +894,79 @@ mod tests {
                 .install(|| conv_f32(&x, &w, None, &a).unwrap())
         };
         assert_eq!(run(1), run(3));
+    }
+
+    /// Few (batch, group, block) units: the M panels are split over tasks (late layers),
+    /// with partial A panels (M = 100) and a partial last column block.
+    #[test]
+    fn split_over_m_panels_matches_reference_and_thread_count() {
+        let e = Padding::Explicit(vec![1, 1, 1, 1]);
+        check(
+            &[1, 24, 7, 7],
+            &[100, 24, 3, 3],
+            true,
+            attrs(1, vec![], vec![], e.clone()),
+        );
+        check(
+            &[1, 8, 20, 20],
+            &[36, 4, 3, 3],
+            false,
+            attrs(2, vec![], vec![], e.clone()),
+        );
+        let x = data(&[1, 40, 7, 7], 11);
+        let w = data(&[100, 40, 3, 3], 12);
+        let b = data(&[100], 13);
+        let a = attrs(1, vec![], vec![], e);
+        let run = |t| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+                .install(|| conv_f32(&x, &w, Some(&b), &a).unwrap())
+        };
+        assert_eq!(run(1), run(2));
+        assert_eq!(run(1), run(3));
+    }
+
+    /// Prepared weights and a fused activation give the same bits as packing per call and
+    /// clamping afterwards, on the sgemm path and on the depthwise path.
+    #[test]
+    fn prepared_and_fused_match_plain() {
+        let cases = [
+            ([1, 16, 30, 30], [32, 16, 3, 3], 1, Padding::SameUpper), // gemm, many blocks
+            ([1, 16, 7, 7], [64, 4, 1, 1], 4, Padding::Valid),        // grouped pointwise, split
+            ([2, 8, 9, 9], [8, 1, 3, 3], 8, Padding::SameUpper),      // depthwise
+        ];
+        let acts = [
+            Activation::RELU,
+            Activation {
+                lo: Some(-0.1),
+                hi: Some(0.2),
+            },
+        ];
+        for (xs, ws, g, pad) in cases {
+            let x = data(&xs, 21);
+            let w = data(&ws, 22);
+            let b = data(&[ws[0]], 23);
+            let a = attrs(g, vec![], vec![], pad);
+            let plain = conv_f32(&x, &w, Some(&b), &a).unwrap();
+            let prep = prepare(&a, &Tensor::F32(w.clone()));
+            assert_eq!(prep.is_some(), ws[1] != 1, "{ws:?}");
+            let with = conv_f32_with(&x, &w, Some(&b), &a, prep.as_ref(), Activation::NONE);
+            assert_eq!(with.unwrap(), plain);
+            for act in acts {
+                let fused = conv_f32_with(&x, &w, Some(&b), &a, prep.as_ref(), act).unwrap();
+                let want = plain.mapv(|v| act.apply(v));
+                let bits = |t: &ArrayD<f32>| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&fused), bits(&want), "{ws:?} {act:?}");
+            }
+        }
+        // Packed for another shape: ignored, packed per call.
+        let a = attrs(1, vec![], vec![], Padding::Valid);
+        let other = prepare(&a, &Tensor::F32(data(&[4, 3, 3, 3], 1))).unwrap();
+        let (x, w) = (data(&[1, 3, 6, 6], 2), data(&[5, 3, 3, 3], 3));
+        let got = conv_f32_with(&x, &w, None, &a, Some(&other), Activation::NONE).unwrap();
+        assert_eq!(got, conv_f32(&x, &w, None, &a).unwrap());
     }
 
     #[test]

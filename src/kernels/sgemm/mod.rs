@@ -130,6 +130,7 @@ pub fn packed_b_len(k: usize, n: usize) -> usize {
 /// `c` must be valid for reads and writes of the rows `panels.start * MR .. min(panels.end *
 /// MR, a.m())` with row stride `ldc`, columns `0..n`, and no other thread may touch those
 /// elements during the call.
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_packed(
     kernel: Kernel,
     a: &PackedA,
