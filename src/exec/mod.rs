@@ -3,6 +3,7 @@
 //! optional value (`Value`) only passes through Identity nodes, beside the tensor path.
 
 mod plan;
+mod prepare;
 mod value;
 #[cfg(test)]
 mod value_tests;
@@ -11,7 +12,7 @@ pub use plan::Plan;
 use value::tensors_only;
 pub use value::Value;
 
-use crate::ir::{Dim, Graph};
+use crate::ir::{Dim, Graph, Op};
 use crate::kernels;
 use crate::tensor::Tensor;
 use anyhow::{anyhow, bail, Context, Result};
@@ -153,39 +154,50 @@ impl<'g> Runner<'g> {
     }
 
     /// Runs a graph of tensors; returns the outputs in declaration order, with their names.
-    /// A graph with a sequence or optional input needs `run_values`.
+    /// A graph with a sequence or optional input needs `run_values`. Fused: an activation
+    /// after a Conv is applied by the Conv (see `prepare.rs`).
     pub fn run(&self, inputs: HashMap<String, Tensor>) -> Result<Vec<(String, Tensor)>> {
-        self.run_observed(inputs, |_, _| Ok(()))
+        tensors_only(self.run_inner(
+            inputs,
+            HashMap::new(),
+            |_, _| Ok(()),
+            None::<fn(NodeRun)>,
+            true,
+        )?)
     }
 
     /// Runs the graph, calling `observe(value_name, tensor)` for every tensor node output as
-    /// it is computed (for comparisons that look at intermediate tensors).
+    /// it is computed (for comparisons that look at intermediate tensors). Every node runs as
+    /// its own kernel (no fusion), so each value observed is the one that node computes.
     pub fn run_observed(
         &self,
         inputs: HashMap<String, Tensor>,
         observe: impl FnMut(&str, &Tensor) -> Result<()>,
     ) -> Result<Vec<(String, Tensor)>> {
-        tensors_only(self.run_inner(inputs, HashMap::new(), observe, None::<fn(NodeRun)>)?)
+        tensors_only(self.run_inner(inputs, HashMap::new(), observe, None::<fn(NodeRun)>, false)?)
     }
 
     /// Runs the graph, timing each node's kernel and passing it to `on_node` (for
-    /// `bench --profile`). Only the kernel call is inside the timed region.
+    /// `bench --profile`). Only the kernel call is inside the timed region. Unfused, so every
+    /// node gets its own time.
     pub fn run_profiled(
         &self,
         inputs: HashMap<String, Tensor>,
         on_node: impl FnMut(NodeRun),
     ) -> Result<Vec<(String, Tensor)>> {
-        tensors_only(self.run_inner(inputs, HashMap::new(), |_, _| Ok(()), Some(on_node))?)
+        tensors_only(self.run_inner(inputs, HashMap::new(), |_, _| Ok(()), Some(on_node), false)?)
     }
 
     /// The interpreter loop. `on_node` is a type parameter passed as `None` by the plain
     /// runs, so the timing code is compiled out of them rather than tested per node.
+    /// `fuse` applies the plan's activation fusion.
     fn run_inner<F: FnMut(NodeRun)>(
         &self,
         mut inputs: HashMap<String, Tensor>,
         mut values: HashMap<String, Value>,
         mut observe: impl FnMut(&str, &Tensor) -> Result<()>,
         mut on_node: Option<F>,
+        fuse: bool,
     ) -> Result<Vec<(String, Value)>> {
         self.check_inputs(&inputs)?;
         self.check_values(&values)?;
@@ -207,12 +219,34 @@ impl<'g> Runner<'g> {
                 continue;
             }
             let ctx = || format!("node '{}' ({})", node.name, node.op.name());
+            let prep = &plan.prepared;
+            if fuse && prep.forward[i] {
+                // The Conv before applied this activation; its output (read by this node
+                // only) moves over.
+                if let (Some(Some(src)), Some(Some(dst))) =
+                    (plan.node_inputs[i].first(), plan.node_outputs[i].first())
+                {
+                    slots[*dst] = std::mem::replace(&mut slots[*src], Slot::Empty);
+                }
+                for &s in &plan.frees[i] {
+                    slots[s] = Slot::Empty;
+                }
+                continue;
+            }
             let ins: Vec<Option<&Tensor>> = plan.node_inputs[i]
                 .iter()
                 .map(|s| s.and_then(|s| slots[s].get()))
                 .collect();
             let start = on_node.as_ref().map(|_| Instant::now());
-            let outs = kernels::eval(&node.op, &ins, node.outputs.len()).with_context(ctx)?;
+            let act = prep.fused_act[i].filter(|_| fuse);
+            let outs = match (&node.op, &prep.conv[i]) {
+                (Op::Conv(attrs), conv) if conv.is_some() || act.is_some() => {
+                    let act = act.unwrap_or_default();
+                    kernels::conv::eval_with(attrs, conv.as_ref(), act, &ins)
+                }
+                _ => kernels::eval(&node.op, &ins, node.outputs.len()),
+            }
+            .with_context(ctx)?;
             if let (Some(f), Some(start)) = (on_node.as_mut(), start) {
                 f(NodeRun {
                     index: i,

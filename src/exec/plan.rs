@@ -2,6 +2,7 @@
 //! output slots, and the slots that die after each node (their last use), so the interpreter
 //! frees tensors as soon as nothing reads them.
 
+use super::prepare::Prepared;
 use crate::ir::Graph;
 use anyhow::{anyhow, Result};
 use std::collections::HashMap;
@@ -17,6 +18,8 @@ pub struct Plan {
     /// Per node: run-time slots whose last reader is this node, freed right after it.
     pub frees: Vec<Vec<usize>>,
     pub output_slots: Vec<usize>,
+    /// Per-node state built from constants (packed Conv weights, fused activations).
+    pub prepared: Prepared,
 }
 
 impl Plan {
@@ -95,6 +98,7 @@ impl Plan {
             node_outputs,
             frees,
             output_slots,
+            prepared: Prepared::new(graph),
         })
     }
 }

@@ -91,7 +91,7 @@ impl Runner<'_> {
         // Before the tensor inputs are checked: a sequence given for a tensor input would
         // otherwise be reported as that input missing.
         self.check_not_tensor_inputs(&values)?;
-        self.run_inner(tensors, values, |_, _| Ok(()), None::<fn(NodeRun)>)
+        self.run_inner(tensors, values, |_, _| Ok(()), None::<fn(NodeRun)>, true)
     }
 
     /// Checks the sequence and optional inputs: each one the graph declares given, of its

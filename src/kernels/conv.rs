@@ -13,8 +13,9 @@
 //! leading spatial dims of size 1, which changes neither the data layout nor the math.
 
 use super::depthwise;
-use super::gemm::{sgemm_raw, SendPtr};
+use super::gemm::SendPtr;
 use super::input;
+use super::sgemm::{self, Activation, Epilogue, Kernel, PackedA};
 use crate::ir::op::ConvAttrs;
 use crate::ir::window::Geometry;
 use crate::ir::Op;
@@ -30,22 +31,7 @@ pub fn eval(op: &Op, inputs: &[Option<&Tensor>], _n_outputs: usize) -> Result<Ve
     let Op::Conv(attrs) = op else {
         bail!("conv kernel called for {}", op.name())
     };
-    let x = input(inputs, 0, "X")?;
-    let w = input(inputs, 1, "W")?;
-    let b = inputs.get(2).copied().flatten();
-    if x.dtype() != DType::F32 {
-        bail!("Conv on {} is not supported", x.dtype());
-    }
-    let b = match b {
-        Some(b) => Some(b.as_f32()?),
-        None => None,
-    };
-    Ok(vec![Tensor::F32(conv_f32(
-        x.as_f32()?,
-        w.as_f32()?,
-        b,
-        attrs,
-    )?)])
+    eval_with(attrs, None, Activation::NONE, inputs)
 }
 
 /// The window geometry lifted to exactly 3 spatial dims, plus the channel structure.
@@ -118,12 +104,23 @@ pub fn conv_f32(
     b: Option<&ArrayD<f32>>,
     attrs: &ConvAttrs,
 ) -> Result<ArrayD<f32>> {
+    conv_f32_with(x, w, b, attrs, None, Activation::NONE)
+}
+
+/// [`conv_f32`] with weights packed beforehand (used when they match `w`'s shape and the
+/// group count) and an activation applied to every output value.
+pub fn conv_f32_with(
+    x: &ArrayD<f32>,
+    w: &ArrayD<f32>,
+    b: Option<&ArrayD<f32>>,
+    attrs: &ConvAttrs,
+    prepared: Option<&Prepared>,
+    act: Activation,
+) -> Result<ArrayD<f32>> {
     let p = plan(x.shape(), w.shape(), b.map(|b| b.shape()), attrs)?;
     crate::tensor::limits::check_alloc(&p.out_shape, DType::F32)?;
     let x = x.as_standard_layout();
-    let w = w.as_standard_layout();
     let xd = x.as_slice().expect("standard layout");
-    let wd = w.as_slice().expect("standard layout");
     let bias: Option<Vec<f32>> = b.map(|b| b.iter().copied().collect());
     let mut out = vec![0f32; p.out_shape.iter().product()];
     if p.out_plane() > 0 && p.m > 0 {
@@ -139,107 +136,307 @@ pub fn conv_f32(
                 pads: p.pads,
                 output: p.output,
             };
-            depthwise::depthwise(&g, xd, wd, bias.as_deref(), &mut out);
+            let w = w.as_standard_layout();
+            let wd = w.as_slice().expect("standard layout");
+            depthwise::depthwise(&g, xd, wd, bias.as_deref(), act, &mut out);
         } else {
-            im2col_gemm(&p, xd, wd, bias.as_deref(), &mut out);
+            let owned;
+            let packed = match prepared {
+                Some(pr) if pr.w_shape == w.shape() && pr.group == p.group => &pr.a,
+                _ => {
+                    owned = pack_weights(w, p.group);
+                    &owned
+                }
+            };
+            im2col_gemm(&p, xd, packed, bias.as_deref(), act, &mut out);
         }
     }
     Ok(ArrayD::from_shape_vec(IxDyn(&p.out_shape), out)?)
 }
 
-/// For each output position of a block, the input coordinate its window starts at (may be
-/// negative: inside the leading padding).
-fn block_origins(p: &Plan, p0: usize, len: usize, origins: &mut Vec<[isize; 3]>) {
-    origins.clear();
+/// Conv weights packed once for the sgemm (one `PackedA` per group), so that runs of a
+/// graph whose weights are constants skip the packing. Built by [`prepare`].
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    /// The weight shape it was packed from: a call with another shape packs afresh.
+    w_shape: Vec<usize>,
+    group: usize,
+    a: Vec<PackedA>,
+}
+
+/// Packs the weights of a Conv for [`eval_with`], or `None` when there is nothing to gain
+/// (not f32, a shape the kernel will refuse anyway, or a depthwise conv, which does not use
+/// the sgemm).
+pub fn prepare(attrs: &ConvAttrs, w: &Tensor) -> Option<Prepared> {
+    let Tensor::F32(w) = w else { return None };
+    let ws = w.shape();
+    let g = attrs.group;
+    if ws.len() < 3 || g == 0 || ws[0] % g != 0 || ws.contains(&0) {
+        return None;
+    }
+    // Depthwise (depthwise.rs) is group == C with any multiplier; C = W.shape[1] * group.
+    if ws[1] == 1 {
+        return None;
+    }
+    Some(Prepared {
+        w_shape: ws.to_vec(),
+        group: g,
+        a: pack_weights(w, g),
+    })
+}
+
+/// One `PackedA` per group of `w` (`M x C/g x k...`, any layout).
+fn pack_weights(w: &ArrayD<f32>, group: usize) -> Vec<PackedA> {
+    let ws = w.shape();
+    let mg = ws[0] / group;
+    let kdim: usize = ws[1..].iter().product();
+    let w = w.as_standard_layout();
+    let wd = w.as_slice().expect("standard layout");
+    (0..group)
+        .map(|g| PackedA::pack(mg, kdim, &wd[g * mg * kdim..(g + 1) * mg * kdim], kdim))
+        .collect()
+}
+
+/// Conv with optionally prepared weights and an activation fused into the output (the
+/// interpreter's plain runs use it; `Activation::NONE` is plain Conv).
+pub fn eval_with(
+    attrs: &ConvAttrs,
+    prepared: Option<&Prepared>,
+    act: Activation,
+    inputs: &[Option<&Tensor>],
+) -> Result<Vec<Tensor>> {
+    let x = input(inputs, 0, "X")?;
+    let w = input(inputs, 1, "W")?;
+    let b = inputs.get(2).copied().flatten();
+    if x.dtype() != DType::F32 {
+        bail!("Conv on {} is not supported", x.dtype());
+    }
+    let b = match b {
+        Some(b) => Some(b.as_f32()?),
+        None => None,
+    };
+    Ok(vec![Tensor::F32(conv_f32_with(
+        x.as_f32()?,
+        w.as_f32()?,
+        b,
+        attrs,
+        prepared,
+        act,
+    )?)])
+}
+
+/// A run of output positions of one block sharing their output row: block columns
+/// `col..col + len` are output positions `(oz, oy, ox0..ox0 + len)`.
+#[derive(Clone, Copy, Debug)]
+struct Seg {
+    col: usize,
+    oz: usize,
+    oy: usize,
+    ox0: usize,
+    len: usize,
+}
+
+/// Cuts the output positions `p0..p0 + len` into row runs.
+fn block_segments(p: &Plan, p0: usize, len: usize, segs: &mut Vec<Seg>) {
+    segs.clear();
     let [_, oh, ow] = p.output;
-    for pos in p0..p0 + len {
-        let o = [pos / (oh * ow), (pos / ow) % oh, pos % ow];
-        origins.push(std::array::from_fn(|i| {
-            (o[i] * p.strides[i]) as isize - p.pads[i] as isize
-        }));
+    let (mut pos, end) = (p0, p0 + len);
+    while pos < end {
+        let (row, ox0) = (pos / ow, pos % ow);
+        let l = (ow - ox0).min(end - pos);
+        segs.push(Seg {
+            col: pos - p0,
+            oz: row / oh,
+            oy: row % oh,
+            ox0,
+            len: l,
+        });
+        pos += l;
     }
 }
 
-/// The general path, parallel over (batch, group, block of output positions).
-fn im2col_gemm(p: &Plan, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
-    let (cg, mg, kp) = (p.cg(), p.mg(), p.k_plane());
-    let kdim = cg * kp;
-    let (in_plane, out_plane) = (p.in_plane(), p.out_plane());
-    let n_blocks = out_plane.div_ceil(BLOCK);
-    // A 1x1 kernel with stride 1 and no padding reads each input position exactly once, in
-    // order: the input plane already is the patch matrix.
-    let pointwise =
-        p.kernel == [1; 3] && p.strides == [1; 3] && p.pads == [0; 3] && p.input == p.output;
-    let outp = SendPtr(out.as_mut_ptr());
-    let n_tasks = p.n * p.group * n_blocks;
-    (0..n_tasks).into_par_iter().for_each_init(
-        || (Vec::<f32>::new(), Vec::<[isize; 3]>::new()),
-        |(cols, origins), t| {
-            let blk = t % n_blocks;
-            let g = (t / n_blocks) % p.group;
-            let n = t / (n_blocks * p.group);
-            let p0 = blk * BLOCK;
-            let len = BLOCK.min(out_plane - p0);
-            let x_base = (n * p.c + g * cg) * in_plane;
-            let (b_mat, ldb): (&[f32], usize) = if pointwise {
-                (&x[x_base + p0..], in_plane)
-            } else {
-                cols.resize(kdim * len, 0.0);
-                block_origins(p, p0, len, origins);
-                im2col_block(p, &x[x_base..x_base + cg * in_plane], origins, cols);
-                (&cols[..], len)
-            };
-            let w_g = &w[g * mg * kdim..(g + 1) * mg * kdim];
-            let c_off = (n * p.m + g * mg) * out_plane + p0;
-            // SAFETY: this task writes rows g*mg..(g+1)*mg of batch n, columns p0..p0+len of
-            // the output; tasks differ in (n, g, blk), so their elements are disjoint, and
-            // the offsets stay within `out` (n < N, channel < M, column < out_plane).
-            unsafe {
-                let c = outp.get().add(c_off);
-                sgemm_raw(
-                    mg, len, kdim, 1.0, w_g, kdim, 1, b_mat, ldb, 1, c, out_plane, false,
-                );
-                if let Some(bias) = bias {
-                    for mi in 0..mg {
-                        let bv = bias[g * mg + mi];
-                        let row = std::slice::from_raw_parts_mut(c.add(mi * out_plane), len);
-                        row.iter_mut().for_each(|v| *v += bv);
-                    }
-                }
-            }
-        },
-    );
+/// Per-task scratch: the packed B block, one im2col row, the block's row runs.
+#[derive(Default)]
+struct Scratch {
+    packed: Vec<f32>,
+    row: Vec<f32>,
+    segs: Vec<Seg>,
 }
 
-/// Fills `cols` (`(cg * prod(k)) x origins.len()`, row-major) with the patches of one block;
-/// out-of-bounds (padding) positions are 0.
-fn im2col_block(p: &Plan, x: &[f32], origins: &[[isize; 3]], cols: &mut [f32]) {
-    let len = origins.len();
-    let [id, ih, iw] = p.input.map(|v| v as isize);
-    let [kd, kh, kw] = p.kernel;
-    let [dd, dh, dw] = p.dilations.map(|v| v as isize);
+/// Packs the patch matrix (`kdim x len`) of output positions `p0..p0 + len` of one (batch,
+/// group) straight into the sgemm's B panels in `s.packed`. `x` is the group's input
+/// channels. Each row (channel, kernel tap) is gathered run by run: the valid input columns
+/// of a run are computed once, so padding costs no per-element test, and with stride 1 the
+/// copy is a contiguous slice copy.
+fn pack_patches(p: &Plan, x: &[f32], p0: usize, len: usize, pointwise: bool, s: &mut Scratch) {
+    let kdim = p.cg() * p.k_plane();
     let in_plane = p.in_plane();
-    let mut row = 0;
+    s.packed.resize(sgemm::packed_b_len(kdim, len), 0.0);
+    if pointwise {
+        // A 1x1 kernel with stride 1 and no padding reads each input position exactly once,
+        // in order: the input plane already is the patch matrix.
+        for c in 0..p.cg() {
+            let row = &x[c * in_plane + p0..c * in_plane + p0 + len];
+            sgemm::pack_b_row(c, kdim, row, &mut s.packed);
+        }
+        return;
+    }
+    block_segments(p, p0, len, &mut s.segs);
+    s.row.resize(len, 0.0);
+    let [id, ih, iw] = p.input;
+    let [kd, kh, kw] = p.kernel;
+    let [sd, sh, sw] = p.strides;
+    let [dd, dh, dw] = p.dilations;
+    let [pd, ph, pw] = p.pads.map(|v| v as isize);
+    let ow = p.output[2];
+    // Per kernel column: the input column offset and the output columns whose input column
+    // is in bounds (independent of the row).
+    let cols: Vec<(isize, usize, usize)> = (0..kw)
+        .map(|cc| {
+            let off = (cc * dw) as isize - pw;
+            let (lo, hi) = valid_cols(off, sw, iw, ow);
+            (off, lo, hi)
+        })
+        .collect();
+    let mut r = 0;
     for c in 0..p.cg() {
         let xc = &x[c * in_plane..(c + 1) * in_plane];
         for a in 0..kd {
             for bb in 0..kh {
-                for cc in 0..kw {
-                    let dst = &mut cols[row * len..(row + 1) * len];
-                    let off = [a as isize * dd, bb as isize * dh, cc as isize * dw];
-                    for (v, o) in dst.iter_mut().zip(origins) {
-                        let (z, y, xx) = (o[0] + off[0], o[1] + off[1], o[2] + off[2]);
-                        *v = if z >= 0 && z < id && y >= 0 && y < ih && xx >= 0 && xx < iw {
-                            xc[((z * ih + y) * iw + xx) as usize]
+                for &(off, vlo, vhi) in &cols {
+                    for sg in &s.segs {
+                        let dst = &mut s.row[sg.col..sg.col + sg.len];
+                        let z = (sg.oz * sd + a * dd) as isize - pd;
+                        let y = (sg.oy * sh + bb * dh) as isize - ph;
+                        if z < 0 || z >= id as isize || y < 0 || y >= ih as isize {
+                            dst.fill(0.0);
+                            continue;
+                        }
+                        let xr = &xc[(z as usize * ih + y as usize) * iw..][..iw];
+                        let end = sg.ox0 + sg.len;
+                        let lo = vlo.clamp(sg.ox0, end);
+                        let hi = vhi.clamp(lo, end);
+                        dst[..lo - sg.ox0].fill(0.0);
+                        dst[hi - sg.ox0..].fill(0.0);
+                        let d = &mut dst[lo - sg.ox0..hi - sg.ox0];
+                        if d.is_empty() {
+                            continue;
+                        }
+                        // In bounds: lo >= the first valid column, so this is >= 0.
+                        let start = (lo * sw) as isize + off;
+                        let start = start as usize;
+                        if sw == 1 {
+                            d.copy_from_slice(&xr[start..start + d.len()]);
                         } else {
-                            0.0
-                        };
+                            for (v, &xv) in d.iter_mut().zip(xr[start..].iter().step_by(sw)) {
+                                *v = xv;
+                            }
+                        }
                     }
-                    row += 1;
+                    sgemm::pack_b_row(r, kdim, &s.row, &mut s.packed);
+                    r += 1;
                 }
             }
         }
     }
+}
+
+/// Below this many (batch, group, block) units, the M panels are split over tasks too, so
+/// that late layers with few output positions still keep every core busy. A constant: the
+/// task boundaries must not depend on the thread count.
+const MIN_UNITS: usize = 8;
+/// A-panels per task when the M panels are split.
+const M_CHUNK_PANELS: usize = 4;
+
+/// The general path: for each (batch, group, block of output positions), the patches packed
+/// into B panels, times the group's packed weights, with bias and activation applied as the
+/// tiles are stored. Parallel over those units; with few units, the patches of every unit
+/// are packed first and the products then split over (unit, chunk of M panels). Each output
+/// element is computed by the same tile calls either way.
+fn im2col_gemm(
+    p: &Plan,
+    x: &[f32],
+    packed: &[PackedA],
+    bias: Option<&[f32]>,
+    act: Activation,
+    out: &mut [f32],
+) {
+    let (cg, mg) = (p.cg(), p.mg());
+    let (in_plane, out_plane) = (p.in_plane(), p.out_plane());
+    let n_blocks = out_plane.div_ceil(BLOCK);
+    let pointwise =
+        p.kernel == [1; 3] && p.strides == [1; 3] && p.pads == [0; 3] && p.input == p.output;
+    let kernel = Kernel::detect();
+    let outp = SendPtr(out.as_mut_ptr());
+    let units = p.n * p.group * n_blocks;
+    // Unit u: batch n, group g, block blk; its input channels, output columns, epilogue.
+    let unit = |u: usize| {
+        let blk = u % n_blocks;
+        let g = (u / n_blocks) % p.group;
+        let n = u / (n_blocks * p.group);
+        let p0 = blk * BLOCK;
+        (n, g, p0, BLOCK.min(out_plane - p0))
+    };
+    let x_of = |n: usize, g: usize| {
+        let base = (n * p.c + g * cg) * in_plane;
+        &x[base..base + cg * in_plane]
+    };
+    let epi_of = |g: usize| Epilogue {
+        bias: bias.map(|b| &b[g * mg..(g + 1) * mg]),
+        act,
+    };
+    // SAFETY (both calls below): a call writes rows `panels` of group g of batch n, columns
+    // p0..p0+len of the output (`out_plane` apart); calls differ in (n, g, block, panels),
+    // so they write disjoint elements, all inside `out` (n < N, channel < M, column <
+    // out_plane).
+    let run = |n: usize, g: usize, p0: usize, len: usize, panels, b: &[f32]| unsafe {
+        let c = outp.get().add((n * p.m + g * mg) * out_plane + p0);
+        sgemm::gemm_packed(kernel, &packed[g], panels, b, len, c, out_plane, &epi_of(g));
+    };
+    if units >= MIN_UNITS {
+        (0..units)
+            .into_par_iter()
+            .for_each_init(Scratch::default, |s, u| {
+                let (n, g, p0, len) = unit(u);
+                pack_patches(p, x_of(n, g), p0, len, pointwise, s);
+                run(n, g, p0, len, 0..packed[g].panels(), &s.packed);
+            });
+    } else {
+        let bufs: Vec<Vec<f32>> = (0..units)
+            .into_par_iter()
+            .map_init(Scratch::default, |s, u| {
+                let (n, g, p0, len) = unit(u);
+                pack_patches(p, x_of(n, g), p0, len, pointwise, s);
+                std::mem::take(&mut s.packed)
+            })
+            .collect();
+        let chunks = mg.div_ceil(sgemm::MR).div_ceil(M_CHUNK_PANELS);
+        (0..units * chunks).into_par_iter().for_each(|t| {
+            let (u, ch) = (t / chunks, t % chunks);
+            let (n, g, p0, len) = unit(u);
+            let end = ((ch + 1) * M_CHUNK_PANELS).min(packed[g].panels());
+            run(n, g, p0, len, ch * M_CHUNK_PANELS..end, &bufs[u]);
+        });
+    }
+}
+
+/// The output columns `lo..hi` whose input column `ox * stride + off` lies in `0..iw`.
+#[inline(always)]
+fn valid_cols(off: isize, stride: usize, iw: usize, ow: usize) -> (usize, usize) {
+    let s = stride as isize;
+    // lo = ceil(-off / s) when off < 0; hi = floor((iw - 1 - off) / s) + 1, clamped to ow.
+    let lo = if off < 0 {
+        ((-off + s - 1) / s) as usize
+    } else {
+        0
+    };
+    let last = iw as isize - 1 - off;
+    let hi = if last < 0 {
+        0
+    } else {
+        ow.min((last / s) as usize + 1)
+    };
+    (lo.min(ow), hi)
 }
 
 /// A plain direct convolution, accumulating in f64: the reference the fast paths are tested
@@ -544,6 +741,79 @@ mod tests {
                 .install(|| conv_f32(&x, &w, None, &a).unwrap())
         };
         assert_eq!(run(1), run(3));
+    }
+
+    /// Few (batch, group, block) units: the M panels are split over tasks (late layers),
+    /// with partial A panels (M = 100) and a partial last column block.
+    #[test]
+    fn split_over_m_panels_matches_reference_and_thread_count() {
+        let e = Padding::Explicit(vec![1, 1, 1, 1]);
+        check(
+            &[1, 24, 7, 7],
+            &[100, 24, 3, 3],
+            true,
+            attrs(1, vec![], vec![], e.clone()),
+        );
+        check(
+            &[1, 8, 20, 20],
+            &[36, 4, 3, 3],
+            false,
+            attrs(2, vec![], vec![], e.clone()),
+        );
+        let x = data(&[1, 40, 7, 7], 11);
+        let w = data(&[100, 40, 3, 3], 12);
+        let b = data(&[100], 13);
+        let a = attrs(1, vec![], vec![], e);
+        let run = |t| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+                .install(|| conv_f32(&x, &w, Some(&b), &a).unwrap())
+        };
+        assert_eq!(run(1), run(2));
+        assert_eq!(run(1), run(3));
+    }
+
+    /// Prepared weights and a fused activation give the same bits as packing per call and
+    /// clamping afterwards, on the sgemm path and on the depthwise path.
+    #[test]
+    fn prepared_and_fused_match_plain() {
+        let cases = [
+            ([1, 16, 30, 30], [32, 16, 3, 3], 1, Padding::SameUpper), // gemm, many blocks
+            ([1, 16, 7, 7], [64, 4, 1, 1], 4, Padding::Valid),        // grouped pointwise, split
+            ([2, 8, 9, 9], [8, 1, 3, 3], 8, Padding::SameUpper),      // depthwise
+        ];
+        let acts = [
+            Activation::RELU,
+            Activation {
+                lo: Some(-0.1),
+                hi: Some(0.2),
+            },
+        ];
+        for (xs, ws, g, pad) in cases {
+            let x = data(&xs, 21);
+            let w = data(&ws, 22);
+            let b = data(&[ws[0]], 23);
+            let a = attrs(g, vec![], vec![], pad);
+            let plain = conv_f32(&x, &w, Some(&b), &a).unwrap();
+            let prep = prepare(&a, &Tensor::F32(w.clone()));
+            assert_eq!(prep.is_some(), ws[1] != 1, "{ws:?}");
+            let with = conv_f32_with(&x, &w, Some(&b), &a, prep.as_ref(), Activation::NONE);
+            assert_eq!(with.unwrap(), plain);
+            for act in acts {
+                let fused = conv_f32_with(&x, &w, Some(&b), &a, prep.as_ref(), act).unwrap();
+                let want = plain.mapv(|v| act.apply(v));
+                let bits = |t: &ArrayD<f32>| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&fused), bits(&want), "{ws:?} {act:?}");
+            }
+        }
+        // Packed for another shape: ignored, packed per call.
+        let a = attrs(1, vec![], vec![], Padding::Valid);
+        let other = prepare(&a, &Tensor::F32(data(&[4, 3, 3, 3], 1))).unwrap();
+        let (x, w) = (data(&[1, 3, 6, 6], 2), data(&[5, 3, 3, 3], 3));
+        let got = conv_f32_with(&x, &w, None, &a, Some(&other), Activation::NONE).unwrap();
+        assert_eq!(got, conv_f32(&x, &w, None, &a).unwrap());
     }
 
     #[test]

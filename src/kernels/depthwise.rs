@@ -18,6 +18,7 @@
 //! the bias is added last. Padding taps add `w * 0.0`, which leaves a sum unchanged.
 
 use super::gemm::SendPtr;
+use super::sgemm::Activation;
 use rayon::prelude::*;
 
 /// Output columns per accumulator block: one AVX-512 register, two AVX2 ones.
@@ -87,7 +88,14 @@ impl Geometry {
 
 /// `out` (`[N, C * mult, output...]`) = depthwise conv of `x` (`[N, C, input...]`) with `w`
 /// (`[C * mult, 1, kernel...]`) plus `bias` (`[C * mult]`).
-pub fn depthwise(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+pub fn depthwise(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    out: &mut [f32],
+) {
     let (in_plane, out_plane, kp) = (g.in_plane(), g.out_plane(), g.k_plane());
     let m = g.c * g.mult;
     if out_plane == 0 || m == 0 || g.n == 0 {
@@ -107,7 +115,7 @@ pub fn depthwise(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: 
             let dst = unsafe {
                 std::slice::from_raw_parts_mut(outp.get().add(plane * out_plane), out_plane)
             };
-            plane_dispatch(g, xc, wk, bv, scratch, dst);
+            plane_dispatch(g, xc, wk, bv, act, scratch, dst);
         });
 }
 
@@ -119,6 +127,7 @@ fn plane_dispatch(
     x: &[f32],
     w: &[f32],
     bias: f32,
+    act: Activation,
     scratch: &mut Vec<f32>,
     dst: &mut [f32],
 ) {
@@ -126,16 +135,16 @@ fn plane_dispatch(
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports AVX-512F, checked just above.
-            unsafe { plane_avx512(g, x, w, bias, scratch, dst) };
+            unsafe { plane_avx512(g, x, w, bias, act, scratch, dst) };
             return;
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
-            unsafe { plane_avx2(g, x, w, bias, scratch, dst) };
+            unsafe { plane_avx2(g, x, w, bias, act, scratch, dst) };
             return;
         }
     }
-    plane(g, x, w, bias, scratch, dst);
+    plane(g, x, w, bias, act, scratch, dst);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -145,10 +154,11 @@ unsafe fn plane_avx512(
     x: &[f32],
     w: &[f32],
     bias: f32,
+    act: Activation,
     scratch: &mut Vec<f32>,
     dst: &mut [f32],
 ) {
-    plane(g, x, w, bias, scratch, dst);
+    plane(g, x, w, bias, act, scratch, dst);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -158,10 +168,11 @@ unsafe fn plane_avx2(
     x: &[f32],
     w: &[f32],
     bias: f32,
+    act: Activation,
     scratch: &mut Vec<f32>,
     dst: &mut [f32],
 ) {
-    plane(g, x, w, bias, scratch, dst);
+    plane(g, x, w, bias, act, scratch, dst);
 }
 
 /// Copies input plane `x` into the padded, phase-split `scratch` (see the module doc).
@@ -221,7 +232,7 @@ fn block<const NB: usize>(
     col_off: &[usize],
     [kd, kh]: [usize; 2],
     tap_row: impl Fn(usize, usize) -> usize,
-    bias: f32,
+    (bias, act): (f32, Activation),
 ) {
     let kw = col_off.len();
     let mut acc = [[0f32; LANES]; NB];
@@ -241,13 +252,21 @@ fn block<const NB: usize>(
     }
     // `row` may be shorter than the block: the last block of a row.
     for (o, &v) in row.iter_mut().zip(acc.as_flattened()) {
-        *o = v + bias;
+        *o = act.apply(v + bias);
     }
 }
 
 /// One (batch, output channel) plane; see the module doc.
 #[inline(always)]
-fn plane(g: &Geometry, x: &[f32], w: &[f32], bias: f32, scratch: &mut Vec<f32>, dst: &mut [f32]) {
+fn plane(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    bias: f32,
+    act: Activation,
+    scratch: &mut Vec<f32>,
+    dst: &mut [f32],
+) {
     let lay = g.layout();
     pad_plane(g, &lay, x, scratch);
     let xp: &[f32] = scratch;
@@ -276,9 +295,9 @@ fn plane(g: &Geometry, x: &[f32], w: &[f32], bias: f32, scratch: &mut Vec<f32>, 
                 let geo = [kd, kh];
                 // (No 3-register block: LLVM leaves that one scalar.)
                 match (ow - ox0).div_ceil(LANES) {
-                    1 => block::<1>(dst, xp, w, &col_off, geo, at, bias),
-                    2 => block::<2>(dst, xp, w, &col_off, geo, at, bias),
-                    _ => block::<4>(dst, xp, w, &col_off, geo, at, bias),
+                    1 => block::<1>(dst, xp, w, &col_off, geo, at, (bias, act)),
+                    2 => block::<2>(dst, xp, w, &col_off, geo, at, (bias, act)),
+                    _ => block::<4>(dst, xp, w, &col_off, geo, at, (bias, act)),
                 }
                 ox0 += 4 * LANES;
             }

@@ -17,6 +17,7 @@ pub mod matmul;
 pub mod norm;
 pub mod pool;
 pub mod reduce;
+pub mod sgemm;
 pub mod variadic;
 
 use crate::ir::Op;

@@ -1,0 +1,236 @@
+//! State built once per plan from the graph's constants, so runs skip work that does not
+//! depend on the inputs: Conv weights packed for the sgemm, and, for plain runs only, a Relu
+//! or constant Clip fused into the Conv that feeds it.
+//!
+//! Fusion changes no bits (the Conv's epilogue clamps exactly as the Relu/Clip kernels do,
+//! after the bias), but it does skip the Conv's own output tensor, so runs that look at
+//! every intermediate value (`run_observed`, used by verify/compare/divergence) or time
+//! every node (`run_profiled`) run unfused: the `fuse` flag of the interpreter loop.
+
+use crate::ir::{Graph, Op, UnaryOp};
+use crate::kernels::conv;
+use crate::kernels::sgemm::Activation;
+use crate::tensor::Tensor;
+use std::collections::HashMap;
+
+pub struct Prepared {
+    /// Per node: the packed weights of a Conv whose weights are a constant.
+    pub conv: Vec<Option<conv::Prepared>>,
+    /// Per node, fused runs only: the activation this Conv applies to its output.
+    pub fused_act: Vec<Option<Activation>>,
+    /// Per node, fused runs only: this activation node was fused into the Conv before it;
+    /// its output is its first input, moved.
+    pub forward: Vec<bool>,
+}
+
+impl Prepared {
+    pub fn new(graph: &Graph) -> Prepared {
+        let n = graph.nodes.len();
+        let conv = graph
+            .nodes
+            .iter()
+            .map(|node| match &node.op {
+                Op::Conv(attrs) => node
+                    .inputs
+                    .get(1)
+                    .and_then(|w| graph.constants.get(w))
+                    .and_then(|w| conv::prepare(attrs, w)),
+                _ => None,
+            })
+            .collect();
+        let mut fused_act = vec![None; n];
+        let mut forward = vec![false; n];
+        // Readers of each value (a node reading it twice counts twice).
+        let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (j, node) in graph.nodes.iter().enumerate() {
+            for i in node.inputs.iter().filter(|i| !i.is_empty()) {
+                readers.entry(i.as_str()).or_default().push(j);
+            }
+        }
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let (Op::Conv(_), [out]) = (&node.op, node.outputs.as_slice()) else {
+                continue;
+            };
+            if out.is_empty() || graph.outputs.iter().any(|o| &o.name == out) {
+                continue;
+            }
+            let Some([j]) = readers.get(out.as_str()).map(Vec::as_slice) else {
+                continue;
+            };
+            let next = &graph.nodes[*j];
+            if next.inputs.first() != Some(out) || next.outputs.len() != 1 {
+                continue;
+            }
+            if let Some(act) = activation(graph, &next.op, &next.inputs) {
+                fused_act[i] = Some(act);
+                forward[*j] = true;
+            }
+        }
+        Prepared {
+            conv,
+            fused_act,
+            forward,
+        }
+    }
+}
+
+/// The clamp a Relu or Clip node applies, when its bounds are known before running (Clip's
+/// attributes, or its bound inputs when those are f32 scalar constants, read as the Clip
+/// kernel reads them).
+fn activation(graph: &Graph, op: &Op, inputs: &[String]) -> Option<Activation> {
+    match op {
+        Op::Unary(UnaryOp::Relu) => Some(Activation::RELU),
+        Op::Clip { min, max } => {
+            let bound = |i: usize, attr: Option<f32>| -> Option<Option<f32>> {
+                match inputs.get(i).filter(|s| !s.is_empty()) {
+                    None => Some(attr),
+                    Some(name) => match graph.constants.get(name)? {
+                        Tensor::F32(t) if t.len() == 1 => Some(t.iter().next().copied()),
+                        _ => None,
+                    },
+                }
+            };
+            Some(Activation {
+                lo: bound(1, *min)?,
+                hi: bound(2, *max)?,
+            })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::Runner;
+    use crate::ir::op::{ConvAttrs, Padding, Window};
+    use crate::ir::{Dim, Node, ValueDecl};
+    use crate::tensor::DType;
+
+    fn decl(n: &str, dims: &[usize]) -> ValueDecl {
+        ValueDecl {
+            name: n.into(),
+            dtype: DType::F32,
+            dims: Some(dims.iter().map(|&d| Dim::Fixed(d)).collect()),
+            wrappers: vec![],
+        }
+    }
+
+    fn node(name: &str, op: Op, inputs: &[&str], output: &str) -> Node {
+        Node {
+            name: name.into(),
+            op,
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            outputs: vec![output.into()],
+        }
+    }
+
+    fn values(shape: &[usize], seed: u32) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v = (0..n)
+            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        Tensor::from_vec(shape, v).unwrap()
+    }
+
+    /// x -> c1 -> relu (fused) -> c2 -> clip(const inputs) (fused) -> c3 -> relu2 (not: c3
+    /// is also read by add) ; add(c3, r2) -> c4 -> y and c4 is also a graph output (c4's
+    /// Relu is not fused).
+    fn graph() -> Graph {
+        let conv = Op::Conv(ConvAttrs {
+            window: Window {
+                kernel_shape: None,
+                strides: vec![],
+                dilations: vec![],
+                padding: Padding::SameUpper,
+            },
+            group: 1,
+        });
+        let relu = Op::Unary(UnaryOp::Relu);
+        let mut g = Graph {
+            name: "fuse".into(),
+            opset: 17,
+            inputs: vec![decl("x", &[1, 4, 6, 6])],
+            outputs: vec![decl("y", &[1, 4, 6, 6]), decl("c4", &[1, 4, 6, 6])],
+            nodes: vec![
+                node("conv1", conv.clone(), &["x", "w", "b"], "c1"),
+                node("relu1", relu.clone(), &["c1"], "r1"),
+                node("conv2", conv.clone(), &["r1", "w", ""], "c2"),
+                node(
+                    "clip",
+                    Op::Clip {
+                        min: None,
+                        max: None,
+                    },
+                    &["c2", "lo", "hi"],
+                    "k2",
+                ),
+                node("conv3", conv.clone(), &["k2", "w", "b"], "c3"),
+                node("relu2", relu.clone(), &["c3"], "r2"),
+                node(
+                    "add",
+                    Op::Binary(crate::ir::BinaryOp::Add),
+                    &["c3", "r2"],
+                    "a",
+                ),
+                node("conv4", conv, &["a", "w", "b"], "c4"),
+                node("relu4", relu, &["c4"], "y"),
+            ],
+            ..Default::default()
+        };
+        g.constants.insert("w".into(), values(&[4, 4, 3, 3], 1));
+        g.constants.insert("b".into(), values(&[4], 2));
+        g.constants
+            .insert("lo".into(), Tensor::from_vec(&[], vec![-0.2f32]).unwrap());
+        g.constants
+            .insert("hi".into(), Tensor::from_vec(&[], vec![0.3f32]).unwrap());
+        g
+    }
+
+    #[test]
+    fn fuses_single_use_conv_activations_only() {
+        let g = graph();
+        let p = Prepared::new(&g);
+        let packed: Vec<usize> = (0..9).filter(|&i| p.conv[i].is_some()).collect();
+        assert_eq!(packed, [0, 2, 4, 7]);
+        let clip = Activation {
+            lo: Some(-0.2),
+            hi: Some(0.3),
+        };
+        let fused: Vec<_> = p
+            .fused_act
+            .iter()
+            .map(|a| a.map(|a| (a.lo, a.hi)))
+            .collect();
+        let mut want = vec![None; 9];
+        want[0] = Some((Some(0.0), None));
+        want[2] = Some((clip.lo, clip.hi));
+        assert_eq!(fused, want);
+        let fwd: Vec<usize> = (0..9).filter(|&i| p.forward[i]).collect();
+        assert_eq!(fwd, [1, 3]);
+    }
+
+    /// The fused plain run gives the same bits as the unfused observed run, whose observed
+    /// values include the Conv outputs the fused run skips.
+    #[test]
+    fn fused_run_matches_unfused_run() {
+        let g = graph();
+        let runner = Runner::new(&g).unwrap();
+        let inputs = std::collections::HashMap::from([("x".to_string(), values(&[1, 4, 6, 6], 3))]);
+        let fused = runner.run(inputs.clone()).unwrap();
+        let mut seen = Vec::new();
+        let unfused = runner
+            .run_observed(inputs, |name, _| {
+                seen.push(name.to_string());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(fused, unfused);
+        assert_eq!(seen, ["c1", "r1", "c2", "k2", "c3", "r2", "a", "c4", "y"]);
+        // The Clip did clamp: every value of the graph's Relu input chain is within bounds.
+        let Tensor::F32(y) = &fused[0].1 else {
+            panic!("f32 output")
+        };
+        assert!(y.iter().all(|v| *v >= 0.0));
+    }
+}

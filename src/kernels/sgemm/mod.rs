@@ -1,0 +1,270 @@
+//! Our own packed single-precision GEMM, built for convolutions: `C = A * B`, then
+//! `+ bias[row]` and an optional clamp (Relu, Clip), with A (the weights) packed once and
+//! reused across calls.
+//!
+//! Layout: A (`m x k`) is packed into panels of [`MR`] rows, each panel `k x MR` contiguous
+//! (row `i` of the panel is column `i` of the `k`-th step); B (`k x n`) into panels of
+//! [`NR`] columns, each `k x NR` contiguous. Missing rows and columns at the edges are
+//! zero-filled, so the micro-kernel always computes a full `MR x NR` tile in registers and
+//! only its stores are trimmed. The reduction dimension is cut into blocks of at most
+//! [`KC_MAX`] so one B panel block (`KC_MAX x NR` floats, 32 KiB) stays in L1 while every A
+//! panel of the block streams past it from L2.
+//!
+//! Determinism: each output element is computed by one micro-kernel tile per K block, the K
+//! blocks in increasing order, the tile's accumulator starting from C's value after the
+//! previous block; the blocks depend only on `k`. Which task computes a tile never changes
+//! its sum, so callers may split the rows and columns over threads at any fixed boundaries.
+
+mod microkernel_avx512;
+mod microkernel_portable;
+mod pack;
+#[cfg(test)]
+mod tests;
+
+pub use pack::{pack_b, pack_b_row, PackedA};
+
+use std::ops::Range;
+use std::sync::OnceLock;
+
+/// Rows of a micro-tile (A panel height).
+pub const MR: usize = 8;
+/// Columns of a micro-tile (B panel width): two 16-float AVX-512 vectors.
+pub const NR: usize = 32;
+/// Largest K block; blocks are of equal size `ceil(k / ceil(k / KC_MAX))`.
+pub const KC_MAX: usize = 256;
+
+/// The clamp applied after the bias: `v < lo -> lo`, then `v > hi -> hi`, exactly as the
+/// Clip kernel (and Relu, which is `lo = 0` with no `hi`: `v < 0 -> 0` keeps NaN and -0.0),
+/// so a fused activation gives the same bits as running the activation node after the Conv.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Activation {
+    pub lo: Option<f32>,
+    pub hi: Option<f32>,
+}
+
+impl Activation {
+    pub const NONE: Activation = Activation { lo: None, hi: None };
+    pub const RELU: Activation = Activation {
+        lo: Some(0.0),
+        hi: None,
+    };
+
+    pub fn is_none(&self) -> bool {
+        self.lo.is_none() && self.hi.is_none()
+    }
+
+    /// The clamp on one value (the portable kernel and tests use it).
+    #[inline(always)]
+    pub fn apply(&self, mut v: f32) -> f32 {
+        if let Some(l) = self.lo {
+            if v < l {
+                v = l;
+            }
+        }
+        if let Some(h) = self.hi {
+            if v > h {
+                v = h;
+            }
+        }
+        v
+    }
+}
+
+/// What the last K block does before storing: `+ bias[row]` (when given; no `+ 0.0`
+/// otherwise, which would turn -0.0 into +0.0) then the activation.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Epilogue<'a> {
+    /// One value per row of A (the rows of the whole `PackedA`, not of a panel range).
+    pub bias: Option<&'a [f32]>,
+    pub act: Activation,
+}
+
+/// Which micro-kernel runs the tiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// AVX-512F intrinsics (x86-64 with AVX-512F only).
+    Avx512,
+    /// Plain Rust over fixed-size arrays, for any CPU.
+    Portable,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs, detected once.
+    pub fn detect() -> Kernel {
+        static K: OnceLock<Kernel> = OnceLock::new();
+        *K.get_or_init(|| {
+            if microkernel_avx512::available() {
+                Kernel::Avx512
+            } else {
+                Kernel::Portable
+            }
+        })
+    }
+}
+
+/// The K blocks: `(k0, kc)` pairs covering `0..k` in order. At least one block (of size 0
+/// when `k == 0`, so the epilogue still writes `bias` into C).
+pub(crate) fn k_blocks(k: usize) -> impl Iterator<Item = (usize, usize)> {
+    let nb = k.div_ceil(KC_MAX).max(1);
+    let kc = k.div_ceil(nb);
+    (0..nb).map(move |i| {
+        let k0 = (i * kc).min(k);
+        (k0, kc.min(k - k0))
+    })
+}
+
+/// The number of NR-column panels for `n` columns.
+pub fn b_panels(n: usize) -> usize {
+    n.div_ceil(NR)
+}
+
+/// The length of a packed B of `k x n`.
+pub fn packed_b_len(k: usize, n: usize) -> usize {
+    b_panels(n) * k * NR
+}
+
+/// `C[rows, 0..n] = A[rows] * B` with the epilogue, for the A panels `panels` (rows
+/// `panels.start * MR ..` up to `a.m()`). `b` is packed by [`pack_b`] for `a.k() x n`.
+///
+/// # Safety
+/// `c` must be valid for reads and writes of the rows `panels.start * MR .. min(panels.end *
+/// MR, a.m())` with row stride `ldc`, columns `0..n`, and no other thread may touch those
+/// elements during the call.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_packed(
+    kernel: Kernel,
+    a: &PackedA,
+    panels: Range<usize>,
+    b: &[f32],
+    n: usize,
+    c: *mut f32,
+    ldc: usize,
+    epi: &Epilogue,
+) {
+    let (m, k) = (a.m(), a.k());
+    assert!(panels.end <= a.panels(), "sgemm: panel range out of A");
+    assert!(
+        b.len() >= packed_b_len(k, n),
+        "sgemm: packed B is too short"
+    );
+    if let Some(bias) = epi.bias {
+        assert!(bias.len() >= m, "sgemm: bias is too short");
+    }
+    let nq = b_panels(n);
+    let n_kb = k.div_ceil(KC_MAX).max(1);
+    for (kb, (k0, kc)) in k_blocks(k).enumerate() {
+        let last = kb + 1 == n_kb;
+        for q in 0..nq {
+            let cols = NR.min(n - q * NR);
+            let bq = b.as_ptr().add((q * k + k0) * NR);
+            for p in panels.clone() {
+                let r0 = p * MR;
+                let rows = MR.min(m - r0);
+                let ap = a.panel(p).as_ptr().add(k0 * MR);
+                let cp = c.add(r0 * ldc + q * NR);
+                let tile = Tile {
+                    kc,
+                    rows,
+                    cols,
+                    accumulate: kb > 0,
+                    epilogue: last.then(|| TileEpilogue {
+                        bias: epi.bias.map(|b| &b[r0..r0 + rows]),
+                        act: epi.act,
+                    }),
+                };
+                match kernel {
+                    Kernel::Avx512 => microkernel_avx512::tile(&tile, ap, bq, cp, ldc),
+                    Kernel::Portable => microkernel_portable::tile(&tile, ap, bq, cp, ldc),
+                }
+            }
+        }
+    }
+}
+
+/// One micro-kernel call: `kc` steps over an `MR x NR` tile of which `rows x cols` are stored.
+pub(crate) struct Tile<'a> {
+    kc: usize,
+    rows: usize,
+    cols: usize,
+    /// Start from C's current values (a later K block) rather than 0.
+    accumulate: bool,
+    /// Set on the last K block.
+    epilogue: Option<TileEpilogue<'a>>,
+}
+
+pub(crate) struct TileEpilogue<'a> {
+    /// `rows` values, when there is a bias.
+    bias: Option<&'a [f32]>,
+    act: Activation,
+}
+
+/// Block width of [`sgemm`]'s parallel split (fixed, for the same bits at any thread count).
+const BLOCK_N: usize = 256;
+
+/// Row-major `C (m x n, ldc) = A (m x k, lda) * B (k x n, ldb)` with the epilogue, on the
+/// detected kernel, parallel over fixed 256-column blocks (each packs its own B).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    epi: &Epilogue,
+) {
+    sgemm_with(Kernel::detect(), m, n, k, a, lda, b, ldb, c, ldc, epi)
+}
+
+/// [`sgemm`] on a chosen kernel (tests run both).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_with(
+    kernel: Kernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    epi: &Epilogue,
+) {
+    use rayon::prelude::*;
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        k == 0 || b.len() >= (k - 1) * ldb + n,
+        "sgemm: B is too short"
+    );
+    assert!(c.len() >= (m - 1) * ldc + n, "sgemm: C is too short");
+    let pa = PackedA::pack(m, k, a, lda);
+    let cp = crate::kernels::gemm::SendPtr(c.as_mut_ptr());
+    (0..n.div_ceil(BLOCK_N))
+        .into_par_iter()
+        .for_each_init(Vec::new, |buf, blk| {
+            let j0 = blk * BLOCK_N;
+            let nb = BLOCK_N.min(n - j0);
+            buf.resize(packed_b_len(k, nb), 0.0);
+            pack_b(k, nb, &b[j0.min(b.len())..], ldb, buf);
+            // SAFETY: C's extent was checked above; block `blk` writes columns j0..j0+nb
+            // only, so blocks are disjoint.
+            unsafe {
+                gemm_packed(
+                    kernel,
+                    &pa,
+                    0..pa.panels(),
+                    buf,
+                    nb,
+                    cp.get().add(j0),
+                    ldc,
+                    epi,
+                )
+            }
+        });
+}

@@ -1,0 +1,191 @@
+use super::*;
+
+/// Deterministic pseudo-random data in [-1, 1).
+fn data(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// The product accumulated in f64, then bias and clamp in f32 as the epilogue defines them.
+fn naive(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], epi: &Epilogue) -> Vec<f32> {
+    let mut c = vec![0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let s: f64 = (0..k)
+                .map(|p| a[i * k + p] as f64 * b[p * n + j] as f64)
+                .sum();
+            let v = s as f32 + epi.bias.map_or(0.0, |b| b[i]);
+            c[i * n + j] = epi.act.apply(v);
+        }
+    }
+    c
+}
+
+fn kernels() -> Vec<Kernel> {
+    let mut ks = vec![Kernel::Portable];
+    if Kernel::detect() == Kernel::Avx512 {
+        ks.push(Kernel::Avx512);
+    }
+    ks
+}
+
+fn check(kernel: Kernel, m: usize, n: usize, k: usize, epi: &Epilogue) {
+    let a = data(m * k, 1 + m as u64);
+    let b = data(k * n, 2 + n as u64);
+    let want = naive(m, n, k, &a, &b, epi);
+    // Leading dims wider than the matrices, to check the strides; C's padding stays as set.
+    let (lda, ldb, ldc) = (k + 3, n + 5, n + 2);
+    let mut ap = vec![9f32; m * lda];
+    for i in 0..m {
+        ap[i * lda..i * lda + k].copy_from_slice(&a[i * k..(i + 1) * k]);
+    }
+    let mut bp = vec![9f32; k * ldb];
+    for p in 0..k {
+        bp[p * ldb..p * ldb + n].copy_from_slice(&b[p * n..(p + 1) * n]);
+    }
+    let mut c = vec![f32::NAN; m * ldc];
+    sgemm_with(kernel, m, n, k, &ap, lda, &bp, ldb, &mut c, ldc, epi);
+    for i in 0..m {
+        for j in 0..n {
+            let (g, r) = (c[i * ldc + j], want[i * n + j]);
+            let tol = 1e-5 * (1.0 + (k as f32).sqrt()) * (1.0 + r.abs());
+            assert!(
+                (g - r).abs() <= tol,
+                "{kernel:?} m={m} n={n} k={k} {epi:?}: [{i},{j}] {g} vs {r}"
+            );
+        }
+        for j in n..ldc {
+            assert!(c[i * ldc + j].is_nan(), "{kernel:?}: wrote past column n");
+        }
+    }
+}
+
+#[test]
+fn matches_naive_over_awkward_sizes() {
+    let sizes = [1, 7, 8, 9, 31, 33, 100];
+    for kernel in kernels() {
+        for &m in &sizes {
+            for &n in &sizes {
+                for &k in &[1, 9, 33] {
+                    check(kernel, m, n, k, &Epilogue::default());
+                }
+            }
+        }
+        // K spanning several K blocks, N spanning several parallel blocks, partial tiles.
+        for (m, n, k) in [
+            (17, 513, 300),
+            (9, 40, 513),
+            (33, 257, 1000),
+            (64, 300, 576),
+        ] {
+            check(kernel, m, n, k, &Epilogue::default());
+        }
+    }
+}
+
+#[test]
+fn epilogues_match_naive() {
+    let bias = data(100, 7);
+    let acts = [
+        Activation::NONE,
+        Activation::RELU,
+        Activation {
+            lo: Some(-0.5),
+            hi: Some(0.25),
+        },
+        Activation {
+            lo: None,
+            hi: Some(0.0),
+        },
+    ];
+    for kernel in kernels() {
+        for act in acts {
+            for bias in [None, Some(&bias[..])] {
+                let epi = Epilogue { bias, act };
+                for (m, n, k) in [(1, 1, 1), (9, 33, 7), (31, 100, 300), (100, 65, 513)] {
+                    check(kernel, m, n, k, &epi);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn empty_k_writes_bias() {
+    let bias = [1.0f32, -2.0, 3.0];
+    for kernel in kernels() {
+        let mut c = vec![f32::NAN; 3 * 4];
+        let epi = Epilogue {
+            bias: Some(&bias),
+            act: Activation::RELU,
+        };
+        sgemm_with(kernel, 3, 4, 0, &[], 0, &[], 4, &mut c, 4, &epi);
+        assert_eq!(c, [[1.0f32; 4], [0.0; 4], [3.0; 4]].concat());
+    }
+}
+
+#[test]
+fn relu_keeps_nan_like_the_relu_kernel() {
+    // 1x1 products: a * b with b = NaN, positive, negative.
+    for kernel in kernels() {
+        let mut c = vec![0f32; 3];
+        let epi = Epilogue {
+            bias: None,
+            act: Activation::RELU,
+        };
+        sgemm_with(
+            kernel,
+            1,
+            3,
+            1,
+            &[-1.0],
+            1,
+            &[f32::NAN, -2.0, 3.0],
+            3,
+            &mut c,
+            3,
+            &epi,
+        );
+        assert!(c[0].is_nan(), "{kernel:?}");
+        assert_eq!(&c[1..], &[2.0, 0.0], "{kernel:?}");
+    }
+}
+
+#[test]
+fn same_bits_for_any_thread_count() {
+    let (m, n, k) = (37, 1100, 600);
+    let a = data(m * k, 3);
+    let b = data(k * n, 4);
+    let bias = data(m, 5);
+    let epi = Epilogue {
+        bias: Some(&bias),
+        act: Activation::RELU,
+    };
+    for kernel in kernels() {
+        let run = |t| {
+            let mut c = vec![0f32; m * n];
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+                .install(|| sgemm_with(kernel, m, n, k, &a, k, &b, n, &mut c, n, &epi));
+            c
+        };
+        let one = run(1);
+        assert!(one
+            .iter()
+            .zip(run(2))
+            .all(|(x, y)| x.to_bits() == y.to_bits()));
+        assert!(one
+            .iter()
+            .zip(run(3))
+            .all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
+}
