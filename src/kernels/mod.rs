@@ -14,9 +14,12 @@ pub mod gemm;
 pub mod layout;
 pub mod matmul;
 pub mod norm;
+pub(crate) mod par;
 pub mod pool;
+mod pool_flat;
 pub mod reduce;
 pub mod variadic;
+pub(crate) mod vexp;
 
 use crate::ir::Op;
 use crate::tensor::Tensor;
