@@ -17,9 +17,14 @@ use super::pool::{Geometry, PoolSum};
 use crate::tensor::Elem;
 use rayon::prelude::*;
 
-/// Whether the geometry is (lifted) 1-D or 2-D: no depth to walk.
+/// Whether the geometry is (lifted) 1-D or 2-D, no depth to walk, and the phase-split
+/// scratch stays near the plane's size (strides far beyond the kernel would make it
+/// strides^2 times the output; the row-by-row form takes those).
 pub(super) fn applies(g: &Geometry) -> bool {
-    g.input[0] == 1 && g.output[0] == 1 && g.kernel[0] == 1 && g.pb[0] == 0
+    let flat = g.input[0] == 1 && g.output[0] == 1 && g.kernel[0] == 1 && g.pb[0] == 0;
+    let taps = g.kernel[1].saturating_mul(g.kernel[2]);
+    let work = g.in_plane.saturating_add(g.out_plane.saturating_mul(taps));
+    flat && Layout::new(g).scratch_len() <= work.saturating_mul(4).saturating_add(4096)
 }
 
 /// The phase-split layout of one padded plane.
@@ -60,7 +65,9 @@ impl Layout {
     }
 
     fn scratch_len(&self) -> usize {
-        self.sy * self.sx * self.ph * self.pw
+        [self.sy, self.sx, self.ph, self.pw]
+            .iter()
+            .fold(1usize, |a, &b| a.saturating_mul(b))
     }
 }
 
@@ -104,14 +111,15 @@ fn fill_scratch<T: Elem>(g: &Geometry, l: &Layout, src: &[T], fill: T, scratch: 
     }
 }
 
-/// `acc = max(acc, src)` elementwise with MaxPool's rule: keep `acc` unless `src` is larger
-/// or is NaN while `acc` is not (NaN propagates, the first NaN stays).
+/// `dst = max(acc, src)` elementwise with MaxPool's rule: keep `acc` unless `src` is larger
+/// or is NaN while `acc` is not (NaN propagates, the first NaN stays). Into a separate
+/// `dst`, because updating `acc` in place compiles to masked stores, which are slow on AMD.
 #[inline(always)]
-fn max_body<T: Copy + PartialOrd>(acc: &mut [T], src: &[T]) {
-    for (m, &v) in acc.iter_mut().zip(src) {
+fn max_body<T: Copy + PartialOrd>(acc: &[T], src: &[T], dst: &mut [T]) {
+    for ((d, &m), &v) in dst.iter_mut().zip(acc).zip(src) {
         #[allow(clippy::eq_op)]
-        let keep = (*m >= v) | (*m != *m);
-        *m = if keep { *m } else { v };
+        let keep = (m >= v) | (m != m);
+        *d = if keep { m } else { v };
     }
 }
 
@@ -124,8 +132,8 @@ fn sum_body<T: Elem>(acc: &mut [f64], src: &[T]) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn max_avx2<T: Copy + PartialOrd>(acc: &mut [T], src: &[T]) {
-    max_body(acc, src)
+fn max_avx2<T: Copy + PartialOrd>(acc: &[T], src: &[T], dst: &mut [T]) {
+    max_body(acc, src, dst)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -134,14 +142,14 @@ fn sum_avx2<T: Elem>(acc: &mut [f64], src: &[T]) {
     sum_body(acc, src)
 }
 
-fn tap_max<T: Copy + PartialOrd>(acc: &mut [T], src: &[T]) {
+fn tap_max<T: Copy + PartialOrd>(acc: &[T], src: &[T], dst: &mut [T]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
-        unsafe { max_avx2(acc, src) };
+        unsafe { max_avx2(acc, src, dst) };
         return;
     }
-    max_body(acc, src)
+    max_body(acc, src, dst)
 }
 
 fn tap_sum<T: Elem>(acc: &mut [f64], src: &[T]) {
@@ -158,6 +166,7 @@ fn tap_sum<T: Elem>(acc: &mut [f64], src: &[T]) {
 struct Scratch<T> {
     padded: Vec<T>,
     ext: Vec<T>,
+    next: Vec<T>,
     sums: Vec<f64>,
 }
 
@@ -177,10 +186,15 @@ pub(super) fn pool_planes<T: Elem>(g: &Geometry, xd: &[T], out: &mut [T], sum: O
         fill_scratch(g, &l, src, fill, &mut s.padded);
         match sum {
             None => {
+                // The first tap against the initial -inf is that tap's values, bit for bit
+                // (`-inf >= v` only for v = -inf; NaN is taken), so it is a copy.
+                let t0 = l.taps[0];
                 s.ext.clear();
-                s.ext.resize(ext_len, fill);
-                for &t in &l.taps {
-                    tap_max(&mut s.ext, &s.padded[t..t + ext_len]);
+                s.ext.extend_from_slice(&s.padded[t0..t0 + ext_len]);
+                s.next.resize(ext_len, fill);
+                for &t in &l.taps[1..] {
+                    tap_max(&s.ext, &s.padded[t..t + ext_len], &mut s.next);
+                    std::mem::swap(&mut s.ext, &mut s.next);
                 }
                 for (d, e) in dst.chunks_mut(ow).zip(s.ext.chunks(l.pw)) {
                     d.copy_from_slice(&e[..ow]);
@@ -205,6 +219,7 @@ pub(super) fn pool_planes<T: Elem>(g: &Geometry, xd: &[T], out: &mut [T], sum: O
     let new_scratch = || Scratch {
         padded: Vec::new(),
         ext: Vec::new(),
+        next: Vec::new(),
         sums: Vec::new(),
     };
     let work = out.len().saturating_mul(l.taps.len());
