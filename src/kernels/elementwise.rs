@@ -408,11 +408,11 @@ fn broadcast_with<T: Arith, F: Fn(T, T) -> T + Copy + Sync>(
     }
     if b.len() == 1 && out_shape == a.shape() {
         let y = *b.iter().next().expect("one element");
-        return Ok(map_scalar(a, |x| f(x, y)));
+        return Ok(map_scalar(a, move |x| f(x, y)));
     }
     if a.len() == 1 && out_shape == b.shape() {
         let x = *a.iter().next().expect("one element");
-        return Ok(map_scalar(b, |y| f(x, y)));
+        return Ok(map_scalar(b, move |y| f(x, y)));
     }
     // Per-channel case ([N, C, H, W] op [C, 1, 1] and the like): one side constant over
     // contiguous runs of the other, so each run is a scalar loop.
@@ -439,11 +439,14 @@ fn broadcast_with<T: Arith, F: Fn(T, T) -> T + Copy + Sync>(
 }
 
 /// `g` over every element of `a`, in parallel chunks when `a` is contiguous and large.
-fn map_scalar<T: Elem>(a: &ArrayD<T>, g: impl Fn(T) -> T + Sync) -> ArrayD<T> {
+fn map_scalar<T: Elem>(a: &ArrayD<T>, g: impl Fn(T) -> T + Sync + Copy) -> ArrayD<T> {
     let a = a.as_standard_layout();
     let s = a.as_slice().expect("standard layout");
     let mut out = vec![T::default(); s.len()];
     super::par::map_into(s, &mut out, |s, d| {
+        // A local copy of `g` (and of the values it captured): read through the enclosing
+        // closure's reference they were reloaded every element, which kept Clip scalar.
+        let g = g;
         for (d, &x) in d.iter_mut().zip(s) {
             *d = g(x);
         }
@@ -547,9 +550,9 @@ pub fn clip(x: &Tensor, lo: Option<f64>, hi: Option<f64>) -> Result<Tensor> {
         let high = |v: T, h: T| if v > h { h } else { v };
         // One loop per combination of bounds, so none tests an Option per element.
         T::wrap(match (lo, hi) {
-            (Some(l), Some(h)) => map_scalar(a, |v| high(low(v, l), h)),
-            (Some(l), None) => map_scalar(a, |v| low(v, l)),
-            (None, Some(h)) => map_scalar(a, |v| high(v, h)),
+            (Some(l), Some(h)) => map_scalar(a, move |v| high(low(v, l), h)),
+            (Some(l), None) => map_scalar(a, move |v| low(v, l)),
+            (None, Some(h)) => map_scalar(a, move |v| high(v, h)),
             (None, None) => map_scalar(a, |v| v),
         })
     }
