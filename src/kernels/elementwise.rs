@@ -446,9 +446,9 @@ fn map_scalar<T: Elem>(a: &ArrayD<T>, g: impl Fn(T) -> T + Sync + Copy) -> Array
     super::par::map_into(s, &mut out, |s, d| {
         // A local copy of `g` (and of the values it captured): read through the enclosing
         // closure's reference they were reloaded every element, which kept Clip scalar.
-        let g = g;
+        let local = g;
         for (d, &x) in d.iter_mut().zip(s) {
-            *d = g(x);
+            *d = local(x);
         }
     });
     ArrayD::from_shape_vec(IxDyn(a.shape()), out).expect("same element count")
