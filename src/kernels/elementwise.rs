@@ -7,6 +7,7 @@ use crate::ir::{BinaryOp, Op, UnaryOp};
 use crate::tensor::{f16, DType, Elem, Tensor};
 use anyhow::{bail, Result};
 use ndarray::{ArrayD, IxDyn, NdFloat, Zip};
+use rayon::prelude::*;
 
 use super::input;
 
@@ -61,11 +62,15 @@ pub(crate) fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
 
 pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
     match x {
-        Tensor::F32(a) => Ok(Tensor::F32(unary_float(op, a))),
+        Tensor::F32(a) => Ok(Tensor::F32(match unary_f32_fast(op, a) {
+            Some(r) => r,
+            None => unary_float(op, a),
+        })),
         Tensor::F64(a) => Ok(Tensor::F64(unary_float(op, a))),
         Tensor::F16(a) => {
-            let f = a.mapv(|v| v.to_f32());
-            Ok(Tensor::F16(unary_float(op, &f).mapv(f16::from_f32)))
+            let f = a.as_standard_layout().mapv(|v| v.to_f32());
+            let r = unary_f32_fast(op, &f).unwrap_or_else(|| unary_float(op, &f));
+            Ok(Tensor::F16(r.mapv(f16::from_f32)))
         }
         Tensor::Bool(_) => bail!("{op:?} is not defined on bool tensors"),
         // Integers: only the ops ONNX defines on them (sign and magnitude games).
@@ -109,6 +114,27 @@ fn unary_int(op: UnaryOp, x: &Tensor) -> Tensor {
         }))
     }
     crate::with_tensor!(x, a => go(op, a))
+}
+
+/// The hot unary ops on contiguous f32, over slices in parallel chunks: Sigmoid and Exp
+/// through the vectorized `vexp` (EfficientNet's SiLU), Relu as a plain select. `None` for
+/// the others.
+fn unary_f32_fast(op: UnaryOp, a: &ArrayD<f32>) -> Option<ArrayD<f32>> {
+    let s = a.as_slice()?;
+    let kernel: fn(&[f32], &mut [f32]) = match op {
+        UnaryOp::Sigmoid => super::vexp::sigmoid_slice,
+        UnaryOp::Exp => super::vexp::exp_slice,
+        // `v < 0` keeps NaN as NaN (and -0 as -0), as the scalar form below.
+        UnaryOp::Relu => |s, d| {
+            for (d, &v) in d.iter_mut().zip(s) {
+                *d = if v < 0.0 { 0.0 } else { v };
+            }
+        },
+        _ => return None,
+    };
+    let mut out = vec![0f32; s.len()];
+    super::par::map_into(s, &mut out, kernel);
+    Some(ArrayD::from_shape_vec(IxDyn(a.shape()), out).expect("same element count"))
 }
 
 fn unary_float<T: NdFloat + Elem>(op: UnaryOp, a: &ArrayD<T>) -> ArrayD<T> {
@@ -334,30 +360,59 @@ fn binary_t<T: Arith>(op: Fun, a: &ArrayD<T>, b: &ArrayD<T>) -> Result<ArrayD<T>
     if op == Fun::Bin(BinaryOp::Div) && b.iter().any(|v| v.is_zero()) {
         bail!("integer division by zero");
     }
-    let f: fn(T, T) -> T = match op {
-        Fun::Bin(BinaryOp::Add) => T::add,
-        Fun::Bin(BinaryOp::Sub) => T::sub,
-        Fun::Bin(BinaryOp::Mul) => T::mul,
-        Fun::Bin(BinaryOp::Div) => T::div,
-        Fun::Bin(BinaryOp::Pow) => T::pow,
-        Fun::Max => |x, y| if x > y || x.is_nan() { x } else { y },
-        Fun::Min => |x, y| if x < y || x.is_nan() { x } else { y },
-        Fun::PRelu => |x, s| if x < T::default() { x.mul(s) } else { x },
-    };
+    // One monomorphized copy of the loops per function (not a `fn` pointer called per
+    // element), so the compiler inlines and vectorizes each.
+    match op {
+        Fun::Bin(BinaryOp::Add) => broadcast_with(a, b, T::add),
+        Fun::Bin(BinaryOp::Sub) => broadcast_with(a, b, T::sub),
+        Fun::Bin(BinaryOp::Mul) => broadcast_with(a, b, T::mul),
+        Fun::Bin(BinaryOp::Div) => broadcast_with(a, b, T::div),
+        Fun::Bin(BinaryOp::Pow) => broadcast_with(a, b, T::pow),
+        Fun::Max => broadcast_with(a, b, |x: T, y: T| if x > y || x.is_nan() { x } else { y }),
+        Fun::Min => broadcast_with(a, b, |x: T, y: T| if x < y || x.is_nan() { x } else { y }),
+        Fun::PRelu => broadcast_with(
+            a,
+            b,
+            |x: T, s: T| {
+                if x < T::default() {
+                    x.mul(s)
+                } else {
+                    x
+                }
+            },
+        ),
+    }
+}
+
+/// `f` over `a` and `b` broadcast together.
+fn broadcast_with<T: Arith, F: Fn(T, T) -> T + Copy + Sync>(
+    a: &ArrayD<T>,
+    b: &ArrayD<T>,
+    f: F,
+) -> Result<ArrayD<T>> {
     let out_shape = broadcast_shapes(a.shape(), b.shape())?;
     crate::tensor::limits::check_alloc(&out_shape, T::DTYPE)?;
     // Fast paths: same shape, or one side a single element (scalar or all-ones shape).
     if a.shape() == b.shape() {
+        if let (Some(x), Some(y)) = (a.as_slice(), b.as_slice()) {
+            let mut out = vec![T::default(); x.len()];
+            super::par::zip_into(x, y, &mut out, |x, y, d| {
+                for ((d, &x), &y) in d.iter_mut().zip(x).zip(y) {
+                    *d = f(x, y);
+                }
+            });
+            return Ok(ArrayD::from_shape_vec(IxDyn(&out_shape), out)?);
+        }
         let r = Zip::from(a).and(b).map_collect(|&x, &y| f(x, y));
         return Ok(standard(r));
     }
     if b.len() == 1 && out_shape == a.shape() {
         let y = *b.iter().next().expect("one element");
-        return Ok(a.as_standard_layout().mapv(|x| f(x, y)));
+        return Ok(map_scalar(a, move |x| f(x, y)));
     }
     if a.len() == 1 && out_shape == b.shape() {
         let x = *a.iter().next().expect("one element");
-        return Ok(b.as_standard_layout().mapv(|y| f(x, y)));
+        return Ok(map_scalar(b, move |y| f(x, y)));
     }
     // Per-channel case ([N, C, H, W] op [C, 1, 1] and the like): one side constant over
     // contiguous runs of the other, so each run is a scalar loop.
@@ -367,7 +422,7 @@ fn binary_t<T: Arith>(op: Fun, a: &ArrayD<T>, b: &ArrayD<T>) -> Result<ArrayD<T>
         }
     }
     if out_shape == b.shape() {
-        if let Some(r) = per_run(b, a, &out_shape, |y, x| f(x, y)) {
+        if let Some(r) = per_run(b, a, &out_shape, move |y, x| f(x, y)) {
             return Ok(r);
         }
     }
@@ -383,6 +438,22 @@ fn binary_t<T: Arith>(op: Fun, a: &ArrayD<T>, b: &ArrayD<T>) -> Result<ArrayD<T>
     ))
 }
 
+/// `g` over every element of `a`, in parallel chunks when `a` is contiguous and large.
+fn map_scalar<T: Elem>(a: &ArrayD<T>, g: impl Fn(T) -> T + Sync + Copy) -> ArrayD<T> {
+    let a = a.as_standard_layout();
+    let s = a.as_slice().expect("standard layout");
+    let mut out = vec![T::default(); s.len()];
+    super::par::map_into(s, &mut out, |s, d| {
+        // A local copy of `g` (and of the values it captured): read through the enclosing
+        // closure's reference they were reloaded every element, which kept Clip scalar.
+        let local = g;
+        for (d, &x) in d.iter_mut().zip(s) {
+            *d = local(x);
+        }
+    });
+    ArrayD::from_shape_vec(IxDyn(a.shape()), out).expect("same element count")
+}
+
 /// `big` (already output-shaped) combined with `small`, when `small` ends in dims of 1 so it
 /// is constant over contiguous runs of `big`: `small` is broadcast over the leading dims only
 /// (a few values) and each run of `big` is a tight loop against one of them.
@@ -390,7 +461,7 @@ fn per_run<T: Arith>(
     big: &ArrayD<T>,
     small: &ArrayD<T>,
     out_shape: &[usize],
-    f: impl Fn(T, T) -> T,
+    f: impl Fn(T, T) -> T + Sync,
 ) -> Option<ArrayD<T>> {
     let r = out_shape.len();
     let pad = r - small.ndim();
@@ -411,10 +482,28 @@ fn per_run<T: Arith>(
         .view()
         .into_shape_with_order(IxDyn(&small.shape()[..keep]))
         .ok()?;
-    let sb = sv.broadcast(IxDyn(lead))?;
-    let mut out = Vec::with_capacity(big_s.len());
-    for (chunk, &y) in big_s.chunks(inner).zip(sb.iter()) {
-        out.extend(chunk.iter().map(|&x| f(x, y)));
+    let ys: Vec<T> = sv.broadcast(IxDyn(lead))?.iter().copied().collect();
+    let mut out = vec![T::default(); big_s.len()];
+    // Whole runs per task, so each run meets its one value of `small`.
+    let run = |first: usize, src: &[T], dst: &mut [T]| {
+        for ((s, d), &y) in src
+            .chunks(inner)
+            .zip(dst.chunks_mut(inner))
+            .zip(&ys[first..])
+        {
+            for (d, &x) in d.iter_mut().zip(s) {
+                *d = f(x, y);
+            }
+        }
+    };
+    if super::par::worth_splitting(big_s.len()) {
+        let per = super::par::units_per_task(inner) * inner;
+        out.par_chunks_mut(per)
+            .zip(big_s.par_chunks(per))
+            .enumerate()
+            .for_each(|(i, (d, s))| run(i * per / inner, s, d));
+    } else {
+        run(0, big_s, &mut out);
     }
     ArrayD::from_shape_vec(IxDyn(out_shape), out).ok()
 }
@@ -457,19 +546,15 @@ pub fn clip(x: &Tensor, lo: Option<f64>, hi: Option<f64>) -> Result<Tensor> {
     fn go<T: Elem>(a: &ArrayD<T>, lo: Option<f64>, hi: Option<f64>) -> Tensor {
         let lo = lo.map(T::from_f64);
         let hi = hi.map(T::from_f64);
-        T::wrap(a.as_standard_layout().mapv(|mut v| {
-            if let Some(l) = lo {
-                if v < l {
-                    v = l;
-                }
-            }
-            if let Some(h) = hi {
-                if v > h {
-                    v = h;
-                }
-            }
-            v
-        }))
+        let low = |v: T, l: T| if v < l { l } else { v };
+        let high = |v: T, h: T| if v > h { h } else { v };
+        // One loop per combination of bounds, so none tests an Option per element.
+        T::wrap(match (lo, hi) {
+            (Some(l), Some(h)) => map_scalar(a, move |v| high(low(v, l), h)),
+            (Some(l), None) => map_scalar(a, move |v| low(v, l)),
+            (None, Some(h)) => map_scalar(a, move |v| high(v, h)),
+            (None, None) => map_scalar(a, |v| v),
+        })
     }
     if x.dtype() == DType::Bool {
         bail!("Clip is not defined on bool tensors");
@@ -545,6 +630,207 @@ mod tests {
         let hi = Tensor::scalar(4i64);
         let r = eval(&op, &[Some(&xi), None, Some(&hi)], 1).unwrap();
         assert_eq!(r[0], Tensor::from_vec(&[3], vec![-5i64, 1, 4]).unwrap());
+    }
+
+    /// Pseudo-random f32 in [-8, 8), zeros of both signs mixed in.
+    fn noise(shape: &[usize], seed: u64) -> ArrayD<f32> {
+        let n: usize = shape.iter().product();
+        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let v = (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                match s % 13 {
+                    0 => 0.0,
+                    1 => -0.0,
+                    _ => ((s >> 11) % 16000) as f32 / 1000.0 - 8.0,
+                }
+            })
+            .collect();
+        ArrayD::from_shape_vec(IxDyn(shape), v).unwrap()
+    }
+
+    /// `f` over numpy broadcasting computed index by index: the reference for the fast paths.
+    fn naive(a: &ArrayD<f32>, b: &ArrayD<f32>, f: impl Fn(f32, f32) -> f32) -> ArrayD<f32> {
+        let shape = broadcast_shapes(a.shape(), b.shape()).unwrap();
+        let r = shape.len();
+        ArrayD::from_shape_fn(IxDyn(&shape), |idx| {
+            let pick = |t: &ArrayD<f32>| {
+                let pad = r - t.ndim();
+                let i: Vec<usize> = (0..t.ndim())
+                    .map(|k| if t.shape()[k] == 1 { 0 } else { idx[k + pad] })
+                    .collect();
+                t[IxDyn(&i)]
+            };
+            f(pick(a), pick(b))
+        })
+    }
+
+    fn bits(t: &Tensor) -> Vec<u32> {
+        match t {
+            Tensor::F32(a) => a.iter().map(|v| v.to_bits()).collect(),
+            _ => panic!("f32 expected"),
+        }
+    }
+
+    #[test]
+    fn binary_fast_paths_match_naive_broadcast() {
+        let shapes: &[(&[usize], &[usize])] = &[
+            (&[2, 5, 7, 3], &[2, 5, 7, 3]),     // same shape
+            (&[1, 40, 30, 30], &[1, 40, 1, 1]), // squeeze-excitation, parallel chunks
+            (&[2, 6, 4, 5], &[6, 1, 1]),        // per channel, rank padded
+            (&[6, 1, 1], &[2, 6, 4, 5]),        // mirrored
+            (&[3, 4, 5], &[1]),                 // scalar-like
+            (&[1, 1, 1], &[3, 4, 5]),
+            (&[3, 1, 5], &[1, 4, 1]),       // general
+            (&[2, 3, 4, 5], &[1, 1, 4, 5]), // leading broadcast, trailing full
+            (&[1, 1], &[1, 1]),
+            (&[300, 300], &[300, 300]), // large same shape: parallel chunks
+        ];
+        type F = fn(f32, f32) -> f32;
+        let ops: [(BinaryOp, F); 4] = [
+            (BinaryOp::Add, |x, y| x + y),
+            (BinaryOp::Sub, |x, y| x - y),
+            (BinaryOp::Mul, |x, y| x * y),
+            (BinaryOp::Div, |x, y| x / y),
+        ];
+        for (i, (sa, sb)) in shapes.iter().enumerate() {
+            let a = noise(sa, 2 * i as u64 + 1);
+            let b = noise(sb, 2 * i as u64 + 2);
+            for (op, f) in ops {
+                let want = Tensor::F32(naive(&a, &b, f));
+                let got = binary(op, &Tensor::F32(a.clone()), &Tensor::F32(b.clone())).unwrap();
+                assert_eq!(got.shape(), want.shape());
+                assert_eq!(bits(&got), bits(&want), "{op:?} {sa:?} {sb:?}");
+            }
+            let max = |x: f32, y: f32| if x > y || x.is_nan() { x } else { y };
+            let got = apply(Fun::Max, &Tensor::F32(a.clone()), &Tensor::F32(b.clone())).unwrap();
+            assert_eq!(bits(&got), bits(&Tensor::F32(naive(&a, &b, max))));
+            let prelu = |x: f32, s: f32| if x < 0.0 { x * s } else { x };
+            if let Ok(got) = apply(Fun::PRelu, &Tensor::F32(a.clone()), &Tensor::F32(b.clone())) {
+                assert_eq!(bits(&got), bits(&Tensor::F32(naive(&a, &b, prelu))));
+            }
+        }
+        // Non-contiguous operands (transposed views) take the general path, same values.
+        let a = noise(&[4, 6, 5], 7);
+        let mut at = a.clone();
+        at.swap_axes(0, 2);
+        let b = noise(&[5, 6, 4], 8);
+        let got = binary(
+            BinaryOp::Mul,
+            &Tensor::F32(at.clone()),
+            &Tensor::F32(b.clone()),
+        )
+        .unwrap();
+        assert_eq!(bits(&got), bits(&Tensor::F32(naive(&at, &b, |x, y| x * y))));
+        let c = noise(&[5, 1, 1], 9);
+        let got = binary(
+            BinaryOp::Add,
+            &Tensor::F32(at.clone()),
+            &Tensor::F32(c.clone()),
+        )
+        .unwrap();
+        assert_eq!(bits(&got), bits(&Tensor::F32(naive(&at, &c, |x, y| x + y))));
+        // Integers keep wrapping semantics on the fast paths.
+        let x = Tensor::from_vec(&[1, 2, 2], vec![i8::MAX, 1, -1, i8::MIN]).unwrap();
+        let y = Tensor::from_vec(&[2, 1], vec![1i8, -1]).unwrap();
+        let r = binary(BinaryOp::Add, &x, &y).unwrap();
+        assert_eq!(
+            r,
+            Tensor::from_vec(&[1, 2, 2], vec![i8::MIN, 2, -2, i8::MAX]).unwrap()
+        );
+    }
+
+    #[test]
+    fn unary_and_clip_fast_paths_match_scalar() {
+        let mut a = noise(&[3, 50, 700], 11); // past two chunks: parallel
+        a[[0, 0, 0]] = f32::NAN;
+        a[[0, 0, 1]] = f32::INFINITY;
+        a[[0, 0, 2]] = f32::NEG_INFINITY;
+        a[[0, 0, 3]] = -95.0;
+        let t = Tensor::F32(a.clone());
+        let relu = unary(UnaryOp::Relu, &t).unwrap();
+        let want: Vec<u32> = a
+            .iter()
+            .map(|&v| if v < 0.0 { 0f32 } else { v }.to_bits())
+            .collect();
+        assert_eq!(bits(&relu), want);
+        let sig = unary(UnaryOp::Sigmoid, &t).unwrap();
+        for (&x, &g) in a.iter().zip(sig.to_f64_vec().iter()) {
+            let w = sigmoid(f64::from(x));
+            assert!(
+                // Relative, plus two of the smallest subnormal's steps for the subnormal range.
+                g == w
+                    || (g - w).abs() <= 4.0 * f64::from(f32::EPSILON) * w.abs() + 3e-45
+                    || (g.is_nan() && w.is_nan()),
+                "sigmoid({x}) = {g}, want {w}"
+            );
+        }
+        let e = unary(UnaryOp::Exp, &t).unwrap();
+        for (&x, &g) in a.iter().zip(e.to_f64_vec().iter()) {
+            let w = f64::from(x).exp() as f32 as f64;
+            assert!(
+                g == w
+                    || (g - w).abs() <= 3.0 * f64::from(f32::EPSILON) * w.abs() + 3e-45
+                    || (g.is_nan() && w.is_nan()),
+                "exp({x}) = {g}, want {w}"
+            );
+        }
+        // Non-contiguous input gets the scalar path and a standard-layout output.
+        let mut at = a.clone();
+        at.swap_axes(0, 2);
+        let r = unary(UnaryOp::Sigmoid, &Tensor::F32(at)).unwrap();
+        assert_eq!(r.shape(), &[700, 50, 3]);
+        // Clip with one, both or no bounds: NaN stays NaN.
+        for (lo, hi) in [
+            (Some(-1.5), Some(2.0)),
+            (Some(0.0), None),
+            (None, Some(6.0)),
+            (None, None),
+        ] {
+            let r = clip(&t, lo, hi).unwrap();
+            let want: Vec<u32> = a
+                .iter()
+                .map(|&v| {
+                    let mut v = v;
+                    if let Some(l) = lo {
+                        if v < l as f32 {
+                            v = l as f32;
+                        }
+                    }
+                    if let Some(h) = hi {
+                        if v > h as f32 {
+                            v = h as f32;
+                        }
+                    }
+                    v.to_bits()
+                })
+                .collect();
+            assert_eq!(bits(&r), want);
+        }
+    }
+
+    #[test]
+    fn same_bits_for_any_thread_count() {
+        let a = Tensor::F32(noise(&[1, 96, 56, 56], 21));
+        let b = Tensor::F32(noise(&[1, 96, 1, 1], 22));
+        let run = |t: usize, f: &(dyn Fn() -> Tensor + Sync)| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+                .install(f)
+        };
+        let fs: [&(dyn Fn() -> Tensor + Sync); 4] = [
+            &|| unary(UnaryOp::Sigmoid, &a).unwrap(),
+            &|| binary(BinaryOp::Mul, &a, &a).unwrap(),
+            &|| binary(BinaryOp::Mul, &a, &b).unwrap(),
+            &|| clip(&a, Some(0.0), Some(6.0)).unwrap(),
+        ];
+        for f in fs {
+            assert_eq!(bits(&run(1, f)), bits(&run(3, f)));
+        }
     }
 
     #[test]

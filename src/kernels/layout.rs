@@ -43,7 +43,7 @@ pub fn eval(op: &Op, inputs: &[Option<&Tensor>], n_outputs: usize) -> Result<Vec
         Op::Transpose { perm } => {
             let x = x()?;
             let perm = transpose_perm(x.rank(), perm.as_deref())?;
-            crate::map_tensor!(x, a => a.view().permuted_axes(IxDyn(&perm)).as_standard_layout().into_owned())
+            crate::map_tensor!(x, a => transpose_runs(a, &perm))
         }
         Op::Shape { start, end } => {
             let s = shape_of(x()?.shape(), *start, *end);
@@ -490,8 +490,90 @@ pub fn concat(ts: &[&Tensor], axis: i64) -> Result<Tensor> {
     let ax = norm_axis(axis, ts[0].rank())?;
     Ok(crate::with_tensor!(ts[0], a => {
         let v = views(a, ts)?;
-        Tensor::from(standard(ndarray::concatenate(Axis(ax), &v)?))
+        Tensor::from(concat_runs(&v, ax, &out))
     }))
+}
+
+/// Concat as copies of contiguous runs: in row-major order the output is, for each index
+/// over the axes before `ax`, each input's block (its `ax` dim times the trailing dims) in
+/// turn.
+fn concat_runs<T: Elem>(v: &[ArrayViewD<T>], ax: usize, out_shape: &[usize]) -> ArrayD<T> {
+    let outer: usize = out_shape[..ax].iter().product();
+    let inner: usize = out_shape[ax + 1..].iter().product();
+    let parts: Vec<_> = v.iter().map(|a| a.as_standard_layout()).collect();
+    let parts: Vec<(&[T], usize)> = parts
+        .iter()
+        .map(|a| {
+            (
+                a.as_slice().expect("standard layout"),
+                a.shape()[ax] * inner,
+            )
+        })
+        .collect();
+    let mut out = Vec::with_capacity(out_shape.iter().product());
+    for o in 0..outer {
+        for &(s, run) in &parts {
+            out.extend_from_slice(&s[o * run..(o + 1) * run]);
+        }
+    }
+    ArrayD::from_shape_vec(IxDyn(out_shape), out).expect("sizes add up")
+}
+
+/// Transpose as copies of contiguous runs: axes of size 1 are dropped, then the trailing
+/// output axes that are also trailing and in order in the input form one run, copied whole
+/// for each index over the other axes. A permuted innermost axis (run of 1) goes through
+/// ndarray's element-by-element copy.
+fn transpose_runs<T: Elem>(a: &ArrayD<T>, perm: &[usize]) -> ArrayD<T> {
+    let out_shape: Vec<usize> = perm.iter().map(|&p| a.shape()[p]).collect();
+    // Input axes that are not 1, and the permutation restricted to them (renumbered).
+    let kept: Vec<usize> = (0..a.ndim()).filter(|&i| a.shape()[i] != 1).collect();
+    let perm_k: Vec<usize> = perm
+        .iter()
+        .filter(|&&p| a.shape()[p] != 1)
+        .map(|p| kept.iter().position(|k| k == p).expect("kept"))
+        .collect();
+    let dims: Vec<usize> = kept.iter().map(|&i| a.shape()[i]).collect();
+    let r = dims.len();
+    // The trailing output axes j.. that read the input's trailing axes j.. in order.
+    let mut j = r;
+    while j > 0 && perm_k[j - 1] == j - 1 {
+        j -= 1;
+    }
+    let run: usize = dims[j..].iter().product();
+    if r == 0 || j == r || run < 8 {
+        return a
+            .view()
+            .permuted_axes(IxDyn(perm))
+            .as_standard_layout()
+            .into_owned();
+    }
+    let a = a.as_standard_layout();
+    let src = a.as_slice().expect("standard layout");
+    // Row-major element strides of the (kept) input axes.
+    let mut stride = vec![1usize; r];
+    for i in (0..r.saturating_sub(1)).rev() {
+        stride[i] = stride[i + 1] * dims[i + 1];
+    }
+    let outer_dims: Vec<usize> = perm_k[..j].iter().map(|&p| dims[p]).collect();
+    let outer_strides: Vec<usize> = perm_k[..j].iter().map(|&p| stride[p]).collect();
+    let total: usize = dims.iter().product();
+    let mut out = Vec::with_capacity(total);
+    let mut idx = vec![0usize; j];
+    let mut off = 0usize;
+    while out.len() < total {
+        out.extend_from_slice(&src[off..off + run]);
+        // Odometer over the outer output axes, keeping `off` in step.
+        for k in (0..j).rev() {
+            idx[k] += 1;
+            off += outer_strides[k];
+            if idx[k] < outer_dims[k] {
+                break;
+            }
+            off -= outer_strides[k] * outer_dims[k];
+            idx[k] = 0;
+        }
+    }
+    ArrayD::from_shape_vec(IxDyn(&out_shape), out).expect("same element count")
 }
 
 pub fn stack(ts: &[&Tensor], axis: i64) -> Result<Tensor> {
@@ -765,6 +847,56 @@ mod tests {
         assert_eq!(r[0].shape(), &[2, 6, 2]);
         assert_eq!(reshape_shape(&[2, 0], &[0, 3], true).unwrap(), vec![0, 3]);
         assert!(reshape_shape(&[2, 3], &[4, -1], false).is_err());
+    }
+
+    /// Concat and Transpose by contiguous runs against ndarray's element-by-element forms,
+    /// over size-1 dims, every axis, permutations keeping or moving the innermost axis, and
+    /// non-contiguous inputs.
+    #[test]
+    fn run_copies_match_ndarray() {
+        let a = ArrayD::from_shape_fn(IxDyn(&[2, 3, 1, 4, 5]), |i| {
+            (i[0] * 1000 + i[1] * 100 + i[2] * 50 + i[3] * 10 + i[4]) as i32
+        });
+        for perm in [
+            vec![0, 1, 2, 3, 4],
+            vec![1, 0, 2, 3, 4], // ShuffleNet's channel shuffle
+            vec![0, 3, 2, 1, 4],
+            vec![2, 0, 1, 3, 4],
+            vec![4, 3, 2, 1, 0], // innermost axis moves
+            vec![0, 1, 4, 3, 2],
+            vec![0, 1, 3, 4, 2],
+        ] {
+            let want = a
+                .view()
+                .permuted_axes(IxDyn(&perm))
+                .as_standard_layout()
+                .into_owned();
+            assert_eq!(transpose_runs(&a, &perm), want, "{perm:?}");
+            let mut at = a.clone();
+            at.swap_axes(0, 1);
+            let want = at
+                .view()
+                .permuted_axes(IxDyn(&perm))
+                .as_standard_layout()
+                .into_owned();
+            assert_eq!(transpose_runs(&at, &perm), want, "swapped {perm:?}");
+        }
+        let empty = ArrayD::<f32>::zeros(IxDyn(&[2, 0, 3]));
+        assert_eq!(transpose_runs(&empty, &[1, 0, 2]).shape(), &[0, 2, 3]);
+        for ax in 0..5 {
+            let mut shape_b = a.shape().to_vec();
+            shape_b[ax] = 2;
+            let b = ArrayD::from_shape_fn(IxDyn(&shape_b), |i| {
+                -((i[0] + i[1] + i[2] + i[3] + i[4]) as i32)
+            });
+            let mut at = a.clone();
+            at.invert_axis(Axis(ax));
+            let v = [a.view(), b.view(), at.view()];
+            let want = ndarray::concatenate(Axis(ax), &v).unwrap();
+            let mut out = a.shape().to_vec();
+            out[ax] = want.shape()[ax];
+            assert_eq!(concat_runs(&v, ax, &out), want, "axis {ax}");
+        }
     }
 
     #[test]

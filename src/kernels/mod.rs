@@ -15,10 +15,13 @@ pub mod gemm;
 pub mod layout;
 pub mod matmul;
 pub mod norm;
+pub(crate) mod par;
 pub mod pool;
+mod pool_flat;
 pub mod reduce;
 pub mod sgemm;
 pub mod variadic;
+pub(crate) mod vexp;
 
 use crate::ir::Op;
 use crate::tensor::Tensor;

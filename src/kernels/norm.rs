@@ -7,6 +7,7 @@ use crate::ir::{LrnAttrs, Op};
 use crate::tensor::{f16, Elem, Tensor};
 use anyhow::{bail, Result};
 use ndarray::{ArrayD, Axis, NdFloat};
+use rayon::prelude::*;
 
 use super::input;
 
@@ -155,23 +156,35 @@ fn bn_apply(
 }
 
 fn bn_t<T: NdFloat + Elem>(x: &ArrayD<T>, a: &[f64], b: &[f64]) -> ArrayD<T> {
-    let shape = x.shape().to_vec();
-    let c = shape[1];
-    let inner: usize = shape[2..].iter().product();
-    let mut out = x.as_standard_layout().into_owned();
-    let data = out.as_slice_mut().expect("standard layout");
-    if inner == 0 {
-        return out;
-    }
-    // Contiguous [N, C, inner] blocks: one multiply-add per element.
-    for (blk, chunk) in data.chunks_mut(inner).enumerate() {
-        let ch = blk % c;
-        let (ca, cb) = (T::from_f64(a[ch]), T::from_f64(b[ch]));
-        for v in chunk {
-            *v = *v * ca + cb;
+    let c = x.shape()[1];
+    let inner: usize = x.shape()[2..].iter().product();
+    let x = x.as_standard_layout();
+    let src = x.as_slice().expect("standard layout");
+    let mut out = vec![T::zero(); src.len()];
+    // Row-major [N, C, inner]: block `blk` is channel `blk % c`, one multiply-add per
+    // element, read once and written once.
+    let run = |first: usize, s: &[T], d: &mut [T]| {
+        for (blk, (s, d)) in (first..).zip(s.chunks(inner).zip(d.chunks_mut(inner))) {
+            let ch = blk % c;
+            let (ca, cb) = (T::from_f64(a[ch]), T::from_f64(b[ch]));
+            for (d, &v) in d.iter_mut().zip(s) {
+                *d = v * ca + cb;
+            }
+        }
+    };
+    if inner > 0 {
+        if super::par::worth_splitting(src.len()) {
+            // Whole channel blocks per task.
+            let per = super::par::units_per_task(inner) * inner;
+            out.par_chunks_mut(per)
+                .zip(src.par_chunks(per))
+                .enumerate()
+                .for_each(|(i, (d, s))| run(i * per / inner, s, d));
+        } else {
+            run(0, src, &mut out);
         }
     }
-    out
+    ArrayD::from_shape_vec(x.raw_dim(), out).expect("same element count")
 }
 
 /// Softmax along one axis (the opset >= 13 definition), stabilized by subtracting the max.
@@ -266,6 +279,42 @@ pub fn lrn(x: &Tensor, a: &LrnAttrs) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_norm_matches_per_element_formula_for_any_thread_count() {
+        // [2, 5, 70, 70]: past two chunks, so the parallel split runs.
+        let shape = [2usize, 5, 70, 70];
+        let n: usize = shape.iter().product();
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 1013) as f32 / 50.0 - 10.0)
+            .collect();
+        let x = Tensor::from_vec(&shape, x).unwrap();
+        let p = |v: [f32; 5]| Tensor::from_vec(&[5], v.to_vec()).unwrap();
+        let (scale, bias) = (
+            p([1.0, 0.5, -2.0, 3.0, 0.1]),
+            p([0.0, 1.0, -1.0, 0.25, 9.0]),
+        );
+        let (mean, var) = (p([0.5, -1.0, 2.0, 0.0, 3.0]), p([1.0, 4.0, 0.25, 2.0, 9.0]));
+        let run = |t: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+                .install(|| batch_norm(&x, [&scale, &bias, &mean, &var], 1e-5).unwrap())
+        };
+        let y = run(1);
+        assert_eq!(y, run(3));
+        let (xs, ys) = (x.to_f64_vec(), y.to_f64_vec());
+        let [s, b, m, v] = [&scale, &bias, &mean, &var].map(|t| t.to_f64_vec());
+        for (i, (&xv, &yv)) in xs.iter().zip(&ys).enumerate() {
+            let c = (i / (70 * 70)) % 5;
+            let want = (xv - m[c]) / (v[c] + 1e-5f32 as f64).sqrt() * s[c] + b[c];
+            assert!(
+                (yv - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "{i}: {yv} vs {want}"
+            );
+        }
+    }
 
     #[test]
     fn softmax_flat_rows() {

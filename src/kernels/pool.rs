@@ -82,15 +82,33 @@ fn lift(v: &[usize], fill: usize) -> [usize; 3] {
 
 /// The taps of one window along one axis that fall inside the input (`n` of them from
 /// `first`, a dilation apart), and how many fall inside the input and its pads.
-struct AxisTaps {
+pub(super) struct AxisTaps {
     first: usize,
     n: usize,
     in_padded: usize,
 }
 
+/// How an AveragePool divides: by the taps inside the input, or (count_include_pad) inside
+/// input + pads, the depth axis's share given.
+#[derive(Clone, Copy)]
+pub(super) struct PoolSum {
+    count_include_pad: bool,
+    depth: (usize, usize),
+}
+
+impl PoolSum {
+    pub(super) fn count(&self, ty: &AxisTaps, tx: &AxisTaps) -> usize {
+        if self.count_include_pad {
+            self.depth.1 * ty.in_padded * tx.in_padded
+        } else {
+            self.depth.0 * ty.n * tx.n
+        }
+    }
+}
+
 /// A windowed pool. `max` selects MaxPool, else AveragePool.
 pub fn window_pool<T: Elem>(x: &ArrayD<T>, p: &PoolAttrs, max: bool) -> Result<ArrayD<T>> {
-    Ok(window_pool_impl(x, p, max, false)?.0)
+    window_pool_rows(x, p, max)
 }
 
 /// MaxPool and its Indices output: for each output element, the flat index into X of the
@@ -108,64 +126,262 @@ pub fn max_pool_with_indices<T: Elem>(
     Ok((y, idx))
 }
 
-/// The windowed pool, with the argmax indices too when `want_indices` (MaxPool only).
+/// The window geometry lifted to 3 spatial dims, and the taps per axis and output index.
+pub(super) struct Geometry {
+    pub(super) out_shape: Vec<usize>,
+    pub(super) input: [usize; 3],
+    pub(super) kernel: [usize; 3],
+    pub(super) strides: [usize; 3],
+    pub(super) dil: [usize; 3],
+    pub(super) pb: [usize; 3],
+    pub(super) output: [usize; 3],
+    pub(super) in_plane: usize,
+    pub(super) out_plane: usize,
+    pub(super) axes: [Vec<AxisTaps>; 3],
+}
+
+impl Geometry {
+    fn new(x_shape: &[usize], p: &PoolAttrs, dtype: DType, want_indices: bool) -> Result<Self> {
+        let (out_shape, g) = crate::ir::infer::window_pool_geometry(p, x_shape)?;
+        crate::tensor::limits::check_alloc(&out_shape, dtype)?;
+        if want_indices {
+            crate::tensor::limits::check_alloc(&out_shape, DType::I64)?;
+        }
+
+        let input = lift(&g.input, 1);
+        let kernel = lift(&g.kernel, 1);
+        let strides = lift(&g.strides, 1);
+        let dil = lift(&g.dilations, 1);
+        let pb = lift(&g.pads_begin, 0);
+        let pe = lift(&g.pads_end, 0);
+        let output = lift(&g.output, 1);
+        let in_plane: usize = input.iter().product();
+        let out_plane: usize = output.iter().product();
+
+        // Per axis and output index: the kernel taps that fall inside the input, as the
+        // first input index and a count (they step by the dilation), and (for
+        // count_include_pad) how many fall inside input + pads. With ceil_mode the last
+        // window may run past the end padding; those taps count for nothing. They depend on
+        // the output index alone, so they are computed once here rather than per element.
+        let axes: [Vec<AxisTaps>; 3] = std::array::from_fn(|i| {
+            (0..output[i])
+                .map(|o| {
+                    let start = (o * strides[i]) as isize - pb[i] as isize;
+                    let mut t = AxisTaps {
+                        first: 0,
+                        n: 0,
+                        in_padded: 0,
+                    };
+                    for k in 0..kernel[i] {
+                        let c = start + (k * dil[i]) as isize;
+                        if c >= -(pb[i] as isize) && c < (input[i] + pe[i]) as isize {
+                            t.in_padded += 1;
+                        }
+                        if c >= 0 && c < input[i] as isize {
+                            if t.n == 0 {
+                                t.first = c as usize;
+                            }
+                            t.n += 1;
+                        }
+                    }
+                    t
+                })
+                .collect()
+        });
+        Ok(Geometry {
+            out_shape,
+            input,
+            kernel,
+            strides,
+            dil,
+            pb,
+            output,
+            in_plane,
+            out_plane,
+            axes,
+        })
+    }
+
+    /// The input indices of the taps `t` along axis `i`.
+    fn taps(&self, t: &AxisTaps, i: usize) -> impl Iterator<Item = usize> {
+        let (first, step) = (t.first, self.dil[i]);
+        (0..t.n).map(move |j| first + j * step)
+    }
+}
+
+/// One tap of the window along the last axis: the output columns `lo..hi` whose tap falls
+/// inside the input row, and the input column that `lo` reads (then every stride on).
+struct ColumnTap {
+    lo: usize,
+    hi: usize,
+    start: usize,
+}
+
+fn column_taps(g: &Geometry) -> Vec<ColumnTap> {
+    let (iw, ow, s) = (g.input[2] as isize, g.output[2], g.strides[2]);
+    (0..g.kernel[2])
+        .map(|k| {
+            // Output column o reads input column o * s + off.
+            let off = (k * g.dil[2]) as isize - g.pb[2] as isize;
+            let lo = if off >= 0 { 0 } else { (-off) as usize }.div_ceil(s);
+            let last = iw - 1 - off; // o * s <= last
+            let hi = if last < 0 {
+                0
+            } else {
+                (last as usize / s + 1).min(ow)
+            };
+            let lo = lo.min(hi);
+            ColumnTap {
+                lo,
+                hi,
+                start: (lo as isize * s as isize + off).max(0) as usize,
+            }
+        })
+        .collect()
+}
+
+/// `g(dst[j], row[start + j * stride])` for every j: the inner loop of the row kernels,
+/// contiguous (and vectorized) for stride 1.
+#[inline(always)]
+fn over_row<T: Copy, A>(
+    dst: &mut [A],
+    row: &[T],
+    start: usize,
+    stride: usize,
+    g: impl Fn(&mut A, T),
+) {
+    if dst.is_empty() {
+        return;
+    }
+    if stride == 1 {
+        let n = dst.len();
+        for (d, &v) in dst.iter_mut().zip(&row[start..start + n]) {
+            g(d, v);
+        }
+    } else {
+        for (d, &v) in dst.iter_mut().zip(row[start..].iter().step_by(stride)) {
+            g(d, v);
+        }
+    }
+}
+
+/// The windowed pool without indices, an output row at a time: for each input row the
+/// window covers, and each tap along the row, one strided pass over the output columns
+/// whose tap falls inside (ranges computed once), so there is no per-element bounds test.
+/// Each output element still sees its taps in window order (row-major), so results are the
+/// bits of the element-by-element definition: maxima exact with the same NaN rule, sums in
+/// f64 in the same order.
+fn window_pool_rows<T: Elem>(x: &ArrayD<T>, p: &PoolAttrs, max: bool) -> Result<ArrayD<T>> {
+    let g = Geometry::new(x.shape(), p, T::DTYPE, false)?;
+    if super::pool_flat::applies(&g) {
+        let x = x.as_standard_layout();
+        let xd = x.as_slice().expect("standard layout");
+        let total: usize = g.out_shape.iter().product();
+        let mut out = vec![T::default(); total];
+        if g.out_plane > 0 {
+            let sum = (!max).then(|| PoolSum {
+                count_include_pad: p.count_include_pad,
+                depth: (g.axes[0][0].n, g.axes[0][0].in_padded),
+            });
+            super::pool_flat::pool_planes(&g, xd, &mut out, sum);
+        }
+        return Ok(ArrayD::from_shape_vec(IxDyn(&g.out_shape), out)?);
+    }
+    let cols = column_taps(&g);
+    let (ow, iw, ih, oh) = (g.output[2], g.input[2], g.input[1], g.output[1]);
+    let sx = g.strides[2];
+    let x = x.as_standard_layout();
+    let xd = x.as_slice().expect("standard layout");
+    let neg_inf = T::from_f64(f64::NEG_INFINITY);
+
+    // One (batch, channel) plane.
+    let run_plane = |plane: usize, dst: &mut [T], acc: &mut Vec<f64>| {
+        let src = &xd[plane * g.in_plane..(plane + 1) * g.in_plane];
+        for (r, drow) in dst.chunks_mut(ow).enumerate() {
+            let (tz, ty) = (&g.axes[0][r / oh], &g.axes[1][r % oh]);
+            if max {
+                drow.fill(neg_inf);
+            } else {
+                acc.clear();
+                acc.resize(ow, 0.0);
+            }
+            for z in g.taps(tz, 0) {
+                for y in g.taps(ty, 1) {
+                    let row = &src[(z * ih + y) * iw..(z * ih + y + 1) * iw];
+                    for c in &cols {
+                        if max {
+                            // Keep the maximum so far unless `v` is larger, or is NaN while
+                            // it is not: NaN propagates and the first NaN stays.
+                            over_row(&mut drow[c.lo..c.hi], row, c.start, sx, |m, v| {
+                                #[allow(clippy::eq_op)]
+                                let keep = *m >= v || *m != *m;
+                                *m = if keep { *m } else { v };
+                            });
+                        } else {
+                            over_row(&mut acc[c.lo..c.hi], row, c.start, sx, |a, v| {
+                                *a += v.to_f64()
+                            });
+                        }
+                    }
+                }
+            }
+            if !max {
+                for (o, (d, &sum)) in drow.iter_mut().zip(acc.iter()).enumerate() {
+                    let tx = &g.axes[2][o];
+                    let count = if p.count_include_pad {
+                        tz.in_padded * ty.in_padded * tx.in_padded
+                    } else {
+                        tz.n * ty.n * tx.n
+                    };
+                    *d = T::from_f64(if count == 0 { 0.0 } else { sum / count as f64 });
+                }
+            }
+        }
+    };
+    let total: usize = g.out_shape.iter().product();
+    let mut out = vec![T::default(); total];
+    if g.out_plane > 0 {
+        let taps: usize = g.kernel.iter().product();
+        // Whole planes per task; the split does not change any element's arithmetic.
+        if super::par::worth_splitting(total.saturating_mul(taps)) {
+            let per = super::par::units_per_task(g.out_plane.saturating_mul(taps));
+            out.par_chunks_mut(per * g.out_plane)
+                .enumerate()
+                .for_each(|(i, chunk)| {
+                    let mut acc = Vec::new();
+                    for (j, dst) in chunk.chunks_mut(g.out_plane).enumerate() {
+                        run_plane(i * per + j, dst, &mut acc);
+                    }
+                });
+        } else {
+            let mut acc = Vec::new();
+            for (plane, dst) in out.chunks_mut(g.out_plane).enumerate() {
+                run_plane(plane, dst, &mut acc);
+            }
+        }
+    }
+    Ok(ArrayD::from_shape_vec(IxDyn(&g.out_shape), out)?)
+}
+
+/// The windowed pool element by element, with the argmax indices too when `want_indices`
+/// (MaxPool only).
 fn window_pool_impl<T: Elem>(
     x: &ArrayD<T>,
     p: &PoolAttrs,
     max: bool,
     want_indices: bool,
 ) -> Result<(ArrayD<T>, Option<Vec<i64>>)> {
-    let (out_shape, g) = crate::ir::infer::window_pool_geometry(p, x.shape())?;
-    crate::tensor::limits::check_alloc(&out_shape, T::DTYPE)?;
-    if want_indices {
-        crate::tensor::limits::check_alloc(&out_shape, DType::I64)?;
-    }
-
-    let input = lift(&g.input, 1);
-    let kernel = lift(&g.kernel, 1);
-    let strides = lift(&g.strides, 1);
-    let dil = lift(&g.dilations, 1);
-    let pb = lift(&g.pads_begin, 0);
-    let pe = lift(&g.pads_end, 0);
-    let output = lift(&g.output, 1);
-    let in_plane: usize = input.iter().product();
-    let out_plane: usize = output.iter().product();
-
-    // Per axis and output index: the kernel taps that fall inside the input, as the first
-    // input index and a count (they step by the dilation), and (for count_include_pad) how
-    // many fall inside input + pads. With ceil_mode the last window may run past the end
-    // padding; those taps count for nothing. They depend on the output index alone, so they
-    // are computed once here rather than per output element (which allocated three vectors
-    // per element and made MaxPool two thirds of GoogLeNet's time).
-    let axes: [Vec<AxisTaps>; 3] = std::array::from_fn(|i| {
-        (0..output[i])
-            .map(|o| {
-                let start = (o * strides[i]) as isize - pb[i] as isize;
-                let mut t = AxisTaps {
-                    first: 0,
-                    n: 0,
-                    in_padded: 0,
-                };
-                for k in 0..kernel[i] {
-                    let c = start + (k * dil[i]) as isize;
-                    if c >= -(pb[i] as isize) && c < (input[i] + pe[i]) as isize {
-                        t.in_padded += 1;
-                    }
-                    if c >= 0 && c < input[i] as isize {
-                        if t.n == 0 {
-                            t.first = c as usize;
-                        }
-                        t.n += 1;
-                    }
-                }
-                t
-            })
-            .collect()
-    });
-    let taps_of = |t: &AxisTaps, i: usize| {
-        let (first, step) = (t.first, dil[i]);
-        (0..t.n).map(move |j| first + j * step)
-    };
+    let g = Geometry::new(x.shape(), p, T::DTYPE, want_indices)?;
+    let Geometry {
+        input,
+        output,
+        in_plane,
+        out_plane,
+        ..
+    } = g;
+    let axes = &g.axes;
+    let out_shape = g.out_shape.clone();
+    let taps_of = |t: &AxisTaps, i: usize| g.taps(t, i);
 
     let x = x.as_standard_layout();
     let xd = x.as_slice().expect("standard layout");
@@ -264,7 +480,7 @@ pub fn global_pool<T: Elem>(x: &ArrayD<T>, max: bool) -> Result<ArrayD<T>> {
     let x = x.as_standard_layout();
     let xd = x.as_slice().expect("standard layout");
     let mut out = vec![T::default(); xs[0] * xs[1]];
-    out.par_iter_mut().enumerate().for_each(|(i, v)| {
+    let one = |i: usize| -> T {
         let src = &xd[i * plane..(i + 1) * plane];
         let r = if max {
             src.iter()
@@ -280,11 +496,43 @@ pub fn global_pool<T: Elem>(x: &ArrayD<T>, max: bool) -> Result<ArrayD<T>> {
                     },
                 )
         } else {
-            src.iter().map(|v| v.to_f64()).sum::<f64>() / plane as f64
+            sum_f64(src) / plane as f64
         };
-        *v = T::from_f64(r);
-    });
+        T::from_f64(r)
+    };
+    // Whole planes per task (a task per plane costs more than a 7x7 plane's sum).
+    if super::par::worth_splitting(out.len().saturating_mul(plane)) {
+        let per = super::par::units_per_task(plane);
+        out.par_chunks_mut(per).enumerate().for_each(|(c, dst)| {
+            for (j, v) in dst.iter_mut().enumerate() {
+                *v = one(c * per + j);
+            }
+        });
+    } else {
+        for (i, v) in out.iter_mut().enumerate() {
+            *v = one(i);
+        }
+    }
     Ok(ArrayD::from_shape_vec(IxDyn(&out_shape), out)?)
+}
+
+/// The sum in f64 in four interleaved partial sums (element i into sum i % 4, then
+/// ((s0 + s1) + (s2 + s3)) + the tail): a fixed order, and four independent add chains
+/// instead of one.
+fn sum_f64<T: Elem>(src: &[T]) -> f64 {
+    let mut acc = [0f64; 4];
+    let quads = src.chunks_exact(4);
+    let tail = quads.remainder();
+    for q in quads {
+        for (a, v) in acc.iter_mut().zip(q) {
+            *a += v.to_f64();
+        }
+    }
+    let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    for v in tail {
+        s += v.to_f64();
+    }
+    s
 }
 
 #[cfg(test)]
@@ -416,6 +664,187 @@ mod tests {
         let r = eval(&op, &[Some(&x)], 1).unwrap();
         assert_eq!(r[0], Tensor::from_vec(&[1, 1, 1, 1], vec![250u8]).unwrap());
         assert!(eval(&Op::GlobalAveragePool, &[Some(&x)], 1).is_err());
+    }
+
+    /// Deterministic pseudo-random values in [-4, 4) with exact zeros of both signs mixed
+    /// in, so ties between +0 and -0 test the window order.
+    fn noise(shape: &[usize], seed: u64) -> ArrayD<f32> {
+        let n: usize = shape.iter().product();
+        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let v = (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                match s % 11 {
+                    0 => 0.0,
+                    1 => -0.0,
+                    _ => ((s >> 11) % 8000) as f32 / 1000.0 - 4.0,
+                }
+            })
+            .collect();
+        ArrayD::from_shape_vec(IxDyn(shape), v).unwrap()
+    }
+
+    fn same_bits(a: &ArrayD<f32>, b: &ArrayD<f32>) -> bool {
+        a.shape() == b.shape() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+    }
+
+    /// The fast pools (plane-flattened for 1-D/2-D, row by row for 3-D) against the
+    /// element-by-element definition, bit for bit, over edge geometries.
+    #[test]
+    fn fast_paths_match_element_by_element() {
+        struct Case {
+            shape: Vec<usize>,
+            ks: Vec<usize>,
+            strides: Vec<usize>,
+            dil: Vec<usize>,
+            pads: Vec<usize>,
+            ceil: bool,
+        }
+        let c = |shape: &[usize],
+                 ks: &[usize],
+                 strides: &[usize],
+                 dil: &[usize],
+                 pads: &[usize],
+                 ceil| Case {
+            shape: shape.to_vec(),
+            ks: ks.to_vec(),
+            strides: strides.to_vec(),
+            dil: dil.to_vec(),
+            pads: pads.to_vec(),
+            ceil,
+        };
+        let cases = [
+            c(&[2, 3, 11, 13], &[3, 3], &[2, 2], &[], &[], true), // GoogLeNet's ceil_mode pool
+            c(&[1, 4, 12, 12], &[3, 3], &[1, 1], &[], &[1, 1, 1, 1], false),
+            c(&[1, 2, 9, 10], &[3, 3], &[2, 2], &[], &[1, 1, 1, 1], false),
+            c(&[1, 2, 9, 10], &[2, 3], &[3, 2], &[], &[0, 1, 1, 0], true),
+            c(&[1, 2, 7, 8], &[2, 2], &[4, 5], &[], &[], true), // strides > kernel
+            c(
+                &[1, 2, 5, 5],
+                &[2, 2],
+                &[100, 100],
+                &[],
+                &[1, 1, 1, 1],
+                true,
+            ), // row-by-row
+            c(
+                &[1, 2, 9, 9],
+                &[3, 2],
+                &[2, 1],
+                &[2, 3],
+                &[2, 1, 1, 2],
+                true,
+            ), // dilations
+            c(&[1, 1, 1, 1], &[1, 1], &[1, 1], &[], &[], false),
+            c(&[1, 1, 1, 6], &[1, 3], &[1, 2], &[], &[0, 1, 0, 1], true), // size-1 dims
+            c(&[3, 5, 1], &[1], &[1], &[], &[], false),
+            c(&[2, 3, 17], &[4], &[3], &[2], &[2, 3], true), // 1-D
+            c(
+                &[1, 2, 5, 6, 7],
+                &[2, 3, 2],
+                &[2, 1, 2],
+                &[],
+                &[1, 0, 1, 0, 1, 1],
+                true,
+            ), // 3-D
+            c(
+                &[1, 1, 4, 4, 4],
+                &[1, 3, 3],
+                &[1, 1, 1],
+                &[],
+                &[0, 1, 1, 0, 1, 1],
+                false,
+            ),
+        ];
+        for (i, case) in cases.iter().enumerate() {
+            let x = noise(&case.shape, i as u64 + 1);
+            for (ceil, cip) in [(case.ceil, false), (case.ceil, true)] {
+                let mut a = attrs(&case.ks, &case.strides, &case.pads, ceil, cip);
+                a.window.dilations = case.dil.clone();
+                for max in [true, false] {
+                    let want = window_pool_impl(&x, &a, max, false).unwrap().0;
+                    let got = window_pool(&x, &a, max).unwrap();
+                    assert!(
+                        same_bits(&got, &want),
+                        "case {i} max {max} cip {cip}: {got:?} vs {want:?}"
+                    );
+                }
+            }
+            // Non-contiguous input: a transposed view of the last two axes.
+            let mut xt = x.clone();
+            let r = xt.ndim();
+            xt.swap_axes(r - 1, r - 2);
+            let a = attrs(&case.ks, &case.strides, &case.pads, case.ceil, false);
+            let want = window_pool_impl(&xt.as_standard_layout().into_owned(), &a, true, false);
+            let got = window_pool(&xt, &a, true);
+            match (got, want) {
+                (Ok(g), Ok((w, _))) => assert!(same_bits(&g, &w), "case {i} transposed"),
+                (g, w) => assert_eq!(g.is_err(), w.is_err(), "case {i} transposed"),
+            }
+        }
+        // NaN propagates (the first NaN stays) and an all-padding window gives -inf / 0.
+        let mut x = noise(&[1, 1, 6, 6], 99);
+        x[[0, 0, 2, 3]] = f32::NAN;
+        let a = attrs(&[3, 3], &[2, 2], &[1, 1, 1, 1], true, false);
+        let want = window_pool_impl(&x, &a, true, false).unwrap().0;
+        let got = window_pool(&x, &a, true).unwrap();
+        assert!(got.iter().any(|v| v.is_nan()));
+        assert!(same_bits(&got, &want));
+        // Integers and f64 through the same generic path.
+        let xi = x.mapv(|v| if v.is_nan() { 7 } else { (v * 10.0) as i32 });
+        let a = attrs(&[2, 3], &[1, 2], &[1, 0, 0, 2], true, false);
+        assert_eq!(
+            window_pool(&xi, &a, true).unwrap(),
+            window_pool_impl(&xi, &a, true, false).unwrap().0
+        );
+        let xd = x.mapv(f64::from);
+        let want = window_pool_impl(&xd, &a, false, false).unwrap().0;
+        let got = window_pool(&xd, &a, false).unwrap();
+        assert!(got
+            .iter()
+            .zip(&want)
+            .all(|(g, w)| g.to_bits() == w.to_bits()));
+    }
+
+    #[test]
+    fn same_bits_for_any_thread_count() {
+        let x = noise(&[2, 40, 57, 61], 3);
+        let run = |t: usize, f: &(dyn Fn() -> ArrayD<f32> + Sync)| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+                .install(f)
+        };
+        let a = attrs(&[3, 3], &[2, 2], &[1, 1, 1, 1], true, true);
+        for max in [true, false] {
+            let f = || window_pool(&x, &a, max).unwrap();
+            assert!(same_bits(&run(1, &f), &run(3, &f)));
+        }
+        let f = || global_pool(&x, false).unwrap();
+        assert!(same_bits(&run(1, &f), &run(3, &f)));
+        let x3 = noise(&[1, 8, 12, 30, 30], 4);
+        let a = attrs(&[2, 3, 3], &[2, 2, 2], &[], false, false);
+        let f = || window_pool(&x3, &a, false).unwrap();
+        assert!(same_bits(&run(1, &f), &run(3, &f)));
+    }
+
+    #[test]
+    fn global_average_against_f64_sum() {
+        // Odd plane sizes exercise the four partial sums' tail.
+        for hw in [1usize, 3, 7, 49, 50] {
+            let x = noise(&[2, 3, hw], hw as u64);
+            let y = global_pool(&x, false).unwrap();
+            for (i, plane) in x.as_slice().unwrap().chunks(hw).enumerate() {
+                let want = plane.iter().map(|&v| f64::from(v)).sum::<f64>() / hw as f64;
+                assert!(
+                    (f64::from(y.as_slice().unwrap()[i]) - want).abs()
+                        <= 1e-6 * want.abs().max(1.0)
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,243 @@
+//! Windowed pooling of 1-D and 2-D planes as a few long contiguous loops.
+//!
+//! Each plane is first copied into a padded scratch, split by stride phase (row phase `py`,
+//! column phase `px` hold the padded rows `r * sy + py` and columns `j * sx + px`), with
+//! padding (and the ceil_mode overhang) filled with a value that cannot change the result:
+//! -inf (or the integer minimum) for max, 0 for sums. Then every window tap reads one phase
+//! at a fixed offset, and output element `(oy, ox)`, laid out with the phase's row width,
+//! reads it at `oy * pw + ox + offset`: one contiguous pass over the whole plane per tap,
+//! with no bounds tests, vectorized (AVX2 when the CPU has it, chosen at run time). Columns
+//! past the output width are computed and dropped.
+//!
+//! Each output element still meets its taps in window order and the fill is neutral (max:
+//! `m >= -inf` keeps `m`; sums: `s + 0.0 == s` exactly, and sums start at +0), so the bits
+//! are those of the element-by-element definition.
+
+use super::pool::{Geometry, PoolSum};
+use crate::tensor::Elem;
+use rayon::prelude::*;
+
+/// Whether the geometry is (lifted) 1-D or 2-D, no depth to walk, and the phase-split
+/// scratch stays near the plane's size (strides far beyond the kernel would make it
+/// strides^2 times the output; the row-by-row form takes those).
+pub(super) fn applies(g: &Geometry) -> bool {
+    let flat = g.input[0] == 1 && g.output[0] == 1 && g.kernel[0] == 1 && g.pb[0] == 0;
+    let taps = g.kernel[1].saturating_mul(g.kernel[2]);
+    let work = g.in_plane.saturating_add(g.out_plane.saturating_mul(taps));
+    flat && Layout::new(g).scratch_len() <= work.saturating_mul(4).saturating_add(4096)
+}
+
+/// The phase-split layout of one padded plane.
+struct Layout {
+    sy: usize,
+    sx: usize,
+    /// Rows and columns of each phase.
+    ph: usize,
+    pw: usize,
+    /// Per tap in window order: its offset into the phase-stacked scratch.
+    taps: Vec<usize>,
+}
+
+impl Layout {
+    fn new(g: &Geometry) -> Layout {
+        let (sy, sx) = (g.strides[1], g.strides[2]);
+        let (dy, dx) = (g.dil[1], g.dil[2]);
+        let (kh, kw) = (g.kernel[1], g.kernel[2]);
+        let (oh, ow) = (g.output[1], g.output[2]);
+        let pw = ow + (kw - 1) * dx / sx;
+        // One spare row: the dropped columns of the last output row read past it.
+        let ph = oh + (kh - 1) * dy / sy + 1;
+        let mut taps = Vec::with_capacity(kh * kw);
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let (y, x) = (ky * dy, kx * dx);
+                let phase = (y % sy) * sx + x % sx;
+                taps.push(phase * ph * pw + (y / sy) * pw + x / sx);
+            }
+        }
+        Layout {
+            sy,
+            sx,
+            ph,
+            pw,
+            taps,
+        }
+    }
+
+    fn scratch_len(&self) -> usize {
+        [self.sy, self.sx, self.ph, self.pw]
+            .iter()
+            .fold(1usize, |a, &b| a.saturating_mul(b))
+    }
+}
+
+/// Copies plane `src` (`ih` x `iw`) into the phase-split padded scratch.
+fn fill_scratch<T: Elem>(g: &Geometry, l: &Layout, src: &[T], fill: T, scratch: &mut [T]) {
+    let (ih, iw) = (g.input[1] as isize, g.input[2]);
+    let (pby, pbx) = (g.pb[1] as isize, g.pb[2]);
+    let mut chunks = scratch.chunks_mut(l.pw);
+    for py in 0..l.sy {
+        for px in 0..l.sx {
+            // Columns j of this phase read input column j * sx + px - pbx; the valid j.
+            let lo = pbx.saturating_sub(px).div_ceil(l.sx).min(l.pw);
+            let hi = if iw + pbx > px {
+                ((iw + pbx - px - 1) / l.sx + 1).clamp(lo, l.pw)
+            } else {
+                lo
+            };
+            let first = (lo * l.sx + px).saturating_sub(pbx);
+            for r in 0..l.ph {
+                let dst = chunks.next().expect("sized by the layout");
+                let iy = (r * l.sy + py) as isize - pby;
+                if iy < 0 || iy >= ih || lo == hi {
+                    dst.fill(fill);
+                    continue;
+                }
+                let row = &src[iy as usize * iw..(iy as usize + 1) * iw];
+                dst[..lo].fill(fill);
+                dst[hi..].fill(fill);
+                if l.sx == 1 {
+                    dst[lo..hi].copy_from_slice(&row[first..first + hi - lo]);
+                } else {
+                    for (d, &v) in dst[lo..hi]
+                        .iter_mut()
+                        .zip(row[first..].iter().step_by(l.sx))
+                    {
+                        *d = v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst = max(acc, src)` elementwise with MaxPool's rule: keep `acc` unless `src` is larger
+/// or is NaN while `acc` is not (NaN propagates, the first NaN stays). Into a separate
+/// `dst`, because updating `acc` in place compiles to masked stores, which are slow on AMD.
+#[inline(always)]
+fn max_body<T: Copy + PartialOrd>(acc: &[T], src: &[T], dst: &mut [T]) {
+    for ((d, &m), &v) in dst.iter_mut().zip(acc).zip(src) {
+        #[allow(clippy::eq_op)]
+        let keep = (m >= v) | (m != m);
+        *d = if keep { m } else { v };
+    }
+}
+
+#[inline(always)]
+fn sum_body<T: Elem>(acc: &mut [f64], src: &[T]) {
+    for (a, &v) in acc.iter_mut().zip(src) {
+        *a += v.to_f64();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn max_avx2<T: Copy + PartialOrd>(acc: &[T], src: &[T], dst: &mut [T]) {
+    max_body(acc, src, dst)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn sum_avx2<T: Elem>(acc: &mut [f64], src: &[T]) {
+    sum_body(acc, src)
+}
+
+fn tap_max<T: Copy + PartialOrd>(acc: &[T], src: &[T], dst: &mut [T]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        unsafe { max_avx2(acc, src, dst) };
+        return;
+    }
+    max_body(acc, src, dst)
+}
+
+fn tap_sum<T: Elem>(acc: &mut [f64], src: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        unsafe { sum_avx2(acc, src) };
+        return;
+    }
+    sum_body(acc, src)
+}
+
+/// Per-task buffers, reused across the planes of a task.
+struct Scratch<T> {
+    padded: Vec<T>,
+    ext: Vec<T>,
+    next: Vec<T>,
+    sums: Vec<f64>,
+}
+
+/// Pools every plane of `xd` into `out` (planes of `g.out_plane`); `sum` is `None` for max.
+pub(super) fn pool_planes<T: Elem>(g: &Geometry, xd: &[T], out: &mut [T], sum: Option<PoolSum>) {
+    let l = Layout::new(g);
+    let (oh, ow) = (g.output[1], g.output[2]);
+    let ext_len = oh * l.pw;
+    let fill = if sum.is_some() {
+        T::from_f64(0.0)
+    } else {
+        T::from_f64(f64::NEG_INFINITY)
+    };
+    let run_plane = |plane: usize, dst: &mut [T], s: &mut Scratch<T>| {
+        let src = &xd[plane * g.in_plane..(plane + 1) * g.in_plane];
+        s.padded.resize(l.scratch_len(), fill);
+        fill_scratch(g, &l, src, fill, &mut s.padded);
+        match sum {
+            None => {
+                // The first tap against the initial -inf is that tap's values, bit for bit
+                // (`-inf >= v` only for v = -inf; NaN is taken), so it is a copy.
+                let t0 = l.taps[0];
+                s.ext.clear();
+                s.ext.extend_from_slice(&s.padded[t0..t0 + ext_len]);
+                s.next.resize(ext_len, fill);
+                for &t in &l.taps[1..] {
+                    tap_max(&s.ext, &s.padded[t..t + ext_len], &mut s.next);
+                    std::mem::swap(&mut s.ext, &mut s.next);
+                }
+                for (d, e) in dst.chunks_mut(ow).zip(s.ext.chunks(l.pw)) {
+                    d.copy_from_slice(&e[..ow]);
+                }
+            }
+            Some(how) => {
+                s.sums.clear();
+                s.sums.resize(ext_len, 0.0);
+                for &t in &l.taps {
+                    tap_sum(&mut s.sums, &s.padded[t..t + ext_len]);
+                }
+                for (oy, (d, e)) in dst.chunks_mut(ow).zip(s.sums.chunks(l.pw)).enumerate() {
+                    let ty = &g.axes[1][oy];
+                    for (ox, (d, &acc)) in d.iter_mut().zip(e).enumerate() {
+                        let count = how.count(ty, &g.axes[2][ox]);
+                        *d = T::from_f64(if count == 0 { 0.0 } else { acc / count as f64 });
+                    }
+                }
+            }
+        }
+    };
+    let new_scratch = || Scratch {
+        padded: Vec::new(),
+        ext: Vec::new(),
+        next: Vec::new(),
+        sums: Vec::new(),
+    };
+    let work = out.len().saturating_mul(l.taps.len());
+    if super::par::worth_splitting(work) {
+        // Whole planes per task; the split does not change any element's arithmetic.
+        let per = super::par::units_per_task(g.out_plane.saturating_mul(l.taps.len()));
+        out.par_chunks_mut(per * g.out_plane)
+            .enumerate()
+            .for_each(|(i, chunk)| {
+                let mut s = new_scratch();
+                for (j, dst) in chunk.chunks_mut(g.out_plane).enumerate() {
+                    run_plane(i * per + j, dst, &mut s);
+                }
+            });
+    } else {
+        let mut s = new_scratch();
+        for (plane, dst) in out.chunks_mut(g.out_plane).enumerate() {
+            run_plane(plane, dst, &mut s);
+        }
+    }
+}
