@@ -9,7 +9,7 @@ burst of load on the machine hits the three runtimes alike rather than one of th
 
 With --memory, each net is also run once by `convgraph run --engine convgraph` and once by
 `convgraph run --engine tract` (load, plan or optimize, one run), each in its own process,
-and the peak resident set size of each process is reported (os.wait4's ru_maxrss).
+and the peak resident set size of each process is reported (GNU time's %M).
 
 Usage: python scripts/bench_nets.py [--threads N] [--rounds R] [--iters K] [--memory]
            [--exporter legacy] [--binary target/release/convgraph] [NET ...]
@@ -74,15 +74,18 @@ def convgraph_round(binary, model, threads, iters, warmup):
 
 
 def peak_rss_mb(binary, model, engine, threads):
-    """Peak RSS of one `convgraph run --engine ENGINE` process, in MiB."""
-    p = subprocess.Popen(
-        [binary, "run", model, "--engine", engine, "--threads", str(threads)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    """Peak RSS of one `convgraph run --engine ENGINE` process, in MiB, as GNU time reports
+    it. (Not os.wait4 from here: a child's ru_maxrss also counts the memory it had as a
+    fork of this Python process, onnxruntime sessions included, before its exec.)"""
+    out = subprocess.run(
+        ["/usr/bin/time", "-f", "maxrss_kb=%M", binary, "run", model, "--engine", engine,
+         "--threads", str(threads)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
-    _, status, usage = os.wait4(p.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"convgraph run --engine {engine} {model} failed: {p.stderr.read().decode()}")
-    return usage.ru_maxrss / 1024
+    if out.returncode != 0:
+        sys.exit(f"convgraph run --engine {engine} {model} failed: {out.stderr}")
+    kb = [line for line in out.stderr.splitlines() if line.startswith("maxrss_kb=")][-1]
+    return int(kb.removeprefix("maxrss_kb=")) / 1024
 
 
 def geomean(xs):
