@@ -718,11 +718,7 @@ mod tests {
         for s in [1, 2] {
             let a = attrs(24, vec![s, s], vec![], Padding::Explicit(vec![1, 1, 1, 1]));
             let run = |t| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(t)
-                    .build()
-                    .unwrap()
-                    .install(|| conv_f32(&x, &w, Some(&b), &a).unwrap())
+                crate::kernels::test_data::on_threads(t, || conv_f32(&x, &w, Some(&b), &a).unwrap())
             };
             assert_eq!(run(1), run(3));
         }
@@ -733,13 +729,8 @@ mod tests {
         let x = data(&[1, 16, 40, 40], 5);
         let w = data(&[32, 16, 3, 3], 6);
         let a = attrs(1, vec![], vec![], Padding::SameUpper);
-        let run = |t| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .unwrap()
-                .install(|| conv_f32(&x, &w, None, &a).unwrap())
-        };
+        let run =
+            |t| crate::kernels::test_data::on_threads(t, || conv_f32(&x, &w, None, &a).unwrap());
         assert_eq!(run(1), run(3));
     }
 
@@ -765,11 +756,7 @@ mod tests {
         let b = data(&[100], 13);
         let a = attrs(1, vec![], vec![], e);
         let run = |t| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .unwrap()
-                .install(|| conv_f32(&x, &w, Some(&b), &a).unwrap())
+            crate::kernels::test_data::on_threads(t, || conv_f32(&x, &w, Some(&b), &a).unwrap())
         };
         assert_eq!(run(1), run(2));
         assert_eq!(run(1), run(3));

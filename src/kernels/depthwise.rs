@@ -386,11 +386,7 @@ mod tests {
         );
         let a = attrs(6, &[2, 1], &[], &[1, 1, 1, 1]);
         let run = |t| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .unwrap()
-                .install(|| conv_f32(&x, &w, Some(&b), &a).unwrap())
+            crate::kernels::test_data::on_threads(t, || conv_f32(&x, &w, Some(&b), &a).unwrap())
         };
         assert_eq!(run(1), run(2));
     }

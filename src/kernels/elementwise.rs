@@ -633,23 +633,7 @@ mod tests {
     }
 
     /// Pseudo-random f32 in [-8, 8), zeros of both signs mixed in.
-    fn noise(shape: &[usize], seed: u64) -> ArrayD<f32> {
-        let n: usize = shape.iter().product();
-        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        let v = (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                match s % 13 {
-                    0 => 0.0,
-                    1 => -0.0,
-                    _ => ((s >> 11) % 16000) as f32 / 1000.0 - 8.0,
-                }
-            })
-            .collect();
-        ArrayD::from_shape_vec(IxDyn(shape), v).unwrap()
-    }
+    use crate::kernels::test_data::noise;
 
     /// `f` over numpy broadcasting computed index by index: the reference for the fast paths.
     fn naive(a: &ArrayD<f32>, b: &ArrayD<f32>, f: impl Fn(f32, f32) -> f32) -> ArrayD<f32> {
@@ -815,13 +799,8 @@ mod tests {
     fn same_bits_for_any_thread_count() {
         let a = Tensor::F32(noise(&[1, 96, 56, 56], 21));
         let b = Tensor::F32(noise(&[1, 96, 1, 1], 22));
-        let run = |t: usize, f: &(dyn Fn() -> Tensor + Sync)| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .unwrap()
-                .install(f)
-        };
+        let run =
+            |t: usize, f: &(dyn Fn() -> Tensor + Sync)| crate::kernels::test_data::on_threads(t, f);
         let fs: [&(dyn Fn() -> Tensor + Sync); 4] = [
             &|| unary(UnaryOp::Sigmoid, &a).unwrap(),
             &|| binary(BinaryOp::Mul, &a, &a).unwrap(),

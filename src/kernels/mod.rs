@@ -20,6 +20,8 @@ pub mod pool;
 mod pool_flat;
 pub mod reduce;
 pub mod sgemm;
+#[cfg(test)]
+mod test_data;
 pub mod variadic;
 pub(crate) mod vexp;
 

@@ -296,11 +296,9 @@ mod tests {
         );
         let (mean, var) = (p([0.5, -1.0, 2.0, 0.0, 3.0]), p([1.0, 4.0, 0.25, 2.0, 9.0]));
         let run = |t: usize| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .unwrap()
-                .install(|| batch_norm(&x, [&scale, &bias, &mean, &var], 1e-5).unwrap())
+            crate::kernels::test_data::on_threads(t, || {
+                batch_norm(&x, [&scale, &bias, &mean, &var], 1e-5).unwrap()
+            })
         };
         let y = run(1);
         assert_eq!(y, run(3));

@@ -668,23 +668,7 @@ mod tests {
 
     /// Deterministic pseudo-random values in [-4, 4) with exact zeros of both signs mixed
     /// in, so ties between +0 and -0 test the window order.
-    fn noise(shape: &[usize], seed: u64) -> ArrayD<f32> {
-        let n: usize = shape.iter().product();
-        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        let v = (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                match s % 11 {
-                    0 => 0.0,
-                    1 => -0.0,
-                    _ => ((s >> 11) % 8000) as f32 / 1000.0 - 4.0,
-                }
-            })
-            .collect();
-        ArrayD::from_shape_vec(IxDyn(shape), v).unwrap()
-    }
+    use crate::kernels::test_data::noise;
 
     fn same_bits(a: &ArrayD<f32>, b: &ArrayD<f32>) -> bool {
         a.shape() == b.shape() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
@@ -812,11 +796,7 @@ mod tests {
     fn same_bits_for_any_thread_count() {
         let x = noise(&[2, 40, 57, 61], 3);
         let run = |t: usize, f: &(dyn Fn() -> ArrayD<f32> + Sync)| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .unwrap()
-                .install(f)
+            crate::kernels::test_data::on_threads(t, f)
         };
         let a = attrs(&[3, 3], &[2, 2], &[1, 1, 1, 1], true, true);
         for max in [true, false] {

@@ -171,11 +171,9 @@ fn same_bits_for_any_thread_count() {
     for kernel in kernels() {
         let run = |t| {
             let mut c = vec![0f32; m * n];
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .unwrap()
-                .install(|| sgemm_with(kernel, m, n, k, &a, k, &b, n, &mut c, n, &epi));
+            crate::kernels::test_data::on_threads(t, || {
+                sgemm_with(kernel, m, n, k, &a, k, &b, n, &mut c, n, &epi)
+            });
             c
         };
         let one = run(1);
