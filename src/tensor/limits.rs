@@ -6,14 +6,20 @@
 
 use super::DType;
 use anyhow::{bail, Result};
+use std::sync::OnceLock;
 
 /// Largest single tensor we agree to allocate, in bytes. Overridable with
-/// `CONVGRAPH_MAX_TENSOR_BYTES` (tests use a small value to exercise the refusal).
+/// `CONVGRAPH_MAX_TENSOR_BYTES` (tests set it on a child process to exercise the refusal).
+/// Read once per process: kernels check every output they allocate, and reading
+/// `/proc/meminfo` each time cost tens of microseconds per node.
 pub fn max_tensor_bytes() -> u64 {
-    std::env::var("CONVGRAPH_MAX_TENSOR_BYTES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(default_max_tensor_bytes)
+    static MAX: OnceLock<u64> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::env::var("CONVGRAPH_MAX_TENSOR_BYTES")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(default_max_tensor_bytes)
+    })
 }
 
 /// Half the physical memory when we can read it, else 8 GiB.
