@@ -519,7 +519,7 @@ pub fn global_pool<T: Elem>(x: &ArrayD<T>, max: bool) -> Result<ArrayD<T>> {
 /// The sum in f64 in four interleaved partial sums (element i into sum i % 4, then
 /// ((s0 + s1) + (s2 + s3)) + the tail): a fixed order, and four independent add chains
 /// instead of one.
-fn sum_f64<T: Elem>(src: &[T]) -> f64 {
+pub(crate) fn sum_f64<T: Elem>(src: &[T]) -> f64 {
     let mut acc = [0f64; 4];
     let quads = src.chunks_exact(4);
     let tail = quads.remainder();

@@ -4,6 +4,8 @@ use crate::ir::{Op, ReduceAttrs};
 use crate::tensor::{f16, Elem, Tensor};
 use anyhow::{bail, Result};
 use ndarray::{ArrayD, IxDyn};
+use rayon::prelude::*;
+use std::borrow::Cow;
 
 use super::input;
 
@@ -78,8 +80,6 @@ pub(crate) fn reduce(x: &Tensor, plan: &ReducePlan, mean: bool) -> Result<Tensor
         return Ok(x.clone().into_standard_layout());
     }
     Ok(match x {
-        // Floats accumulate in f64 for accuracy; the sum order is fixed (row-major), so the
-        // result does not depend on threading.
         Tensor::F32(a) => Tensor::F32(reduce_t(a, plan, mean)),
         Tensor::F64(a) => Tensor::F64(reduce_t(a, plan, mean)),
         Tensor::F16(a) => Tensor::F16(reduce_t::<f16>(a, plan, mean)),
@@ -88,16 +88,27 @@ pub(crate) fn reduce(x: &Tensor, plan: &ReducePlan, mean: bool) -> Result<Tensor
     })
 }
 
-/// Moves the reduced axes last, so each output element folds one contiguous run.
-fn runs<T: Elem>(a: &ArrayD<T>, plan: &ReducePlan) -> (Vec<T>, usize) {
+/// The reduced elements of `a` as one contiguous run per output element, and the run
+/// length. Borrowed when the reduced axes are already the last ones of a standard-layout
+/// array (ReduceMean over H and W, the squeeze-excitation pooling of exported nets); else
+/// copied with the reduced axes moved last.
+fn runs<'a, T: Elem>(a: &'a ArrayD<T>, plan: &ReducePlan) -> (Cow<'a, [T]>, usize) {
     let rank = a.ndim();
+    let r: usize = plan.axes.iter().map(|&i| a.shape()[i]).product();
+    let first = rank - plan.axes.len();
+    let trailing = plan.axes.iter().enumerate().all(|(i, &ax)| ax == first + i);
+    if let (true, Some(s)) = (trailing, a.as_slice()) {
+        return (Cow::Borrowed(s), r);
+    }
     let perm: Vec<usize> = (0..rank)
         .filter(|i| !plan.axes.contains(i))
         .chain(plan.axes.iter().copied())
         .collect();
-    let r: usize = plan.axes.iter().map(|&i| a.shape()[i]).product();
     let v = a.view().permuted_axes(IxDyn(&perm));
-    (v.as_standard_layout().iter().copied().collect(), r)
+    (
+        Cow::Owned(v.as_standard_layout().iter().copied().collect()),
+        r,
+    )
 }
 
 fn reduce_t<T: Elem>(a: &ArrayD<T>, plan: &ReducePlan, mean: bool) -> ArrayD<T> {
@@ -107,12 +118,28 @@ fn reduce_t<T: Elem>(a: &ArrayD<T>, plan: &ReducePlan, mean: bool) -> ArrayD<T> 
         // Empty reduction: sum 0, mean 0/0 = NaN (numpy and onnxruntime agree).
         vec![T::from_f64(if mean { f64::NAN } else { 0.0 }); n_out]
     } else {
-        data.chunks(r)
-            .map(|c| {
-                let s: f64 = c.iter().map(|v| v.to_f64()).sum();
-                T::from_f64(if mean { s / r as f64 } else { s })
-            })
-            .collect()
+        // Floats accumulate in f64, in the fixed order of `sum_f64` (the one GlobalAveragePool
+        // uses, so a ReduceMean over H and W gives its bits), whatever the thread count.
+        let one = |c: &[T]| {
+            let s = super::pool::sum_f64(c);
+            T::from_f64(if mean { s / r as f64 } else { s })
+        };
+        let mut out = vec![T::default(); n_out];
+        if super::par::worth_splitting(data.len()) {
+            let per = super::par::units_per_task(r);
+            out.par_chunks_mut(per)
+                .zip(data.par_chunks(per * r))
+                .for_each(|(dst, src)| {
+                    dst.iter_mut()
+                        .zip(src.chunks(r))
+                        .for_each(|(d, c)| *d = one(c))
+                });
+        } else {
+            out.iter_mut()
+                .zip(data.chunks(r))
+                .for_each(|(d, c)| *d = one(c));
+        }
+        out
     };
     ArrayD::from_shape_vec(IxDyn(&plan.out_shape), out).expect("output count matches")
 }
@@ -169,5 +196,47 @@ mod tests {
         assert_eq!(r[0], Tensor::from_vec(&[2], vec![14i64, 22]).unwrap());
         let r = eval(&op, &[Some(&x)], 1).unwrap();
         assert_eq!(r[0], Tensor::from_vec(&[], vec![36i64]).unwrap());
+    }
+
+    /// ReduceMean over H and W (borrowed runs, split over tasks for a big input) gives the
+    /// bits of GlobalAveragePool, and both match a naive f64 mean; the permuted path (axes
+    /// 1 and 3) matches the naive mean too.
+    #[test]
+    fn mean_over_trailing_axes_is_global_average_pool() {
+        let shape = [2usize, 24, 40, 40];
+        let n: usize = shape.iter().product();
+        let a = crate::kernels::test_data::noise(&shape, 7);
+        let v: Vec<f32> = a.iter().copied().collect();
+        assert_eq!(v.len(), n);
+        let x = Tensor::F32(a);
+        let op = Op::ReduceMean(attrs(Some(vec![2, 3]), true));
+        let r = crate::kernels::test_data::on_threads(2, || eval(&op, &[Some(&x)], 1).unwrap());
+        let g = crate::kernels::eval(&Op::GlobalAveragePool, &[Some(&x)], 1).unwrap();
+        assert_eq!(r[0].shape(), &[2, 24, 1, 1]);
+        assert_eq!(r[0], g[0]);
+        let plane = 40 * 40;
+        let naive: Vec<f64> = v
+            .chunks(plane)
+            .map(|c| c.iter().map(|&e| e as f64).sum::<f64>() / plane as f64)
+            .collect();
+        for (a, b) in r[0].to_f64_vec().iter().zip(&naive) {
+            assert!((a - b).abs() <= 1e-6, "{a} vs {b}");
+        }
+        let op = Op::ReduceSum(attrs(Some(vec![1, 3]), false));
+        let r = eval(&op, &[Some(&x)], 1).unwrap();
+        assert_eq!(r[0].shape(), &[2, 40]);
+        let at =
+            |b: usize, c: usize, h: usize, w: usize| v[((b * 24 + c) * 40 + h) * 40 + w] as f64;
+        for (i, got) in r[0].to_f64_vec().iter().enumerate() {
+            let (b, h) = (i / 40, i % 40);
+            let want: f64 = (0..24)
+                .flat_map(|c| (0..40).map(move |w| (c, w)))
+                .map(|(c, w)| at(b, c, h, w))
+                .sum();
+            assert!(
+                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                "{got} vs {want}"
+            );
+        }
     }
 }
