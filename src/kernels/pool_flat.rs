@@ -99,13 +99,40 @@ fn fill_scratch<T: Elem>(g: &Geometry, l: &Layout, src: &[T], fill: T, scratch: 
                 if l.sx == 1 {
                     dst[lo..hi].copy_from_slice(&row[first..first + hi - lo]);
                 } else {
-                    for (d, &v) in dst[lo..hi]
-                        .iter_mut()
-                        .zip(row[first..].iter().step_by(l.sx))
-                    {
-                        *d = v;
-                    }
+                    strided_copy(&mut dst[lo..hi], &row[first..], l.sx);
                 }
+            }
+        }
+    }
+}
+
+/// `dst[j] = src[j * step]`. Stride 2 (the usual pooling stride) as a loop over pairs that
+/// compiles to vector shuffles; an iterator with a run-time step stays scalar, and this copy
+/// was most of a stride-2 MaxPool's time.
+fn strided_copy<T: Copy>(dst: &mut [T], src: &[T], step: usize) {
+    #[inline(always)]
+    fn body<T: Copy, const S: usize>(dst: &mut [T], src: &[T]) {
+        let full = dst.len().min(src.len() / S);
+        for (d, c) in dst[..full].iter_mut().zip(src.chunks_exact(S)) {
+            *d = c[0];
+        }
+        for (j, d) in dst.iter_mut().enumerate().skip(full) {
+            *d = src[j * S];
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn pairs_avx2<T: Copy>(dst: &mut [T], src: &[T]) {
+        body::<T, 2>(dst, src)
+    }
+    match step {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU has AVX2, checked in the guard.
+        2 if std::arch::is_x86_feature_detected!("avx2") => unsafe { pairs_avx2(dst, src) },
+        2 => body::<T, 2>(dst, src),
+        _ => {
+            for (d, &v) in dst.iter_mut().zip(src.iter().step_by(step)) {
+                *d = v;
             }
         }
     }
