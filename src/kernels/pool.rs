@@ -777,6 +777,21 @@ mod tests {
         let got = window_pool(&x, &a, true).unwrap();
         assert!(got.iter().any(|v| v.is_nan()));
         assert!(same_bits(&got, &want));
+        // The same on planes wide enough for the register blocks, with two NaN payloads in
+        // one window (the first in window order stays) and signed zeros (ties keep the first).
+        let mut w = noise(&[1, 2, 9, 70], 98);
+        w[[0, 0, 4, 40]] = f32::from_bits(0x7fc0_0001);
+        w[[0, 0, 4, 41]] = f32::from_bits(0xffc0_0002);
+        w[[0, 1, 3, 5]] = -0.0;
+        w[[0, 1, 3, 6]] = 0.0;
+        w[[0, 1, 3, 7]] = -0.0;
+        for (strides, pads) in [([1, 1], [1, 1, 1, 1]), ([2, 2], [0, 0, 0, 0])] {
+            let a = attrs(&[3, 3], &strides, &pads, true, false);
+            let want = window_pool_impl(&w, &a, true, false).unwrap().0;
+            let got = window_pool(&w, &a, true).unwrap();
+            assert!(got.iter().any(|v| v.is_nan()));
+            assert!(same_bits(&got, &want), "strides {strides:?}");
+        }
         // Integers and f64 through the same generic path.
         let xi = x.mapv(|v| if v.is_nan() { 7 } else { (v * 10.0) as i32 });
         let a = attrs(&[2, 3], &[1, 2], &[1, 0, 0, 2], true, false);

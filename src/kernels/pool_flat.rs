@@ -5,8 +5,9 @@
 //! padding (and the ceil_mode overhang) filled with a value that cannot change the result:
 //! -inf (or the integer minimum) for max, 0 for sums. Then every window tap reads one phase
 //! at a fixed offset, and output element `(oy, ox)`, laid out with the phase's row width,
-//! reads it at `oy * pw + ox + offset`: one contiguous pass over the whole plane per tap,
-//! with no bounds tests, vectorized (AVX2 when the CPU has it, chosen at run time). Columns
+//! reads it at `oy * pw + ox + offset`: every tap a contiguous read. MaxPool
+//! folds every tap of a block of 64 outputs in registers before one store; the sums of
+//! AveragePool take one vectorized pass per tap (the SIMD width chosen at run time). Columns
 //! past the output width are computed and dropped.
 //!
 //! Each output element still meets its taps in window order and the fill is neutral (max:
@@ -138,16 +139,69 @@ fn strided_copy<T: Copy>(dst: &mut [T], src: &[T], step: usize) {
     }
 }
 
-/// `dst = max(acc, src)` elementwise with MaxPool's rule: keep `acc` unless `src` is larger
-/// or is NaN while `acc` is not (NaN propagates, the first NaN stays). Into a separate
-/// `dst`, because updating `acc` in place compiles to masked stores, which are slow on AMD.
+/// Output elements computed together in registers: every tap of a block is read and folded
+/// before the block's one store. 64 f32 are four AVX-512 registers, four independent chains
+/// of max instructions (one chain waits on each max's latency); the rest of a plane goes in
+/// blocks of 16, then one by one.
+const MAX_LANES: usize = 64;
+const MAX_LANES_TAIL: usize = 16;
+
+/// MaxPool's rule for one tap: keep `m` unless `v` is larger or is NaN while `m` is not
+/// (NaN propagates, the first NaN stays). With `NAN = false` the caller has checked that
+/// the plane holds no NaN, and the rule is the plain `v > m` select that compiles to one
+/// vector max instruction; both forms give the same bits on NaN-free data.
 #[inline(always)]
-fn max_body<T: Copy + PartialOrd>(acc: &[T], src: &[T], dst: &mut [T]) {
-    for ((d, &m), &v) in dst.iter_mut().zip(acc).zip(src) {
-        #[allow(clippy::eq_op)]
-        let keep = (m >= v) | (m != m);
-        *d = if keep { m } else { v };
+fn pick<T: Copy + PartialOrd, const NAN: bool>(m: T, v: T) -> T {
+    // `!(v > m)`, not `m >= v`: the same on NaN-free data, and `v > m ? v : m` is exactly
+    // the x86 max instruction, which the other form is not.
+    #[allow(clippy::eq_op, clippy::neg_cmp_op_on_partial_ord)]
+    let keep = if NAN { (m >= v) | (m != m) } else { !(v > m) };
+    if keep {
+        m
+    } else {
+        v
     }
+}
+
+/// `ext[p] = ` the max over the taps of `padded[t + p]`, the taps folded in window order.
+/// The first tap against the initial -inf is that tap's values, bit for bit (`-inf >= v`
+/// only for v = -inf; NaN is taken), so the fold starts from it.
+#[inline(always)]
+fn max_body<T: Copy + PartialOrd, const NAN: bool>(padded: &[T], taps: &[usize], ext: &mut [T]) {
+    let done = max_blocks::<T, NAN, MAX_LANES>(padded, taps, ext, 0);
+    let done = max_blocks::<T, NAN, MAX_LANES_TAIL>(padded, taps, ext, done);
+    let (t0, rest) = taps.split_first().expect("a window has taps");
+    for (p, d) in ext.iter_mut().enumerate().skip(done) {
+        *d = rest
+            .iter()
+            .fold(padded[t0 + p], |m, &t| pick::<T, NAN>(m, padded[t + p]));
+    }
+}
+
+/// `max_body` for the whole blocks of `L` elements from `start` on; returns where they end.
+#[inline(always)]
+fn max_blocks<T: Copy + PartialOrd, const NAN: bool, const L: usize>(
+    padded: &[T],
+    taps: &[usize],
+    ext: &mut [T],
+    start: usize,
+) -> usize {
+    let (t0, rest) = taps.split_first().expect("a window has taps");
+    let mut pos = start;
+    for block in ext[start..].chunks_exact_mut(L) {
+        let mut acc: [T; L] = padded[t0 + pos..t0 + pos + L]
+            .try_into()
+            .expect("block length");
+        for &t in rest {
+            let src = &padded[t + pos..t + pos + L];
+            for (a, &v) in acc.iter_mut().zip(src) {
+                *a = pick::<T, NAN>(*a, v);
+            }
+        }
+        block.copy_from_slice(&acc);
+        pos += L;
+    }
+    pos
 }
 
 #[inline(always)]
@@ -158,9 +212,15 @@ fn sum_body<T: Elem>(acc: &mut [f64], src: &[T]) {
 }
 
 #[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn max_avx512<T: Copy + PartialOrd, const NAN: bool>(padded: &[T], taps: &[usize], ext: &mut [T]) {
+    max_body::<T, NAN>(padded, taps, ext)
+}
+
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn max_avx2<T: Copy + PartialOrd>(acc: &[T], src: &[T], dst: &mut [T]) {
-    max_body(acc, src, dst)
+fn max_avx2<T: Copy + PartialOrd, const NAN: bool>(padded: &[T], taps: &[usize], ext: &mut [T]) {
+    max_body::<T, NAN>(padded, taps, ext)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -169,14 +229,33 @@ fn sum_avx2<T: Elem>(acc: &mut [f64], src: &[T]) {
     sum_body(acc, src)
 }
 
-fn tap_max<T: Copy + PartialOrd>(acc: &[T], src: &[T], dst: &mut [T]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked just above.
-        unsafe { max_avx2(acc, src, dst) };
-        return;
+/// The max over the window taps for every element of `ext` (see `max_body`).
+fn max_taps<T: Copy + PartialOrd>(padded: &[T], taps: &[usize], ext: &mut [T]) {
+    #[allow(clippy::eq_op)]
+    let nan = padded.iter().fold(false, |any, &v| any | (v != v));
+    if nan {
+        return max_taps_with::<T, true>(padded, taps, ext);
     }
-    max_body(acc, src, dst)
+    max_taps_with::<T, false>(padded, taps, ext)
+}
+
+fn max_taps_with<T: Copy + PartialOrd, const NAN: bool>(
+    padded: &[T],
+    taps: &[usize],
+    ext: &mut [T],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            return unsafe { max_avx512::<T, NAN>(padded, taps, ext) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { max_avx2::<T, NAN>(padded, taps, ext) };
+        }
+    }
+    max_body::<T, NAN>(padded, taps, ext)
 }
 
 fn tap_sum<T: Elem>(acc: &mut [f64], src: &[T]) {
@@ -193,7 +272,6 @@ fn tap_sum<T: Elem>(acc: &mut [f64], src: &[T]) {
 struct Scratch<T> {
     padded: Vec<T>,
     ext: Vec<T>,
-    next: Vec<T>,
     sums: Vec<f64>,
 }
 
@@ -213,16 +291,8 @@ pub(super) fn pool_planes<T: Elem>(g: &Geometry, xd: &[T], out: &mut [T], sum: O
         fill_scratch(g, &l, src, fill, &mut s.padded);
         match sum {
             None => {
-                // The first tap against the initial -inf is that tap's values, bit for bit
-                // (`-inf >= v` only for v = -inf; NaN is taken), so it is a copy.
-                let t0 = l.taps[0];
-                s.ext.clear();
-                s.ext.extend_from_slice(&s.padded[t0..t0 + ext_len]);
-                s.next.resize(ext_len, fill);
-                for &t in &l.taps[1..] {
-                    tap_max(&s.ext, &s.padded[t..t + ext_len], &mut s.next);
-                    std::mem::swap(&mut s.ext, &mut s.next);
-                }
+                s.ext.resize(ext_len, fill);
+                max_taps(&s.padded, &l.taps, &mut s.ext);
                 for (d, e) in dst.chunks_mut(ow).zip(s.ext.chunks(l.pw)) {
                     d.copy_from_slice(&e[..ow]);
                 }
@@ -246,7 +316,6 @@ pub(super) fn pool_planes<T: Elem>(g: &Geometry, xd: &[T], out: &mut [T], sum: O
     let new_scratch = || Scratch {
         padded: Vec::new(),
         ext: Vec::new(),
-        next: Vec::new(),
         sums: Vec::new(),
     };
     let work = out.len().saturating_mul(l.taps.len());
