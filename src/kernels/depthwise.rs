@@ -220,15 +220,38 @@ unsafe fn plane_avx2(
     plane(g, x, w, bias, act, scratch, dst);
 }
 
-/// Copies input plane `x` into the padded, phase-split `scratch` (see the module doc).
+/// `src`'s (even, odd) pairs into `even` and `odd`: a de-interleave the compiler vectorizes.
 #[inline(always)]
-pub(super) fn pad_plane(g: &Geometry, lay: &Padded, x: &[f32], scratch: &mut Vec<f32>) {
+fn split_pairs(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(src.chunks_exact(2)) {
+        *e = pair[0];
+        *o = pair[1];
+    }
+}
+
+/// Copies input plane `x` into the padded, phase-split `scratch` (see the module doc), with
+/// `split_pairs(src, even, odd)` for the de-interleave of stride 2 (`src` in (even, odd)
+/// pairs, as many as `even` and `odd` hold at least).
+///
+/// `scratch` is empty or holds a previous plane of the same conv (one `Vec` per rayon task
+/// of one [`depthwise_on`] call): every plane writes the same interior positions, so the
+/// zero padding is written once, not per plane.
+#[inline(always)]
+pub(super) fn pad_plane(
+    g: &Geometry,
+    lay: &Padded,
+    x: &[f32],
+    scratch: &mut Vec<f32>,
+    split_pairs: impl Fn(&[f32], &mut [f32], &mut [f32]),
+) {
     let [id, ih, iw] = g.input;
     let [pd, ph, pw] = g.pads;
     let sw = g.strides[2];
-    scratch.clear();
     // The slack lets the last block of a row read a whole block (see `plane`).
-    scratch.resize(lay.len + SLACK, 0.0);
+    if scratch.len() != lay.len + SLACK {
+        scratch.clear();
+        scratch.resize(lay.len + SLACK, 0.0);
+    }
     for z in 0..id {
         for y in 0..ih {
             let src = &x[(z * ih + y) * iw..][..iw];
@@ -237,8 +260,7 @@ pub(super) fn pad_plane(g: &Geometry, lay: &Padded, x: &[f32], scratch: &mut Vec
                 1 => dst[pw..pw + iw].copy_from_slice(src),
                 2 => {
                     // Padded column c = k + pw goes to phase c % 2, index c / 2. Starting at
-                    // the first k whose column is even, the rest comes in (even, odd) pairs,
-                    // a de-interleave the compiler vectorizes.
+                    // the first k whose column is even, the rest comes in (even, odd) pairs.
                     let (even, odd) = dst.split_at_mut(lay.plen);
                     let k0 = pw % 2;
                     if k0 == 1 && iw > 0 {
@@ -250,11 +272,8 @@ pub(super) fn pad_plane(g: &Geometry, lay: &Padded, x: &[f32], scratch: &mut Vec
                     if let [last] = pairs.remainder() {
                         even[j0 + rest.len() / 2] = *last;
                     }
-                    let (even, odd) = (&mut even[j0..], &mut odd[j0..]);
-                    for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
-                        *e = pair[0];
-                        *o = pair[1];
-                    }
+                    let n = rest.len() / 2;
+                    split_pairs(&rest[..2 * n], &mut even[j0..][..n], &mut odd[j0..][..n]);
                 }
                 _ => {
                     for (k, &v) in src.iter().enumerate() {
@@ -313,7 +332,7 @@ fn plane(
     dst: &mut [f32],
 ) {
     let lay = g.layout();
-    pad_plane(g, &lay, x, scratch);
+    pad_plane(g, &lay, x, scratch, split_pairs);
     let xp: &[f32] = scratch;
     let [kd, kh, kw] = g.kernel;
     let [sd, sh, sw] = g.strides;

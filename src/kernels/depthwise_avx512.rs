@@ -82,7 +82,7 @@ mod imp {
         dst: &mut [f32],
     ) {
         let lay = g.layout();
-        pad_plane(g, &lay, x, scratch);
+        pad_plane(g, &lay, x, scratch, |s, e, o| split_pairs(s, e, o));
         let xp: &[f32] = scratch;
         match (g.kernel[1], g.kernel[2], g.strides[1]) {
             (3, 3, 1) => plane_k::<3, 3, 1>(g, &lay, xp, w, bias, act, dst),
@@ -100,6 +100,28 @@ mod imp {
         col: [usize; KW],
         bias: __m512,
         act: Activation,
+    }
+
+    /// `src`'s (even, odd) pairs into `even` and `odd`, 16 pairs per two permutes (the
+    /// autovectorized loop was a visible part of stride-2 layers).
+    #[inline(always)]
+    unsafe fn split_pairs(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+        let n = even.len();
+        assert!(odd.len() == n && src.len() >= 2 * n);
+        let ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        let (s, e, o) = (src.as_ptr(), even.as_mut_ptr(), odd.as_mut_ptr());
+        let mut j = 0;
+        while j < n {
+            // The last group masked: `left` pairs, `2 * left` source values.
+            let left = n - j;
+            let a = _mm512_maskz_loadu_ps(mask(2 * left), s.add(2 * j));
+            let b = _mm512_maskz_loadu_ps(mask((2 * left).saturating_sub(L)), s.add(2 * j + L));
+            let m = mask(left);
+            _mm512_mask_storeu_ps(e.add(j), m, _mm512_permutex2var_ps(a, ie, b));
+            _mm512_mask_storeu_ps(o.add(j), m, _mm512_permutex2var_ps(a, io, b));
+            j += L;
+        }
     }
 
     /// Lanes `0..n` (all when `n >= 16`).
