@@ -16,7 +16,13 @@
 //! Per output element the taps are summed in (depth, row, column) order starting from +0.0,
 //! each as a separate multiply and add (no FMA, so every instruction set rounds alike), and
 //! the bias is added last. Padding taps add `w * 0.0`, which leaves a sum unchanged.
+//!
+//! Step 2 has two forms, picked once per conv as a [`Path`]: explicit AVX-512F intrinsics for
+//! the common 2-D shapes (`depthwise_avx512.rs`: several output rows per pass, masked row
+//! tails), and the portable blocks below, autovectorized, for every other shape and CPU. Both
+//! sum in the order above, so they give the same bits.
 
+use super::depthwise_avx512;
 use super::gemm::SendPtr;
 use super::sgemm::Activation;
 use rayon::prelude::*;
@@ -24,7 +30,27 @@ use rayon::prelude::*;
 /// Output columns per accumulator block: one AVX-512 register, two AVX2 ones.
 const LANES: usize = 16;
 /// Scratch beyond the padded plane, read (never used) by a row's last, partial block.
-const SLACK: usize = 4 * LANES;
+pub(super) const SLACK: usize = 4 * LANES;
+
+/// Which code computes the planes of one depthwise conv.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Path {
+    /// `depthwise_avx512.rs` (x86-64 with AVX-512F, shapes it [supports](depthwise_avx512::supports)).
+    Avx512,
+    /// [`plane`], compiled for the best instruction set the CPU has.
+    Portable,
+}
+
+impl Path {
+    /// The fastest path for `g` on this CPU.
+    pub(super) fn choose(g: &Geometry) -> Path {
+        if depthwise_avx512::available() && depthwise_avx512::supports(g) {
+            Path::Avx512
+        } else {
+            Path::Portable
+        }
+    }
+}
 
 /// A depthwise conv's geometry, lifted to 3 spatial dims (leading dims of size 1).
 #[derive(Clone, Debug)]
@@ -43,14 +69,14 @@ pub struct Geometry {
 }
 
 /// The padded, phase-split scratch layout of one input plane.
-struct Padded {
-    /// Padded depth and height (rows of the scratch per depth slice).
-    hp: usize,
+pub(super) struct Padded {
+    /// Padded height (rows of the scratch per depth slice).
+    pub hp: usize,
     /// Elements per phase of one padded row.
-    plen: usize,
+    pub plen: usize,
     /// Elements per padded row, all phases: `stride * plen`.
-    row: usize,
-    len: usize,
+    pub row: usize,
+    pub len: usize,
 }
 
 impl Geometry {
@@ -73,7 +99,7 @@ impl Geometry {
         reach.max(self.input[i] + self.pads[i])
     }
 
-    fn layout(&self) -> Padded {
+    pub(super) fn layout(&self) -> Padded {
         let (dp, hp, wp) = (self.padded(0), self.padded(1), self.padded(2));
         let plen = wp.div_ceil(self.strides[2]);
         let row = self.strides[2] * plen;
@@ -89,6 +115,19 @@ impl Geometry {
 /// `out` (`[N, C * mult, output...]`) = depthwise conv of `x` (`[N, C, input...]`) with `w`
 /// (`[C * mult, 1, kernel...]`) plus `bias` (`[C * mult]`).
 pub fn depthwise(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    out: &mut [f32],
+) {
+    depthwise_on(Path::choose(g), g, x, w, bias, act, out);
+}
+
+/// [`depthwise`] on a given path (the tests compare the paths).
+pub(super) fn depthwise_on(
+    path: Path,
     g: &Geometry,
     x: &[f32],
     w: &[f32],
@@ -115,7 +154,13 @@ pub fn depthwise(
             let dst = unsafe {
                 std::slice::from_raw_parts_mut(outp.get().add(plane * out_plane), out_plane)
             };
-            plane_dispatch(g, xc, wk, bv, act, scratch, dst);
+            match path {
+                // SAFETY: `Path::choose` (or the test asking for it) checked the CPU and shape.
+                Path::Avx512 => unsafe {
+                    depthwise_avx512::plane(g, xc, wk, bv, act, scratch, dst)
+                },
+                Path::Portable => plane_dispatch(g, xc, wk, bv, act, scratch, dst),
+            }
         });
 }
 
@@ -175,15 +220,38 @@ unsafe fn plane_avx2(
     plane(g, x, w, bias, act, scratch, dst);
 }
 
-/// Copies input plane `x` into the padded, phase-split `scratch` (see the module doc).
+/// `src`'s (even, odd) pairs into `even` and `odd`: a de-interleave the compiler vectorizes.
 #[inline(always)]
-fn pad_plane(g: &Geometry, lay: &Padded, x: &[f32], scratch: &mut Vec<f32>) {
+fn split_pairs(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(src.chunks_exact(2)) {
+        *e = pair[0];
+        *o = pair[1];
+    }
+}
+
+/// Copies input plane `x` into the padded, phase-split `scratch` (see the module doc), with
+/// `split_pairs(src, even, odd)` for the de-interleave of stride 2 (`src` in (even, odd)
+/// pairs, as many as `even` and `odd` hold at least).
+///
+/// `scratch` is empty or holds a previous plane of the same conv (one `Vec` per rayon task
+/// of one [`depthwise_on`] call): every plane writes the same interior positions, so the
+/// zero padding is written once, not per plane.
+#[inline(always)]
+pub(super) fn pad_plane(
+    g: &Geometry,
+    lay: &Padded,
+    x: &[f32],
+    scratch: &mut Vec<f32>,
+    split_pairs: impl Fn(&[f32], &mut [f32], &mut [f32]),
+) {
     let [id, ih, iw] = g.input;
     let [pd, ph, pw] = g.pads;
     let sw = g.strides[2];
-    scratch.clear();
     // The slack lets the last block of a row read a whole block (see `plane`).
-    scratch.resize(lay.len + SLACK, 0.0);
+    if scratch.len() != lay.len + SLACK {
+        scratch.clear();
+        scratch.resize(lay.len + SLACK, 0.0);
+    }
     for z in 0..id {
         for y in 0..ih {
             let src = &x[(z * ih + y) * iw..][..iw];
@@ -192,8 +260,7 @@ fn pad_plane(g: &Geometry, lay: &Padded, x: &[f32], scratch: &mut Vec<f32>) {
                 1 => dst[pw..pw + iw].copy_from_slice(src),
                 2 => {
                     // Padded column c = k + pw goes to phase c % 2, index c / 2. Starting at
-                    // the first k whose column is even, the rest comes in (even, odd) pairs,
-                    // a de-interleave the compiler vectorizes.
+                    // the first k whose column is even, the rest comes in (even, odd) pairs.
                     let (even, odd) = dst.split_at_mut(lay.plen);
                     let k0 = pw % 2;
                     if k0 == 1 && iw > 0 {
@@ -205,11 +272,8 @@ fn pad_plane(g: &Geometry, lay: &Padded, x: &[f32], scratch: &mut Vec<f32>) {
                     if let [last] = pairs.remainder() {
                         even[j0 + rest.len() / 2] = *last;
                     }
-                    let (even, odd) = (&mut even[j0..], &mut odd[j0..]);
-                    for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
-                        *e = pair[0];
-                        *o = pair[1];
-                    }
+                    let n = rest.len() / 2;
+                    split_pairs(&rest[..2 * n], &mut even[j0..][..n], &mut odd[j0..][..n]);
                 }
                 _ => {
                     for (k, &v) in src.iter().enumerate() {
@@ -268,7 +332,7 @@ fn plane(
     dst: &mut [f32],
 ) {
     let lay = g.layout();
-    pad_plane(g, &lay, x, scratch);
+    pad_plane(g, &lay, x, scratch, split_pairs);
     let xp: &[f32] = scratch;
     let [kd, kh, kw] = g.kernel;
     let [sd, sh, sw] = g.strides;

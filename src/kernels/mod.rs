@@ -9,6 +9,7 @@ pub mod activation;
 pub mod conv;
 pub mod conv_transpose;
 mod depthwise;
+mod depthwise_avx512;
 pub mod elementwise;
 pub mod fill;
 pub mod gemm;
