@@ -2,6 +2,8 @@
 //! order through `kernels::eval`, and free each tensor after its last use. A sequence or
 //! optional value (`Value`) only passes through Identity nodes, beside the tensor path.
 
+#[cfg(test)]
+mod in_place_tests;
 mod plan;
 mod prepare;
 mod value;
@@ -14,6 +16,7 @@ pub use value::Value;
 
 use crate::ir::{Dim, Graph, Op};
 use crate::kernels;
+use crate::kernels::pointwise;
 use crate::tensor::Tensor;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
@@ -188,6 +191,38 @@ impl<'g> Runner<'g> {
         tensors_only(self.run_inner(inputs, HashMap::new(), |_, _| Ok(()), Some(on_node), false)?)
     }
 
+    /// Takes out of its slot the first of node `i`'s in-place candidates (`Plan::in_place`)
+    /// that the kernel can write into as it is (an owned f32 tensor, contiguous, of the
+    /// output's shape), with its input position; `None` leaves every slot as it was.
+    fn take_in_place(
+        &self,
+        i: usize,
+        point: Option<pointwise::Fused>,
+        slots: &mut [Slot],
+    ) -> Option<(usize, Tensor)> {
+        let plan = &self.plan;
+        let cands = &plan.in_place[i];
+        if cands.is_empty() {
+            return None;
+        }
+        let slot_of = |k: usize| plan.node_inputs[i][k].expect("a candidate is present");
+        let k = {
+            let ins: Vec<Option<&Tensor>> = plan.node_inputs[i]
+                .iter()
+                .map(|s| s.and_then(|s| slots[s].get()))
+                .collect();
+            let op = &self.graph.nodes[i].op;
+            cands.iter().copied().find(|&k| {
+                matches!(slots[slot_of(k)], Slot::Owned(_))
+                    && pointwise::can_run_in_place(op, point, &ins, k)
+            })?
+        };
+        match std::mem::replace(&mut slots[slot_of(k)], Slot::Empty) {
+            Slot::Owned(t) => Some((k, t)),
+            _ => unreachable!("checked owned above"),
+        }
+    }
+
     /// The interpreter loop. `on_node` is a type parameter passed as `None` by the plain
     /// runs, so the timing code is compiled out of them rather than tested per node.
     /// `fuse` applies the plan's activation fusion.
@@ -233,18 +268,32 @@ impl<'g> Runner<'g> {
                 }
                 continue;
             }
+            if fuse && prep.skip[i] {
+                // A Sigmoid whose Mul computes SiLU from the Sigmoid's input.
+                for &s in &plan.frees[i] {
+                    slots[s] = Slot::Empty;
+                }
+                continue;
+            }
+            let point = prep.point[i].filter(|_| fuse);
+            let taken = self.take_in_place(i, point, &mut slots);
+            // A taken input reads as absent (its slot is empty now).
             let ins: Vec<Option<&Tensor>> = plan.node_inputs[i]
                 .iter()
                 .map(|s| s.and_then(|s| slots[s].get()))
                 .collect();
             let start = on_node.as_ref().map(|_| Instant::now());
             let act = prep.fused_act[i].filter(|_| fuse);
-            let outs = match (&node.op, &prep.conv[i]) {
-                (Op::Conv(attrs), conv) if conv.is_some() || act.is_some() => {
+            let outs = match (&node.op, &prep.conv[i], taken, point) {
+                (Op::Conv(attrs), conv, _, _) if conv.is_some() || act.is_some() => {
                     let act = act.unwrap_or_default();
                     kernels::conv::eval_with(attrs, conv.as_ref(), act, &ins)
                 }
-                _ => kernels::eval(&node.op, &ins, node.outputs.len()),
+                (op, _, Some((k, buf)), _) => {
+                    pointwise::eval_in_place(op, point, buf, k, &ins).map(|t| vec![t])
+                }
+                (op, _, None, Some(f)) => pointwise::eval_fused(op, f, &ins).map(|t| vec![t]),
+                (op, _, None, None) => kernels::eval(op, &ins, node.outputs.len()),
             }
             .with_context(ctx)?;
             if let (Some(f), Some(start)) = (on_node.as_mut(), start) {

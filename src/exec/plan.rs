@@ -1,9 +1,11 @@
 //! The execution plan, computed once per graph: a slot per value, each node's input and
 //! output slots, and the slots that die after each node (their last use), so the interpreter
-//! frees tensors as soon as nothing reads them.
+//! frees tensors as soon as nothing reads them, and the inputs an elementwise node may
+//! overwrite with its output (`in_place`).
 
 use super::prepare::Prepared;
 use crate::ir::Graph;
+use crate::kernels::pointwise;
 use anyhow::{anyhow, Result};
 use std::collections::HashMap;
 
@@ -18,6 +20,11 @@ pub struct Plan {
     /// Per node: run-time slots whose last reader is this node, freed right after it.
     pub frees: Vec<Vec<usize>>,
     pub output_slots: Vec<usize>,
+    /// Per node: the inputs (by position) whose buffer the node may write its output into,
+    /// best first: each a node output (not a graph input or constant) that dies at this
+    /// node, read once by it, of an op with an in-place form. Whether the buffer fits (f32,
+    /// contiguous, the output's shape) is only known when running.
+    pub in_place: Vec<Vec<usize>>,
     /// Per-node state built from constants (packed Conv weights, fused activations).
     pub prepared: Prepared,
 }
@@ -91,6 +98,24 @@ impl Plan {
         for f in &mut frees {
             f.sort_unstable();
         }
+        let input_slots: Vec<usize> = graph.inputs.iter().map(|d| slots[&d.name]).collect();
+        let in_place = graph
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                let ins = &node_inputs[i];
+                (0..ins.len())
+                    .filter(|&k| {
+                        let Some(s) = ins[k] else { return false };
+                        pointwise::may_run_in_place(&node.op, k)
+                            && frees[i].contains(&s)
+                            && !input_slots.contains(&s)
+                            && ins.iter().filter(|t| **t == Some(s)).count() == 1
+                    })
+                    .collect()
+            })
+            .collect();
         Ok(Plan {
             n_slots: slots.len(),
             slots,
@@ -98,6 +123,7 @@ impl Plan {
             node_outputs,
             frees,
             output_slots,
+            in_place,
             prepared: Prepared::new(graph),
         })
     }

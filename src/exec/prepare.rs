@@ -1,14 +1,16 @@
 //! State built once per plan from the graph's constants, so runs skip work that does not
 //! depend on the inputs: Conv weights packed for the sgemm, and, for plain runs only, a Relu
-//! or constant Clip fused into the Conv that feeds it.
+//! or constant Clip fused into the Conv that feeds it, a Relu fused into the Add or
+//! BatchNorm that feeds it, and Sigmoid + Mul(x, Sigmoid(x)) run as one SiLU pass.
 //!
 //! Fusion changes no bits (the Conv's epilogue clamps exactly as the Relu/Clip kernels do,
 //! after the bias), but it does skip the Conv's own output tensor, so runs that look at
 //! every intermediate value (`run_observed`, used by verify/compare/divergence) or time
 //! every node (`run_profiled`) run unfused: the `fuse` flag of the interpreter loop.
 
-use crate::ir::{Graph, Op, UnaryOp};
+use crate::ir::{BinaryOp, Graph, Op, UnaryOp};
 use crate::kernels::conv;
+use crate::kernels::pointwise::Fused;
 use crate::kernels::sgemm::Activation;
 use crate::tensor::Tensor;
 use std::collections::HashMap;
@@ -21,6 +23,12 @@ pub struct Prepared {
     /// Per node, fused runs only: this activation node was fused into the Conv before it;
     /// its output is its first input, moved.
     pub forward: Vec<bool>,
+    /// Per node, fused runs only: the pass an Add/BatchNorm (a Relu after it) or a Mul (SiLU)
+    /// applies as well.
+    pub point: Vec<Option<Fused>>,
+    /// Per node, fused runs only: a Sigmoid whose one reader, a Mul by its own input,
+    /// computes SiLU; it runs nothing and its output stays empty.
+    pub skip: Vec<bool>,
 }
 
 impl Prepared {
@@ -66,12 +74,60 @@ impl Prepared {
                 forward[*j] = true;
             }
         }
+        let mut point = vec![None; n];
+        let mut skip = vec![false; n];
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let Some(out) = single_use_output(graph, &readers, node) else {
+                continue;
+            };
+            let j = readers[out.as_str()][0];
+            let next = &graph.nodes[j];
+            if next.outputs.len() != 1 {
+                continue;
+            }
+            match (&node.op, &next.op) {
+                (Op::Binary(BinaryOp::Add) | Op::BatchNorm { .. }, Op::Unary(UnaryOp::Relu))
+                    if next.inputs.first() == Some(out) =>
+                {
+                    point[i] = Some(Fused::Relu);
+                    forward[j] = true;
+                }
+                (Op::Unary(UnaryOp::Sigmoid), Op::Binary(BinaryOp::Mul)) => {
+                    let x = &node.inputs[0];
+                    let x_at = match next.inputs.as_slice() {
+                        [a, b] if a == x && b == out => 0,
+                        [a, b] if a == out && b == x => 1,
+                        _ => continue,
+                    };
+                    point[j] = Some(Fused::Silu { x: x_at });
+                    skip[i] = true;
+                }
+                _ => {}
+            }
+        }
         Prepared {
             conv,
             fused_act,
             forward,
+            point,
+            skip,
         }
     }
+}
+
+/// The one output of `node`, when a single node reads it (once) and it is not a graph output.
+fn single_use_output<'a>(
+    graph: &Graph,
+    readers: &HashMap<&str, Vec<usize>>,
+    node: &'a crate::ir::Node,
+) -> Option<&'a String> {
+    let [out] = node.outputs.as_slice() else {
+        return None;
+    };
+    if out.is_empty() || graph.outputs.iter().any(|o| &o.name == out) {
+        return None;
+    }
+    matches!(readers.get(out.as_str()).map(Vec::len), Some(1)).then_some(out)
 }
 
 /// The clamp a Relu or Clip node applies, when its bounds are known before running (Clip's

@@ -17,6 +17,7 @@ pub mod layout;
 pub mod matmul;
 pub mod norm;
 pub(crate) mod par;
+pub mod pointwise;
 pub mod pool;
 mod pool_flat;
 pub mod reduce;

@@ -51,8 +51,8 @@ pub(crate) fn batch_norm_channels(shape: &[usize]) -> Result<usize> {
 
 /// The four per-channel parameters (scale, B, mean, var) as f64, each checked to be a float
 /// vector of the channel count. They may have their own float dtype (ONNX's T1/T2).
-fn bn_params(x: &Tensor, params: [&Tensor; 4]) -> Result<[Vec<f64>; 4]> {
-    let c = batch_norm_channels(x.shape())?;
+fn bn_params(x_shape: &[usize], params: [&Tensor; 4]) -> Result<[Vec<f64>; 4]> {
+    let c = batch_norm_channels(x_shape)?;
     let mut vals: [Vec<f64>; 4] = Default::default();
     for ((t, name), v) in params
         .iter()
@@ -76,7 +76,7 @@ fn bn_params(x: &Tensor, params: [&Tensor; 4]) -> Result<[Vec<f64>; 4]> {
 /// `y = (x - mean) / sqrt(var + eps) * scale + B`, folded per channel into `y = x * a + b`.
 /// Parameters may have their own float dtype (ONNX's T1/T2); they are read as f64.
 pub fn batch_norm(x: &Tensor, params: [&Tensor; 4], epsilon: f32) -> Result<Tensor> {
-    let [scale, bias, mean, var] = bn_params(x, params)?;
+    let [scale, bias, mean, var] = bn_params(x.shape(), params)?;
     bn_apply(x, &scale, &bias, &mean, &var, epsilon)
 }
 
@@ -91,7 +91,7 @@ pub fn batch_norm_training(
     epsilon: f32,
     momentum: f32,
 ) -> Result<[Tensor; 3]> {
-    let [scale, bias, in_mean, in_var] = bn_params(x, params)?;
+    let [scale, bias, in_mean, in_var] = bn_params(x.shape(), params)?;
     let shape = x.shape();
     let c = shape[1];
     let inner: usize = shape[2..].iter().product();
@@ -132,6 +132,33 @@ pub fn batch_norm_training(
     ])
 }
 
+/// The per-channel `(a, b)` of `y = x * a + b` for inference BatchNorm, parameters checked
+/// against X's shape (what `batch_norm` computes with; `pointwise` reuses it in place).
+pub(crate) fn bn_coeffs(
+    x_shape: &[usize],
+    params: [&Tensor; 4],
+    epsilon: f32,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let [scale, bias, mean, var] = bn_params(x_shape, params)?;
+    Ok(bn_fold(&scale, &bias, &mean, &var, epsilon))
+}
+
+fn bn_fold(
+    scale: &[f64],
+    bias: &[f64],
+    mean: &[f64],
+    var: &[f64],
+    epsilon: f32,
+) -> (Vec<f64>, Vec<f64>) {
+    let eps = f64::from(epsilon);
+    (0..scale.len())
+        .map(|i| {
+            let a = scale[i] / (var[i] + eps).sqrt();
+            (a, bias[i] - mean[i] * a)
+        })
+        .unzip()
+}
+
 fn bn_apply(
     x: &Tensor,
     scale: &[f64],
@@ -140,13 +167,7 @@ fn bn_apply(
     var: &[f64],
     epsilon: f32,
 ) -> Result<Tensor> {
-    let eps = f64::from(epsilon);
-    let (a, b): (Vec<f64>, Vec<f64>) = (0..scale.len())
-        .map(|i| {
-            let a = scale[i] / (var[i] + eps).sqrt();
-            (a, bias[i] - mean[i] * a)
-        })
-        .unzip();
+    let (a, b) = bn_fold(scale, bias, mean, var, epsilon);
     Ok(match x {
         Tensor::F32(x) => Tensor::F32(bn_t(x, &a, &b)),
         Tensor::F64(x) => Tensor::F64(bn_t(x, &a, &b)),

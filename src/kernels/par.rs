@@ -53,3 +53,48 @@ pub(crate) fn units_per_task(unit: usize) -> usize {
 pub(crate) fn worth_splitting(total: usize) -> bool {
     total >= 2 * CHUNK
 }
+
+/// `f(chunk)` over fixed chunks of `buf`, updated in place (the in-place form of
+/// [`map_into`]: the same chunks, so the same bits).
+pub(crate) fn map_in_place<A: Send>(buf: &mut [A], f: impl Fn(&mut [A]) + Sync) {
+    if buf.len() < 2 * CHUNK {
+        f(buf);
+    } else {
+        buf.par_chunks_mut(CHUNK).for_each(&f);
+    }
+}
+
+/// `f(buf_chunk, other_chunk)` over matching chunks of `buf` (updated in place) and `other`
+/// (of equal length).
+pub(crate) fn zip_in_place<A: Send, B: Sync>(
+    buf: &mut [A],
+    other: &[B],
+    f: impl Fn(&mut [A], &[B]) + Sync,
+) {
+    debug_assert_eq!(buf.len(), other.len());
+    if buf.len() < 2 * CHUNK {
+        f(buf, other);
+    } else {
+        buf.par_chunks_mut(CHUNK)
+            .zip(other.par_chunks(CHUNK))
+            .for_each(|(d, s)| f(d, s));
+    }
+}
+
+/// `f(first_run, chunk)` over `buf` cut into whole runs of `run` elements, updated in place;
+/// `first_run` is the index of the chunk's first run. Tasks hold `units_per_task(run)` runs.
+pub(crate) fn runs_in_place<A: Send>(
+    buf: &mut [A],
+    run: usize,
+    f: impl Fn(usize, &mut [A]) + Sync,
+) {
+    let run = run.max(1);
+    if worth_splitting(buf.len()) {
+        let per = units_per_task(run) * run;
+        buf.par_chunks_mut(per)
+            .enumerate()
+            .for_each(|(i, d)| f(i * per / run, d));
+    } else {
+        f(0, buf);
+    }
+}

@@ -117,6 +117,42 @@ pub(crate) fn exp_slice(src: &[f32], dst: &mut [f32]) {
     exp_body(src, dst)
 }
 
+/// `buf[i] = sigmoid(buf[i])`: the same bits as [`sigmoid_slice`], no second buffer.
+pub(crate) fn sigmoid_in_place(buf: &mut [f32]) {
+    in_place(buf, sigmoid_f32)
+}
+
+/// `buf[i] = buf[i] * sigmoid(buf[i])` (SiLU, i.e. Mul(x, Sigmoid(x)) in one pass): the same
+/// bits as the Sigmoid kernel followed by the Mul kernel.
+pub(crate) fn silu_in_place(buf: &mut [f32]) {
+    in_place(buf, |x| x * sigmoid_f32(x))
+}
+
+#[inline(always)]
+fn in_place_body(buf: &mut [f32], f: impl Fn(f32) -> f32) {
+    for v in buf.iter_mut() {
+        *v = f(*v);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn in_place_avx2(buf: &mut [f32], f: impl Fn(f32) -> f32) {
+    in_place_body(buf, f)
+}
+
+/// `f` over `buf` in place, through the AVX2 copy when the CPU has it.
+#[inline(always)]
+fn in_place(buf: &mut [f32], f: impl Fn(f32) -> f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        unsafe { in_place_avx2(buf, f) };
+        return;
+    }
+    in_place_body(buf, f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,156 @@
+//! The in-place plan and the elementwise fusions on a small graph: a value that is a graph
+//! input, a graph output or read twice is never overwritten, and fused/in-place runs give
+//! the same bits as every node run on its own by `kernels::eval`.
+
+use super::*;
+use crate::ir::{BinaryOp, Node, UnaryOp, ValueDecl};
+use crate::kernels::pointwise::Fused;
+use crate::tensor::DType;
+
+fn decl(n: &str, dims: &[usize]) -> ValueDecl {
+    ValueDecl {
+        name: n.into(),
+        dtype: DType::F32,
+        dims: Some(dims.iter().map(|&d| Dim::Fixed(d)).collect()),
+        wrappers: vec![],
+    }
+}
+
+fn node(name: &str, op: Op, inputs: &[&str]) -> Node {
+    Node {
+        name: name.into(),
+        op,
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        outputs: vec![name.into()],
+    }
+}
+
+fn values(shape: &[usize], seed: u32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v = (0..n)
+        .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 250.0 - 2.0)
+        .collect();
+    Tensor::from_vec(shape, v).unwrap()
+}
+
+const S: [usize; 4] = [1, 4, 5, 5];
+
+/// Each node is named after its output.
+fn graph() -> Graph {
+    let un = |u| Op::Unary(u);
+    let bin = |b| Op::Binary(b);
+    let mut g = Graph {
+        name: "in_place".into(),
+        opset: 17,
+        inputs: vec![decl("x", &S)],
+        outputs: vec![decl("d", &S), decl("e", &S), decl("k", &S)],
+        nodes: vec![
+            // 0: x is a graph input (read again by d): not overwritten.
+            node("a", un(UnaryOp::Sigmoid), &["x"]),
+            // 1: a dies here: in place.
+            node("b", un(UnaryOp::Relu), &["a"]),
+            // 2: b read twice by this node: not in place.
+            node("c", bin(BinaryOp::Add), &["b", "b"]),
+            // 3: c dies here (x does not): in place on c.
+            node("d", bin(BinaryOp::Mul), &["c", "x"]),
+            // 4: d is a graph output: not overwritten.
+            node("e", un(UnaryOp::Relu), &["d"]),
+            // 5, 6: SiLU of e, a graph output: fused, out of place.
+            node("f", un(UnaryOp::Sigmoid), &["e"]),
+            node("g", bin(BinaryOp::Mul), &["f", "e"]),
+            // 7, 8: BatchNorm + Relu, in place on g.
+            node(
+                "h",
+                Op::BatchNorm { epsilon: 1e-5 },
+                &["g", "s", "bb", "m", "v"],
+            ),
+            node("i", un(UnaryOp::Relu), &["h"]),
+            // 9, 10: Add of a per-channel constant + Relu, in place on i.
+            node("j", bin(BinaryOp::Add), &["cc", "i"]),
+            node("k", un(UnaryOp::Relu), &["j"]),
+        ],
+        ..Default::default()
+    };
+    for (name, seed) in [("s", 1), ("bb", 2), ("m", 3), ("cc", 5)] {
+        g.constants.insert(name.into(), values(&[4], seed));
+    }
+    g.constants.insert(
+        "v".into(),
+        Tensor::from_vec(&[4], vec![0.5f32, 1.0, 2.0, 3.0]).unwrap(),
+    );
+    let cc = g.constants.remove("cc").unwrap();
+    g.constants
+        .insert("cc".into(), cc.reshape(&[1, 4, 1, 1]).unwrap());
+    g
+}
+
+#[test]
+fn plans_in_place_only_for_dying_single_read_node_outputs() {
+    let g = graph();
+    let plan = Plan::new(&g).unwrap();
+    let want: Vec<Vec<usize>> = vec![
+        vec![],  // a: x is a graph input
+        vec![0], // b
+        vec![],  // c: b read twice
+        vec![0], // d: c, not x
+        vec![],  // e: d is a graph output
+        vec![],  // f: e is a graph output
+        vec![0], // g: f dies here (e does not)
+        vec![0], // h
+        vec![0], // i
+        vec![1], // j: i, not the constant
+        vec![0], // k
+    ];
+    assert_eq!(plan.in_place, want);
+    let p = &plan.prepared;
+    let point: Vec<(usize, Fused)> = (0..11).filter_map(|i| p.point[i].map(|f| (i, f))).collect();
+    assert_eq!(
+        point,
+        [
+            (6, Fused::Silu { x: 1 }),
+            (7, Fused::Relu),
+            (9, Fused::Relu)
+        ]
+    );
+    let skipped: Vec<usize> = (0..11).filter(|&i| p.skip[i]).collect();
+    assert_eq!(skipped, [5]);
+    let forwarded: Vec<usize> = (0..11).filter(|&i| p.forward[i]).collect();
+    assert_eq!(forwarded, [8, 10]);
+}
+
+/// Every node by `kernels::eval`, every value kept: the reference.
+fn reference(g: &Graph, x: &Tensor) -> HashMap<String, Tensor> {
+    let mut vals: HashMap<String, Tensor> = g.constants.clone().into_iter().collect();
+    vals.insert("x".into(), x.clone());
+    for n in &g.nodes {
+        let ins: Vec<Option<&Tensor>> = n.inputs.iter().map(|i| vals.get(i)).collect();
+        let out = kernels::eval(&n.op, &ins, 1).unwrap().pop().unwrap();
+        vals.insert(n.outputs[0].clone(), out);
+    }
+    vals
+}
+
+#[test]
+fn in_place_and_fused_runs_match_the_reference() {
+    let g = graph();
+    let x = values(&S, 7);
+    let want = reference(&g, &x);
+    let runner = Runner::new(&g).unwrap();
+    let inputs = HashMap::from([("x".to_string(), x)]);
+    let expect: Vec<(String, Tensor)> = ["d", "e", "k"]
+        .iter()
+        .map(|n| (n.to_string(), want[*n].clone()))
+        .collect();
+    assert_eq!(runner.run(inputs.clone()).unwrap(), expect);
+    let mut seen = Vec::new();
+    let observed = runner
+        .run_observed(inputs, |name, t| {
+            // Each value as computed, before any later node could overwrite its buffer.
+            assert_eq!(t, &want[name], "{name}");
+            seen.push(name.to_string());
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(observed, expect);
+    assert_eq!(seen.len(), g.nodes.len());
+}

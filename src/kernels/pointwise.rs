@@ -1,0 +1,288 @@
+//! Elementwise ops on contiguous f32 written into one input's own buffer, for the
+//! interpreter's in-place plan (an input that dies at this node and already has the output's
+//! shape), and the fused passes of plain runs: Add or BatchNorm followed by Relu, and
+//! Mul(x, Sigmoid(x)) as SiLU.
+//!
+//! Every element is computed by the same expression as the out-of-place kernels in
+//! `elementwise.rs`/`norm.rs`/`vexp.rs` (Rust does not contract `a * b + c` into an FMA), so
+//! in place or not, fused or not, the bits are the same; work is split in `par`'s fixed
+//! chunks, so they never depend on the thread count either.
+
+use super::{elementwise, norm, par, vexp};
+use crate::ir::{BinaryOp, Op, UnaryOp};
+use crate::tensor::Tensor;
+use anyhow::{anyhow, Result};
+use ndarray::IxDyn;
+
+/// A pass fused after (or into) a node in plain runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fused {
+    /// The Relu node reading this Add or BatchNorm's output is applied here.
+    Relu,
+    /// This Mul reads `x` (input `x`) and `Sigmoid(x)` (the other input, which is not
+    /// computed): it computes `x * sigmoid(x)` from `x` alone.
+    Silu { x: usize },
+}
+
+/// Whether the op can take the given input (or its copy) as its output buffer: unary Relu
+/// and Sigmoid, Add/Sub/Mul/Div, inference BatchNorm's X.
+pub fn may_run_in_place(op: &Op, k: usize) -> bool {
+    match op {
+        Op::Unary(UnaryOp::Relu | UnaryOp::Sigmoid) | Op::BatchNorm { .. } => k == 0,
+        Op::Binary(BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div) => k < 2,
+        _ => false,
+    }
+}
+
+/// How the other operand of a binary op meets the buffer's elements.
+enum Other<'a> {
+    /// Same shape, contiguous: element by element.
+    Same(&'a [f32]),
+    /// One element for all.
+    Scalar(f32),
+    /// Constant over runs of `inner` elements of the buffer: run `r` meets `ys[r]`.
+    PerRun { ys: Vec<f32>, inner: usize },
+}
+
+fn f32_slice(t: &Tensor) -> Option<&[f32]> {
+    match t {
+        Tensor::F32(a) => a.as_slice(),
+        _ => None,
+    }
+}
+
+/// `other` seen from a buffer of shape `shape`, when broadcasting it against the buffer
+/// leaves the shape unchanged and one of the fast forms applies.
+fn classify<'a>(shape: &[usize], other: &'a Tensor) -> Option<Other<'a>> {
+    let Tensor::F32(o) = other else { return None };
+    if elementwise::broadcast_shapes(shape, o.shape()).ok()? != shape {
+        return None;
+    }
+    if o.shape() == shape {
+        return o.as_slice().map(Other::Same);
+    }
+    if o.len() == 1 {
+        return o.iter().next().map(|&y| Other::Scalar(y));
+    }
+    // Trailing output dims over which `other` is constant (its dim 1 or absent), as
+    // elementwise's per-run path.
+    let r = shape.len();
+    let pad = r - o.ndim();
+    let t = (0..r)
+        .rev()
+        .take_while(|&i| i < pad || o.shape()[i - pad] == 1)
+        .count();
+    let inner: usize = shape[r - t..].iter().product();
+    if t == 0 || inner <= 1 {
+        return None;
+    }
+    let keep = o.ndim().saturating_sub(t);
+    let sv = o
+        .view()
+        .into_shape_with_order(IxDyn(&o.shape()[..keep]))
+        .ok()?;
+    let ys = sv
+        .broadcast(IxDyn(&shape[..r - t]))?
+        .iter()
+        .copied()
+        .collect();
+    Some(Other::PerRun { ys, inner })
+}
+
+/// Whether `eval_in_place` can run with input `k`'s buffer: f32 in standard layout, and the
+/// output of the op has its shape (and the other operand a fast form).
+pub fn can_run_in_place(
+    op: &Op,
+    fused: Option<Fused>,
+    inputs: &[Option<&Tensor>],
+    k: usize,
+) -> bool {
+    let Some(Some(buf)) = inputs.get(k) else {
+        return false;
+    };
+    if f32_slice(buf).is_none() || !may_run_in_place(op, k) {
+        return false;
+    }
+    match (op, fused) {
+        (_, Some(Fused::Silu { x })) => x == k,
+        (Op::Unary(_) | Op::BatchNorm { .. }, _) => true,
+        (Op::Binary(_), _) => inputs
+            .get(1 - k)
+            .copied()
+            .flatten()
+            .is_some_and(|o| classify(buf.shape(), o).is_some()),
+        _ => false,
+    }
+}
+
+/// Runs `op` (with its fused pass) writing into `buf`, input `k` taken out of the inputs
+/// (`inputs[k]` is `None`). The caller checked `can_run_in_place` before taking it.
+pub fn eval_in_place(
+    op: &Op,
+    fused: Option<Fused>,
+    buf: Tensor,
+    k: usize,
+    inputs: &[Option<&Tensor>],
+) -> Result<Tensor> {
+    let Tensor::F32(mut a) = buf else {
+        return Err(anyhow!("in-place {} needs an f32 buffer", op.name()));
+    };
+    let relu = fused == Some(Fused::Relu);
+    let d = a
+        .as_slice_mut()
+        .ok_or_else(|| anyhow!("in-place {} needs a contiguous buffer", op.name()))?;
+    match (op, fused) {
+        (_, Some(Fused::Silu { .. })) => par::map_in_place(d, vexp::silu_in_place),
+        (Op::Unary(UnaryOp::Relu), _) => par::map_in_place(d, relu_in_place),
+        (Op::Unary(UnaryOp::Sigmoid), _) => par::map_in_place(d, vexp::sigmoid_in_place),
+        (Op::BatchNorm { epsilon }, _) => {
+            let params = [1, 2, 3, 4].map(|i| super::input(inputs, i, "BatchNorm parameter"));
+            let [s, b, m, v] = params;
+            let x_shape = a.shape().to_vec();
+            let (ca, cb) = norm::bn_coeffs(&x_shape, [s?, b?, m?, v?], *epsilon)?;
+            let inner: usize = x_shape[2..].iter().product();
+            let d = a.as_slice_mut().expect("checked contiguous");
+            batch_norm(d, &ca, &cb, inner, relu);
+        }
+        (Op::Binary(bop), _) => {
+            let other = inputs
+                .get(1 - k)
+                .copied()
+                .flatten()
+                .ok_or_else(|| anyhow!("{} is missing an input", op.name()))?;
+            let shape = a.shape().to_vec();
+            let other = classify(&shape, other)
+                .ok_or_else(|| anyhow!("{} cannot run in place on {shape:?}", op.name()))?;
+            let d = a.as_slice_mut().expect("checked contiguous");
+            binary(*bop, k, relu, d, &other);
+        }
+        _ => return Err(anyhow!("{} has no in-place form", op.name())),
+    }
+    Ok(Tensor::F32(a))
+}
+
+/// The fused pass when no input buffer can be taken: the node's own kernel (Sigmoid then
+/// Mul for SiLU) out of place, then the Relu over the fresh output in place.
+pub fn eval_fused(op: &Op, fused: Fused, inputs: &[Option<&Tensor>]) -> Result<Tensor> {
+    match fused {
+        Fused::Silu { x } => {
+            let xt = super::input(inputs, x, "X")?;
+            let s = elementwise::unary(UnaryOp::Sigmoid, xt)?;
+            if x == 0 {
+                elementwise::binary(BinaryOp::Mul, xt, &s)
+            } else {
+                elementwise::binary(BinaryOp::Mul, &s, xt)
+            }
+        }
+        Fused::Relu => {
+            let mut outs = super::eval(op, inputs, 1)?;
+            let t = outs
+                .pop()
+                .ok_or_else(|| anyhow!("{} produced no output", op.name()))?;
+            match t {
+                Tensor::F32(mut a) if a.is_standard_layout() => {
+                    let d = a.as_slice_mut().expect("standard layout");
+                    par::map_in_place(d, relu_in_place);
+                    Ok(Tensor::F32(a))
+                }
+                t => elementwise::unary(UnaryOp::Relu, &t),
+            }
+        }
+    }
+}
+
+/// `v < 0 ? 0 : v`, as the Relu kernel (NaN stays NaN, -0 stays -0).
+#[inline(always)]
+fn relu(v: f32) -> f32 {
+    if v < 0.0 {
+        0.0
+    } else {
+        v
+    }
+}
+
+pub(crate) fn relu_in_place(d: &mut [f32]) {
+    for v in d {
+        *v = relu(*v);
+    }
+}
+
+/// `d = x * a[ch] + b[ch]` per channel block of `inner` elements (then Relu), as
+/// `norm::bn_t` computes it.
+fn batch_norm(d: &mut [f32], a: &[f64], b: &[f64], inner: usize, relu_after: bool) {
+    if inner == 0 || a.is_empty() {
+        return;
+    }
+    let c = a.len();
+    let go = |first: usize, d: &mut [f32]| {
+        for (blk, d) in (first..).zip(d.chunks_mut(inner)) {
+            let (ca, cb) = (a[blk % c] as f32, b[blk % c] as f32);
+            if relu_after {
+                for v in d.iter_mut() {
+                    *v = relu(*v * ca + cb);
+                }
+            } else {
+                for v in d.iter_mut() {
+                    *v = *v * ca + cb;
+                }
+            }
+        }
+    };
+    par::runs_in_place(d, inner, go);
+}
+
+/// The binary op into `d` (operand `k`), the other operand `o`, then Relu if asked.
+fn binary(op: BinaryOp, k: usize, relu_after: bool, d: &mut [f32], o: &Other) {
+    // One monomorphized loop per (op, operand order, Relu), so each vectorizes.
+    macro_rules! go {
+        ($f:expr) => {
+            if relu_after {
+                combine(d, o, move |x, y| relu($f(x, y)))
+            } else {
+                combine(d, o, $f)
+            }
+        };
+    }
+    match (op, k) {
+        (BinaryOp::Add, 0) => go!(|x: f32, y: f32| x + y),
+        (BinaryOp::Add, _) => go!(|x: f32, y: f32| y + x),
+        (BinaryOp::Sub, 0) => go!(|x: f32, y: f32| x - y),
+        (BinaryOp::Sub, _) => go!(|x: f32, y: f32| y - x),
+        (BinaryOp::Mul, 0) => go!(|x: f32, y: f32| x * y),
+        (BinaryOp::Mul, _) => go!(|x: f32, y: f32| y * x),
+        (BinaryOp::Div, 0) => go!(|x: f32, y: f32| x / y),
+        (BinaryOp::Div, _) => go!(|x: f32, y: f32| y / x),
+        _ => unreachable!("may_run_in_place admits Add/Sub/Mul/Div only"),
+    }
+}
+
+/// `d[i] = f(d[i], other's element for i)` in `par`'s fixed chunks. Each chunk loop works
+/// on a local copy of `f`, so its captures are not reloaded per element (as `map_scalar`).
+fn combine(d: &mut [f32], o: &Other, f: impl Fn(f32, f32) -> f32 + Sync + Copy) {
+    match o {
+        Other::Same(ys) => par::zip_in_place(d, ys, |d, ys| {
+            let local = f;
+            for (v, &y) in d.iter_mut().zip(ys) {
+                *v = local(*v, y);
+            }
+        }),
+        &Other::Scalar(y) => par::map_in_place(d, |d| {
+            let local = f;
+            for v in d.iter_mut() {
+                *v = local(*v, y);
+            }
+        }),
+        Other::PerRun { ys, inner } => par::runs_in_place(d, *inner, |first, d| {
+            let local = f;
+            for (d, &y) in d.chunks_mut(*inner).zip(&ys[first..]) {
+                for v in d.iter_mut() {
+                    *v = local(*v, y);
+                }
+            }
+        }),
+    }
+}
+
+#[cfg(test)]
+#[path = "pointwise_tests.rs"]
+mod tests;
