@@ -187,3 +187,15 @@ fn same_bits_for_any_thread_count() {
             .all(|(x, y)| x.to_bits() == y.to_bits()));
     }
 }
+
+/// Every edge width of B from 1 to 40 columns (full and padded edge panels), M
+/// not a multiple of MR, K not a multiple of the K block, against the naive product.
+#[test]
+fn edges_of_every_width_match_naive() {
+    for kernel in kernels() {
+        for n in 1..=40 {
+            check(kernel, 13, n, 300, &Epilogue::default());
+            check(kernel, 5, n + 64, 7, &Epilogue::default());
+        }
+    }
+}
