@@ -3,34 +3,18 @@
 //! the same bits as every node run on its own by `kernels::eval`.
 
 use super::*;
-use crate::ir::{BinaryOp, Node, UnaryOp, ValueDecl};
+use crate::ir::{BinaryOp, Node, UnaryOp};
 use crate::kernels::pointwise::Fused;
-use crate::tensor::DType;
 
-fn decl(n: &str, dims: &[usize]) -> ValueDecl {
-    ValueDecl {
-        name: n.into(),
-        dtype: DType::F32,
-        dims: Some(dims.iter().map(|&d| Dim::Fixed(d)).collect()),
-        wrappers: vec![],
-    }
-}
+use super::test_graph::decl;
 
+/// A node whose one output is named after it.
 fn node(name: &str, op: Op, inputs: &[&str]) -> Node {
-    Node {
-        name: name.into(),
-        op,
-        inputs: inputs.iter().map(|s| s.to_string()).collect(),
-        outputs: vec![name.into()],
-    }
+    super::test_graph::node(name, op, inputs, name)
 }
 
 fn values(shape: &[usize], seed: u32) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v = (0..n)
-        .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 250.0 - 2.0)
-        .collect();
-    Tensor::from_vec(shape, v).unwrap()
+    super::test_graph::values(shape, seed, 2.0)
 }
 
 const S: [usize; 4] = [1, 4, 5, 5];

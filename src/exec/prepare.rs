@@ -158,35 +158,12 @@ fn activation(graph: &Graph, op: &Op, inputs: &[String]) -> Option<Activation> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exec::test_graph::{decl, node};
     use crate::exec::Runner;
     use crate::ir::op::{ConvAttrs, Padding, Window};
-    use crate::ir::{Dim, Node, ValueDecl};
-    use crate::tensor::DType;
-
-    fn decl(n: &str, dims: &[usize]) -> ValueDecl {
-        ValueDecl {
-            name: n.into(),
-            dtype: DType::F32,
-            dims: Some(dims.iter().map(|&d| Dim::Fixed(d)).collect()),
-            wrappers: vec![],
-        }
-    }
-
-    fn node(name: &str, op: Op, inputs: &[&str], output: &str) -> Node {
-        Node {
-            name: name.into(),
-            op,
-            inputs: inputs.iter().map(|s| s.to_string()).collect(),
-            outputs: vec![output.into()],
-        }
-    }
 
     fn values(shape: &[usize], seed: u32) -> Tensor {
-        let n: usize = shape.iter().product();
-        let v = (0..n)
-            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
-            .collect();
-        Tensor::from_vec(shape, v).unwrap()
+        crate::exec::test_graph::values(shape, seed, 1.0)
     }
 
     /// x -> c1 -> relu (fused) -> c2 -> clip(const inputs) (fused) -> c3 -> relu2 (not: c3

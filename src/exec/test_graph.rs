@@ -1,0 +1,33 @@
+//! Small graph builders for the interpreter's unit tests (plan, fusions, in-place runs).
+
+use crate::ir::{Dim, Node, Op, ValueDecl};
+use crate::tensor::{DType, Tensor};
+
+/// An f32 value declaration of fixed shape.
+pub(super) fn decl(n: &str, dims: &[usize]) -> ValueDecl {
+    ValueDecl {
+        name: n.into(),
+        dtype: DType::F32,
+        dims: Some(dims.iter().map(|&d| Dim::Fixed(d)).collect()),
+        wrappers: vec![],
+    }
+}
+
+/// A node with one output.
+pub(super) fn node(name: &str, op: Op, inputs: &[&str], output: &str) -> Node {
+    Node {
+        name: name.into(),
+        op,
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        outputs: vec![output.into()],
+    }
+}
+
+/// Deterministic f32 values spread over `[-amp, amp)` in steps of `amp / 500`.
+pub(super) fn values(shape: &[usize], seed: u32, amp: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v = (0..n)
+        .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / (500.0 / amp) - amp)
+        .collect();
+    Tensor::from_vec(shape, v).unwrap()
+}
