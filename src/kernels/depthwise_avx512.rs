@@ -65,6 +65,7 @@ pub(super) unsafe fn plane(
 #[cfg(target_arch = "x86_64")]
 mod imp {
     use super::super::depthwise::{pad_plane, Geometry, Padded, SLACK};
+    use super::super::sgemm::clamp_avx512 as clamp;
     use super::Activation;
     use std::arch::x86_64::*;
 
@@ -263,23 +264,6 @@ mod imp {
                 _mm512_mask_storeu_ps(out.add(r * ow + nb * L), mk, v);
             }
         }
-    }
-
-    /// `v < lo -> lo`, then `v > hi -> hi` (ordered compares: NaN stays NaN), as
-    /// `Activation::apply` and the sgemm micro-kernel's epilogue.
-    #[inline(always)]
-    unsafe fn clamp(mut v: __m512, act: Activation) -> __m512 {
-        if let Some(l) = act.lo {
-            let lv = _mm512_set1_ps(l);
-            let lt = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, lv);
-            v = _mm512_mask_mov_ps(v, lt, lv);
-        }
-        if let Some(h) = act.hi {
-            let hv = _mm512_set1_ps(h);
-            let gt = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, hv);
-            v = _mm512_mask_mov_ps(v, gt, hv);
-        }
-        v
     }
 }
 

@@ -33,6 +33,9 @@ pub(super) unsafe fn tile(t: &Tile, a: *const f32, b: *const f32, c: *mut f32, l
 }
 
 #[cfg(target_arch = "x86_64")]
+pub(crate) use imp::clamp;
+
+#[cfg(target_arch = "x86_64")]
 mod imp {
     use super::super::{Activation, Tile, MR, NR};
     use std::arch::x86_64::*;
@@ -100,9 +103,9 @@ mod imp {
     }
 
     /// `v < lo -> lo`, then `v > hi -> hi` (ordered compares: NaN stays NaN), as
-    /// `Activation::apply`.
+    /// `Activation::apply`; also the depthwise kernel's epilogue.
     #[inline(always)]
-    unsafe fn clamp(mut v: __m512, act: Activation) -> __m512 {
+    pub(crate) unsafe fn clamp(mut v: __m512, act: Activation) -> __m512 {
         if let Some(l) = act.lo {
             let lv = _mm512_set1_ps(l);
             let lt = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, lv);

@@ -16,6 +16,8 @@
 //! its sum, so callers may split the rows and columns over threads at any fixed boundaries.
 
 mod microkernel_avx512;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use microkernel_avx512::clamp as clamp_avx512;
 mod microkernel_portable;
 mod pack;
 #[cfg(test)]
