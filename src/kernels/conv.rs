@@ -24,8 +24,19 @@ use anyhow::{bail, Result};
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
-/// Output positions per im2col block (fixed: part of the determinism contract).
+/// Most output positions per im2col block. A plane is cut into `ceil(positions / BLOCK)`
+/// blocks of whole B panels, as equal as panels allow, so that 2 threads get equal shares
+/// (784 positions: 224/192/192/176 rather than 256/256/256/16). The cut depends only on the
+/// shape, and no cut changes a sum: each output column is computed on its own.
 const BLOCK: usize = 256;
+
+/// Block `blk` of the `n_blocks` blocks of a plane of `plane` positions: its first position
+/// and length.
+fn block(plane: usize, n_blocks: usize, blk: usize) -> (usize, usize) {
+    let panels = plane.div_ceil(sgemm::NR);
+    let start = |b: usize| (b * panels / n_blocks * sgemm::NR).min(plane);
+    (start(blk), start(blk + 1) - start(blk))
+}
 
 pub fn eval(op: &Op, inputs: &[Option<&Tensor>], _n_outputs: usize) -> Result<Vec<Tensor>> {
     let Op::Conv(attrs) = op else {
@@ -255,29 +266,35 @@ fn block_segments(p: &Plan, p0: usize, len: usize, segs: &mut Vec<Seg>) {
     }
 }
 
-/// Per-task scratch: the packed B block, one im2col row, the block's row runs.
+/// Per-task scratch: one im2col row, the block's row runs.
 #[derive(Default)]
 struct Scratch {
-    packed: Vec<f32>,
     row: Vec<f32>,
     segs: Vec<Seg>,
 }
 
 /// Packs the patch matrix (`kdim x len`) of output positions `p0..p0 + len` of one (batch,
-/// group) straight into the sgemm's B panels in `s.packed`. `x` is the group's input
-/// channels. Each row (channel, kernel tap) is gathered run by run: the valid input columns
-/// of a run are computed once, so padding costs no per-element test, and with stride 1 the
-/// copy is a contiguous slice copy.
-fn pack_patches(p: &Plan, x: &[f32], p0: usize, len: usize, pointwise: bool, s: &mut Scratch) {
+/// group) straight into the sgemm's B panels in `packed` (`packed_b_len(kdim, len)` floats).
+/// `x` is the group's input channels. Each row (channel, kernel tap) is gathered run by run:
+/// the valid input columns of a run are computed once, so padding costs no per-element test,
+/// and with stride 1 the copy is a contiguous slice copy.
+fn pack_patches(
+    p: &Plan,
+    x: &[f32],
+    (p0, len): (usize, usize),
+    pointwise: bool,
+    s: &mut Scratch,
+    packed: &mut [f32],
+) {
     let kdim = p.cg() * p.k_plane();
     let in_plane = p.in_plane();
-    s.packed.resize(sgemm::packed_b_len(kdim, len), 0.0);
+    debug_assert_eq!(packed.len(), sgemm::packed_b_len(kdim, len));
     if pointwise {
         // A 1x1 kernel with stride 1 and no padding reads each input position exactly once,
         // in order: the input plane already is the patch matrix.
         for c in 0..p.cg() {
             let row = &x[c * in_plane + p0..c * in_plane + p0 + len];
-            sgemm::pack_b_row(c, kdim, row, &mut s.packed);
+            sgemm::pack_b_row(c, kdim, row, packed);
         }
         return;
     }
@@ -333,7 +350,7 @@ fn pack_patches(p: &Plan, x: &[f32], p0: usize, len: usize, pointwise: bool, s: 
                             }
                         }
                     }
-                    sgemm::pack_b_row(r, kdim, &s.row, &mut s.packed);
+                    sgemm::pack_b_row(r, kdim, &s.row, packed);
                     r += 1;
                 }
             }
@@ -354,8 +371,9 @@ const M_CHUNK_PANELS: usize = 4;
 /// The general path: for each (batch, group, block of output positions), the patches packed
 /// into B panels, times the group's packed weights, with bias and activation applied as the
 /// tiles are stored. Parallel over those units; with few units, the patches of every unit
-/// are packed first and the products then split over (unit, chunk of M panels). Each output
-/// element is computed by the same tile calls either way.
+/// are packed first, in parallel over (unit, B panel), and the products then split over
+/// (unit, chunk of M panels). Each output element is computed by the same tile calls either
+/// way.
 fn im2col_gemm(
     p: &Plan,
     x: &[f32],
@@ -366,6 +384,7 @@ fn im2col_gemm(
 ) {
     let (cg, mg) = (p.cg(), p.mg());
     let (in_plane, out_plane) = (p.in_plane(), p.out_plane());
+    let kdim = cg * p.k_plane();
     let n_blocks = out_plane.div_ceil(BLOCK);
     let pointwise =
         p.kernel == [1; 3] && p.strides == [1; 3] && p.pads == [0; 3] && p.input == p.output;
@@ -377,8 +396,8 @@ fn im2col_gemm(
         let blk = u % n_blocks;
         let g = (u / n_blocks) % p.group;
         let n = u / (n_blocks * p.group);
-        let p0 = blk * BLOCK;
-        (n, g, p0, BLOCK.min(out_plane - p0))
+        let (p0, len) = block(out_plane, n_blocks, blk);
+        (n, g, p0, len)
     };
     let x_of = |n: usize, g: usize| {
         let base = (n * p.c + g * cg) * in_plane;
@@ -397,22 +416,33 @@ fn im2col_gemm(
         sgemm::gemm_packed(kernel, &packed[g], panels, b, len, c, out_plane, &epi_of(g));
     };
     if units >= MIN_UNITS {
-        (0..units)
-            .into_par_iter()
-            .for_each_init(Scratch::default, |s, u| {
+        (0..units).into_par_iter().for_each_init(
+            || (Scratch::default(), Vec::new()),
+            |(s, buf), u| {
                 let (n, g, p0, len) = unit(u);
-                pack_patches(p, x_of(n, g), p0, len, pointwise, s);
-                run(n, g, p0, len, 0..packed[g].panels(), &s.packed);
-            });
+                buf.resize(sgemm::packed_b_len(kdim, len), 0.0);
+                pack_patches(p, x_of(n, g), (p0, len), pointwise, s, buf);
+                run(n, g, p0, len, 0..packed[g].panels(), buf);
+            },
+        );
     } else {
-        let bufs: Vec<Vec<f32>> = (0..units)
-            .into_par_iter()
-            .map_init(Scratch::default, |s, u| {
-                let (n, g, p0, len) = unit(u);
-                pack_patches(p, x_of(n, g), p0, len, pointwise, s);
-                std::mem::take(&mut s.packed)
-            })
+        // One task per (unit, B panel): a packed B panel is a contiguous `kdim x NR` run.
+        let mut bufs: Vec<Vec<f32>> = (0..units)
+            .map(|u| vec![0.0; sgemm::packed_b_len(kdim, unit(u).3)])
             .collect();
+        bufs.par_iter_mut()
+            .enumerate()
+            .flat_map(|(u, buf)| {
+                buf.par_chunks_mut(kdim * sgemm::NR)
+                    .enumerate()
+                    .map(move |(q, panel)| (u, q, panel))
+            })
+            .for_each_init(Scratch::default, |s, (u, q, panel)| {
+                let (n, g, p0, len) = unit(u);
+                let c0 = q * sgemm::NR;
+                let cols = (p0 + c0, sgemm::NR.min(len - c0));
+                pack_patches(p, x_of(n, g), cols, pointwise, s, panel);
+            });
         let chunks = mg.div_ceil(sgemm::MR).div_ceil(M_CHUNK_PANELS);
         (0..units * chunks).into_par_iter().for_each(|t| {
             let (u, ch) = (t / chunks, t % chunks);
