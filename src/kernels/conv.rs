@@ -14,6 +14,7 @@
 
 use super::depthwise;
 use super::gemm::SendPtr;
+use super::im2col::{pack_patches, Scratch};
 use super::input;
 use super::sgemm::{self, Activation, Epilogue, Kernel, PackedA};
 use crate::ir::op::ConvAttrs;
@@ -47,35 +48,35 @@ pub fn eval(op: &Op, inputs: &[Option<&Tensor>], _n_outputs: usize) -> Result<Ve
 
 /// The window geometry lifted to exactly 3 spatial dims, plus the channel structure.
 #[derive(Clone, Debug)]
-struct Plan {
-    n: usize,
-    c: usize,
-    m: usize,
-    group: usize,
-    input: [usize; 3],
-    kernel: [usize; 3],
-    strides: [usize; 3],
-    dilations: [usize; 3],
-    pads: [usize; 3],
-    output: [usize; 3],
+pub(super) struct Plan {
+    pub(super) n: usize,
+    pub(super) c: usize,
+    pub(super) m: usize,
+    pub(super) group: usize,
+    pub(super) input: [usize; 3],
+    pub(super) kernel: [usize; 3],
+    pub(super) strides: [usize; 3],
+    pub(super) dilations: [usize; 3],
+    pub(super) pads: [usize; 3],
+    pub(super) output: [usize; 3],
     /// The output shape in the input's rank.
-    out_shape: Vec<usize>,
+    pub(super) out_shape: Vec<usize>,
 }
 
 impl Plan {
-    fn cg(&self) -> usize {
+    pub(super) fn cg(&self) -> usize {
         self.c / self.group
     }
-    fn mg(&self) -> usize {
+    pub(super) fn mg(&self) -> usize {
         self.m / self.group
     }
-    fn in_plane(&self) -> usize {
+    pub(super) fn in_plane(&self) -> usize {
         self.input.iter().product()
     }
-    fn out_plane(&self) -> usize {
+    pub(super) fn out_plane(&self) -> usize {
         self.output.iter().product()
     }
-    fn k_plane(&self) -> usize {
+    pub(super) fn k_plane(&self) -> usize {
         self.kernel.iter().product()
     }
 }
@@ -88,7 +89,12 @@ fn lift(v: &[usize], fill: usize) -> [usize; 3] {
 }
 
 /// Checks the shapes (with the shape rule itself) and resolves the geometry.
-fn plan(xs: &[usize], ws: &[usize], bs: Option<&[usize]>, attrs: &ConvAttrs) -> Result<Plan> {
+pub(super) fn plan(
+    xs: &[usize],
+    ws: &[usize],
+    bs: Option<&[usize]>,
+    attrs: &ConvAttrs,
+) -> Result<Plan> {
     // The shape rule is the one place that says which shapes a Conv accepts.
     let out_shape = crate::ir::infer::conv_output_shape(xs, ws, bs, attrs)?;
     let (group, c, m) = (attrs.group, xs[1], ws[0]);
@@ -236,128 +242,6 @@ pub fn eval_with(
     )?)])
 }
 
-/// A run of output positions of one block sharing their output row: block columns
-/// `col..col + len` are output positions `(oz, oy, ox0..ox0 + len)`.
-#[derive(Clone, Copy, Debug)]
-struct Seg {
-    col: usize,
-    oz: usize,
-    oy: usize,
-    ox0: usize,
-    len: usize,
-}
-
-/// Cuts the output positions `p0..p0 + len` into row runs.
-fn block_segments(p: &Plan, p0: usize, len: usize, segs: &mut Vec<Seg>) {
-    segs.clear();
-    let [_, oh, ow] = p.output;
-    let (mut pos, end) = (p0, p0 + len);
-    while pos < end {
-        let (row, ox0) = (pos / ow, pos % ow);
-        let l = (ow - ox0).min(end - pos);
-        segs.push(Seg {
-            col: pos - p0,
-            oz: row / oh,
-            oy: row % oh,
-            ox0,
-            len: l,
-        });
-        pos += l;
-    }
-}
-
-/// Per-task scratch: one im2col row, the block's row runs.
-#[derive(Default)]
-struct Scratch {
-    row: Vec<f32>,
-    segs: Vec<Seg>,
-}
-
-/// Packs the patch matrix (`kdim x len`) of output positions `p0..p0 + len` of one (batch,
-/// group) straight into the sgemm's B panels in `packed` (`packed_b_len(kdim, len)` floats).
-/// `x` is the group's input channels. Each row (channel, kernel tap) is gathered run by run:
-/// the valid input columns of a run are computed once, so padding costs no per-element test,
-/// and with stride 1 the copy is a contiguous slice copy.
-fn pack_patches(
-    p: &Plan,
-    x: &[f32],
-    (p0, len): (usize, usize),
-    pointwise: bool,
-    s: &mut Scratch,
-    packed: &mut [f32],
-) {
-    let kdim = p.cg() * p.k_plane();
-    let in_plane = p.in_plane();
-    debug_assert_eq!(packed.len(), sgemm::packed_b_len(kdim, len));
-    if pointwise {
-        // A 1x1 kernel with stride 1 and no padding reads each input position exactly once,
-        // in order: the input plane already is the patch matrix.
-        for c in 0..p.cg() {
-            let row = &x[c * in_plane + p0..c * in_plane + p0 + len];
-            sgemm::pack_b_row(c, kdim, row, packed);
-        }
-        return;
-    }
-    block_segments(p, p0, len, &mut s.segs);
-    s.row.resize(len, 0.0);
-    let [id, ih, iw] = p.input;
-    let [kd, kh, kw] = p.kernel;
-    let [sd, sh, sw] = p.strides;
-    let [dd, dh, dw] = p.dilations;
-    let [pd, ph, pw] = p.pads.map(|v| v as isize);
-    let ow = p.output[2];
-    // Per kernel column: the input column offset and the output columns whose input column
-    // is in bounds (independent of the row).
-    let cols: Vec<(isize, usize, usize)> = (0..kw)
-        .map(|cc| {
-            let off = (cc * dw) as isize - pw;
-            let (lo, hi) = valid_cols(off, sw, iw, ow);
-            (off, lo, hi)
-        })
-        .collect();
-    let mut r = 0;
-    for c in 0..p.cg() {
-        let xc = &x[c * in_plane..(c + 1) * in_plane];
-        for a in 0..kd {
-            for bb in 0..kh {
-                for &(off, vlo, vhi) in &cols {
-                    for sg in &s.segs {
-                        let dst = &mut s.row[sg.col..sg.col + sg.len];
-                        let z = (sg.oz * sd + a * dd) as isize - pd;
-                        let y = (sg.oy * sh + bb * dh) as isize - ph;
-                        if z < 0 || z >= id as isize || y < 0 || y >= ih as isize {
-                            dst.fill(0.0);
-                            continue;
-                        }
-                        let xr = &xc[(z as usize * ih + y as usize) * iw..][..iw];
-                        let end = sg.ox0 + sg.len;
-                        let lo = vlo.clamp(sg.ox0, end);
-                        let hi = vhi.clamp(lo, end);
-                        dst[..lo - sg.ox0].fill(0.0);
-                        dst[hi - sg.ox0..].fill(0.0);
-                        let d = &mut dst[lo - sg.ox0..hi - sg.ox0];
-                        if d.is_empty() {
-                            continue;
-                        }
-                        // In bounds: lo >= the first valid column, so this is >= 0.
-                        let start = (lo * sw) as isize + off;
-                        let start = start as usize;
-                        if sw == 1 {
-                            d.copy_from_slice(&xr[start..start + d.len()]);
-                        } else {
-                            for (v, &xv) in d.iter_mut().zip(xr[start..].iter().step_by(sw)) {
-                                *v = xv;
-                            }
-                        }
-                    }
-                    sgemm::pack_b_row(r, kdim, &s.row, packed);
-                    r += 1;
-                }
-            }
-        }
-    }
-}
-
 /// Below this many (batch, group, block) units, the M panels are split over tasks too, so
 /// that late layers with few output positions still keep every core busy. A constant: the
 /// task boundaries must not depend on the thread count. Not higher: the split path packs
@@ -451,25 +335,6 @@ fn im2col_gemm(
             run(n, g, p0, len, ch * M_CHUNK_PANELS..end, &bufs[u]);
         });
     }
-}
-
-/// The output columns `lo..hi` whose input column `ox * stride + off` lies in `0..iw`.
-#[inline(always)]
-fn valid_cols(off: isize, stride: usize, iw: usize, ow: usize) -> (usize, usize) {
-    let s = stride as isize;
-    // lo = ceil(-off / s) when off < 0; hi = floor((iw - 1 - off) / s) + 1, clamped to ow.
-    let lo = if off < 0 {
-        ((-off + s - 1) / s) as usize
-    } else {
-        0
-    };
-    let last = iw as isize - 1 - off;
-    let hi = if last < 0 {
-        0
-    } else {
-        ow.min((last / s) as usize + 1)
-    };
-    (lo.min(ow), hi)
 }
 
 /// A plain direct convolution, accumulating in f64: the reference the fast paths are tested

@@ -13,6 +13,7 @@ mod depthwise_avx512;
 pub mod elementwise;
 pub mod fill;
 pub mod gemm;
+mod im2col;
 pub mod layout;
 pub mod matmul;
 pub mod norm;
