@@ -16,7 +16,7 @@ use super::depthwise;
 use super::gemm::SendPtr;
 use super::im2col::{pack_patches, Scratch};
 use super::input;
-use super::sgemm::{self, Activation, Epilogue, Kernel, PackedA};
+use super::sgemm::{self, Activation, Epilogue, Kernel, PackedA, PackedCols};
 use crate::ir::op::ConvAttrs;
 use crate::ir::window::Geometry;
 use crate::ir::Op;
@@ -24,6 +24,7 @@ use crate::tensor::{DType, Tensor};
 use anyhow::{bail, Result};
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
+use std::sync::OnceLock;
 
 /// Most output positions per im2col block. A plane is cut into `ceil(positions / BLOCK)`
 /// blocks of whole B panels, as equal as panels allow, so that 2 threads get equal shares
@@ -157,28 +158,65 @@ pub fn conv_f32_with(
             let wd = w.as_slice().expect("standard layout");
             depthwise::depthwise(&g, xd, wd, bias.as_deref(), act, &mut out);
         } else {
-            let owned;
-            let packed = match prepared {
-                Some(pr) if pr.w_shape == w.shape() && pr.group == p.group => &pr.a,
+            let cols = prefer_cols(&p);
+            let (owned_rows, owned_cols);
+            let weights = match prepared {
+                Some(pr) if pr.w_shape == w.shape() && pr.group == p.group => match cols {
+                    false => Weights::Rows(pr.rows.get_or_init(|| pack_weights(w, p.group))),
+                    true => Weights::Cols(pr.cols.get_or_init(|| pack_weights(w, p.group))),
+                },
+                _ if cols => {
+                    owned_cols = pack_weights(w, p.group);
+                    Weights::Cols(&owned_cols)
+                }
                 _ => {
-                    owned = pack_weights(w, p.group);
-                    &owned
+                    owned_rows = pack_weights(w, p.group);
+                    Weights::Rows(&owned_rows)
                 }
             };
-            im2col_gemm(&p, xd, packed, bias.as_deref(), act, &mut out);
+            im2col_gemm(&p, xd, weights, bias.as_deref(), act, &mut out);
         }
     }
     Ok(ArrayD::from_shape_vec(IxDyn(&p.out_shape), out)?)
 }
 
-/// Conv weights packed once for the sgemm (one `PackedA` per group), so that runs of a
-/// graph whose weights are constants skip the packing. Built by [`prepare`].
+/// Conv weights packed once for the sgemm, so that runs of a graph whose weights are
+/// constants skip the packing: one `PackedA` or `PackedCols` per group, in the orientation
+/// the first run's output size asks for ([`prefer_cols`]), packed then; the other only if a
+/// later run with another input size asks for it. Built by [`prepare`].
 #[derive(Clone, Debug)]
 pub struct Prepared {
-    /// The weight shape it was packed from: a call with another shape packs afresh.
+    /// The weight shape it is for: a call with another shape packs afresh.
     w_shape: Vec<usize>,
     group: usize,
-    a: Vec<PackedA>,
+    rows: OnceLock<Vec<PackedA>>,
+    cols: OnceLock<Vec<PackedCols>>,
+}
+
+/// A conv's packed weights in one of the sgemm's two orientations.
+#[derive(Clone, Copy)]
+enum Weights<'a> {
+    /// `gemm_packed`: output channels in 8-row tiles, positions along the vectors.
+    Rows(&'a [PackedA]),
+    /// `gemm_cols`: output channels along the vectors, positions in 8-column tiles.
+    Cols(&'a [PackedCols]),
+}
+
+/// Whether the transposed orientation computes fewer padded products: it cuts each block of
+/// positions into tiles of 8 rather than panels of 32 (49 positions: 56 rather than 64), and
+/// the output channels into 32s rather than 8s (64 channels: no loss; 24: 32 rather than
+/// 24). Asked to win by 10%, as its transposed stores cost a little; and not for short
+/// reductions, where they cost more than the padding.
+fn prefer_cols(p: &Plan) -> bool {
+    let (mg, plane) = (p.mg(), p.out_plane());
+    let n_blocks = plane.div_ceil(BLOCK);
+    let (mut rows, mut cols) = (0, 0);
+    for blk in 0..n_blocks {
+        let len = block(plane, n_blocks, blk).1;
+        rows += mg.next_multiple_of(sgemm::MR) * len.next_multiple_of(sgemm::NR);
+        cols += mg.next_multiple_of(sgemm::NR) * len.next_multiple_of(sgemm::MR);
+    }
+    p.cg() * p.k_plane() >= 64 && cols * 10 < rows * 9
 }
 
 /// Packs the weights of a Conv for [`eval_with`], or `None` when there is nothing to gain
@@ -198,19 +236,37 @@ pub fn prepare(attrs: &ConvAttrs, w: &Tensor) -> Option<Prepared> {
     Some(Prepared {
         w_shape: ws.to_vec(),
         group: g,
-        a: pack_weights(w, g),
+        rows: OnceLock::new(),
+        cols: OnceLock::new(),
     })
 }
 
-/// One `PackedA` per group of `w` (`M x C/g x k...`, any layout).
-fn pack_weights(w: &ArrayD<f32>, group: usize) -> Vec<PackedA> {
+/// A group's weights packed for one orientation.
+trait PackWeights: Sized {
+    fn pack_group(m: usize, k: usize, w: &[f32]) -> Self;
+}
+
+impl PackWeights for PackedA {
+    fn pack_group(m: usize, k: usize, w: &[f32]) -> Self {
+        PackedA::pack(m, k, w, k)
+    }
+}
+
+impl PackWeights for PackedCols {
+    fn pack_group(m: usize, k: usize, w: &[f32]) -> Self {
+        PackedCols::pack(m, k, w, k)
+    }
+}
+
+/// One packed matrix per group of `w` (`M x C/g x k...`, any layout).
+fn pack_weights<P: PackWeights>(w: &ArrayD<f32>, group: usize) -> Vec<P> {
     let ws = w.shape();
     let mg = ws[0] / group;
     let kdim: usize = ws[1..].iter().product();
     let w = w.as_standard_layout();
     let wd = w.as_slice().expect("standard layout");
     (0..group)
-        .map(|g| PackedA::pack(mg, kdim, &wd[g * mg * kdim..(g + 1) * mg * kdim], kdim))
+        .map(|g| P::pack_group(mg, kdim, &wd[g * mg * kdim..(g + 1) * mg * kdim]))
         .collect()
 }
 
@@ -249,7 +305,11 @@ pub fn eval_with(
 /// (about 1 MiB of panels each) no longer stays in cache; with 4 to 7 units the plain path
 /// scaled better on 2 cores (1.43-1.66x against 1.49-1.61x for the whole net).
 const MIN_UNITS: usize = 4;
-/// A-panels per task when the M panels are split.
+/// B panels per packing task on the few-unit path: 2 tasks for a 14x14 plane (196
+/// positions, 7 panels). Single panels cost a fifth more in per-row overhead.
+const PACK_PANELS: usize = 4;
+/// A-panels (of 8 rows) per task when the M panels are split; 1 panel of 32 rows in the
+/// transposed orientation.
 const M_CHUNK_PANELS: usize = 4;
 
 /// The general path: for each (batch, group, block of output positions), the patches packed
@@ -261,7 +321,7 @@ const M_CHUNK_PANELS: usize = 4;
 fn im2col_gemm(
     p: &Plan,
     x: &[f32],
-    packed: &[PackedA],
+    weights: Weights,
     bias: Option<&[f32]>,
     act: Activation,
     out: &mut [f32],
@@ -297,7 +357,19 @@ fn im2col_gemm(
     // out_plane).
     let run = |n: usize, g: usize, p0: usize, len: usize, panels, b: &[f32]| unsafe {
         let c = outp.get().add((n * p.m + g * mg) * out_plane + p0);
-        sgemm::gemm_packed(kernel, &packed[g], panels, b, len, c, out_plane, &epi_of(g));
+        match weights {
+            Weights::Rows(a) => {
+                sgemm::gemm_packed(kernel, &a[g], panels, b, len, c, out_plane, &epi_of(g))
+            }
+            Weights::Cols(a) => {
+                sgemm::gemm_cols(kernel, &a[g], panels, b, len, c, out_plane, &epi_of(g))
+            }
+        }
+    };
+    // The weights' panels: 8 rows each (Rows) or 32 (Cols).
+    let (a_panels, chunk_panels) = match weights {
+        Weights::Rows(a) => (a[0].panels(), M_CHUNK_PANELS),
+        Weights::Cols(a) => (a[0].panels(), 1),
     };
     if units >= MIN_UNITS {
         (0..units).into_par_iter().for_each_init(
@@ -306,33 +378,34 @@ fn im2col_gemm(
                 let (n, g, p0, len) = unit(u);
                 buf.resize(sgemm::packed_b_len(kdim, len), 0.0);
                 pack_patches(p, x_of(n, g), (p0, len), pointwise, s, buf);
-                run(n, g, p0, len, 0..packed[g].panels(), buf);
+                run(n, g, p0, len, 0..a_panels, buf);
             },
         );
     } else {
-        // One task per (unit, B panel): a packed B panel is a contiguous `kdim x NR` run.
+        // One task per (unit, run of PACK_PANELS B panels): a packed B panel is a contiguous
+        // `kdim x NR` run.
         let mut bufs: Vec<Vec<f32>> = (0..units)
             .map(|u| vec![0.0; sgemm::packed_b_len(kdim, unit(u).3)])
             .collect();
         bufs.par_iter_mut()
             .enumerate()
             .flat_map(|(u, buf)| {
-                buf.par_chunks_mut(kdim * sgemm::NR)
+                buf.par_chunks_mut(kdim * sgemm::NR * PACK_PANELS)
                     .enumerate()
-                    .map(move |(q, panel)| (u, q, panel))
+                    .map(move |(q, panels)| (u, q, panels))
             })
-            .for_each_init(Scratch::default, |s, (u, q, panel)| {
+            .for_each_init(Scratch::default, |s, (u, q, panels)| {
                 let (n, g, p0, len) = unit(u);
-                let c0 = q * sgemm::NR;
-                let cols = (p0 + c0, sgemm::NR.min(len - c0));
-                pack_patches(p, x_of(n, g), cols, pointwise, s, panel);
+                let c0 = q * sgemm::NR * PACK_PANELS;
+                let cols = (p0 + c0, (sgemm::NR * PACK_PANELS).min(len - c0));
+                pack_patches(p, x_of(n, g), cols, pointwise, s, panels);
             });
-        let chunks = mg.div_ceil(sgemm::MR).div_ceil(M_CHUNK_PANELS);
+        let chunks = a_panels.div_ceil(chunk_panels);
         (0..units * chunks).into_par_iter().for_each(|t| {
             let (u, ch) = (t / chunks, t % chunks);
             let (n, g, p0, len) = unit(u);
-            let end = ((ch + 1) * M_CHUNK_PANELS).min(packed[g].panels());
-            run(n, g, p0, len, ch * M_CHUNK_PANELS..end, &bufs[u]);
+            let end = ((ch + 1) * chunk_panels).min(a_panels);
+            run(n, g, p0, len, ch * chunk_panels..end, &bufs[u]);
         });
     }
 }
@@ -658,6 +731,62 @@ mod tests {
         };
         assert_eq!(run(1), run(2));
         assert_eq!(run(1), run(3));
+    }
+
+    /// Small output planes take the transposed orientation (`gemm_cols`): it matches the
+    /// reference and gives the bits of the ordinary orientation, with groups, strides, a
+    /// batch, several blocks and a fused clamp.
+    #[test]
+    fn transposed_orientation_matches_reference_and_rows() {
+        let e = Padding::Explicit(vec![1, 1, 1, 1]);
+        let cases = [
+            (
+                vec![1, 64, 7, 7],
+                vec![96, 64, 3, 3],
+                attrs(1, vec![], vec![], e.clone()),
+            ),
+            (
+                vec![2, 128, 14, 14],
+                vec![64, 128, 1, 1],
+                attrs(1, vec![], vec![], Padding::Explicit(vec![])),
+            ),
+            (
+                vec![1, 64, 13, 13],
+                vec![64, 32, 3, 3],
+                attrs(2, vec![2, 2], vec![], e.clone()),
+            ),
+            (
+                vec![1, 96, 10, 10],
+                vec![64, 96, 1, 1],
+                attrs(1, vec![], vec![], Padding::Explicit(vec![])),
+            ),
+        ];
+        let act = Activation {
+            lo: Some(-0.5),
+            hi: Some(0.5),
+        };
+        for (xs, ws, a) in cases {
+            let p = plan(&xs, &ws, Some(&[ws[0]]), &a).unwrap();
+            assert!(
+                prefer_cols(&p),
+                "{xs:?} {ws:?} should take the transposed orientation"
+            );
+            check(&xs, &ws, true, a.clone());
+            let (x, w, b) = (data(&xs, 4), data(&ws, 5), data(&[ws[0]], 6));
+            let xd = x.as_slice().unwrap();
+            let mut cols = vec![0f32; p.out_shape.iter().product()];
+            let mut rows = cols.clone();
+            let wc: Vec<PackedCols> = pack_weights(&w, p.group);
+            let wr: Vec<PackedA> = pack_weights(&w, p.group);
+            im2col_gemm(&p, xd, Weights::Cols(&wc), b.as_slice(), act, &mut cols);
+            im2col_gemm(&p, xd, Weights::Rows(&wr), b.as_slice(), act, &mut rows);
+            assert!(
+                cols.iter()
+                    .zip(&rows)
+                    .all(|(c, r)| c.to_bits() == r.to_bits()),
+                "{xs:?} {ws:?}: the orientations differ"
+            );
+        }
     }
 
     /// Prepared weights and a fused activation give the same bits as packing per call and

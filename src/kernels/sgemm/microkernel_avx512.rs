@@ -18,8 +18,9 @@ pub(super) fn available() -> bool {
 /// Runs one tile; see `gemm_packed`.
 ///
 /// # Safety
-/// [`available`] must be true; `a` holds `kc * MR` floats, `b` `kc * NR` (its panel's rows
-/// `k0..k0 + kc`), and `c` is valid for the `rows x cols` tile with row stride `ldc`.
+/// [`available`] must be true; `a` holds `kc` steps of `MR` floats, `a_step` apart, `b` `kc *
+/// NR` (its panel's rows `k0..k0 + kc`), and `c` is valid for the `rows x cols` tile with row
+/// stride `ldc` (`cols x rows` when transposed).
 pub(super) unsafe fn tile(t: &Tile, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -59,6 +60,7 @@ mod imp {
             0
         };
         let mut acc = [_mm512_setzero_ps(); 2 * MR];
+        debug_assert!(!(t.transposed && t.accumulate));
         if t.accumulate {
             for i in 0..MR {
                 if i < rows {
@@ -77,8 +79,11 @@ mod imp {
                 acc[2 * i] = _mm512_fmadd_ps(av, b0, acc[2 * i]);
                 acc[2 * i + 1] = _mm512_fmadd_ps(av, b1, acc[2 * i + 1]);
             }
-            a = a.add(MR);
+            a = a.add(t.a_step);
             b = b.add(NR);
+        }
+        if t.transposed {
+            return store_transposed(t, &mut acc, (m0, m1), c, ldc);
         }
         if let Some(e) = &t.epilogue {
             for i in 0..MR {
@@ -98,6 +103,47 @@ mod imp {
                 let cp = c.add(i * ldc);
                 _mm512_mask_storeu_ps(cp, m0, acc[2 * i]);
                 _mm512_mask_storeu_ps(cp.add(16), m1, acc[2 * i + 1]);
+            }
+        }
+    }
+
+    /// The transposed store: bias per tile column, the clamp, then tile element `(i, j)` to
+    /// `c[j * ldc + i]` through a buffer on the stack. Once per tile (a transposed tile has a
+    /// single K block), so the scalar copy costs little against the `kc` FMA steps.
+    #[inline(always)]
+    unsafe fn store_transposed(
+        t: &Tile,
+        acc: &mut [__m512; 2 * MR],
+        (m0, m1): (__mmask16, __mmask16),
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        if let Some(e) = &t.epilogue {
+            let (b0, b1) = match e.bias {
+                Some(bias) => (
+                    _mm512_maskz_loadu_ps(m0, bias.as_ptr()),
+                    _mm512_maskz_loadu_ps(m1, bias.as_ptr().add(16)),
+                ),
+                None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
+            };
+            for i in 0..MR {
+                if e.bias.is_some() {
+                    acc[2 * i] = _mm512_add_ps(acc[2 * i], b0);
+                    acc[2 * i + 1] = _mm512_add_ps(acc[2 * i + 1], b1);
+                }
+                acc[2 * i] = clamp(acc[2 * i], e.act);
+                acc[2 * i + 1] = clamp(acc[2 * i + 1], e.act);
+            }
+        }
+        let mut buf = [[0f32; NR]; MR];
+        for (i, row) in buf.iter_mut().enumerate() {
+            _mm512_storeu_ps(row.as_mut_ptr(), acc[2 * i]);
+            _mm512_storeu_ps(row.as_mut_ptr().add(16), acc[2 * i + 1]);
+        }
+        for j in 0..t.cols {
+            let cj = c.add(j * ldc);
+            for (i, row) in buf.iter().enumerate().take(t.rows) {
+                *cj.add(i) = row[j];
             }
         }
     }

@@ -7,10 +7,11 @@ use super::{Tile, MR, NR};
 /// Runs one tile; see `gemm_packed`.
 ///
 /// # Safety
-/// `a` holds `kc * MR` floats, `b` `kc * NR`, and `c` is valid for the `rows x cols` tile
-/// with row stride `ldc`.
+/// `a` holds `kc` steps of `MR` floats, `a_step` apart, `b` `kc * NR`, and `c` is valid for
+/// the `rows x cols` tile with row stride `ldc` (`cols x rows` when transposed).
 pub(super) unsafe fn tile(t: &Tile, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
     let mut acc = [[0f32; NR]; MR];
+    debug_assert!(!(t.transposed && t.accumulate));
     if t.accumulate {
         for (i, row) in acc.iter_mut().enumerate().take(t.rows) {
             for (j, v) in row.iter_mut().enumerate().take(t.cols) {
@@ -18,9 +19,9 @@ pub(super) unsafe fn tile(t: &Tile, a: *const f32, b: *const f32, c: *mut f32, l
             }
         }
     }
-    let a = std::slice::from_raw_parts(a, t.kc * MR);
     let b = std::slice::from_raw_parts(b, t.kc * NR);
-    for (ak, bk) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
+    for (kk, bk) in b.chunks_exact(NR).enumerate() {
+        let ak = std::slice::from_raw_parts(a.add(kk * t.a_step), MR);
         let bk: &[f32; NR] = bk.try_into().expect("NR floats");
         for (row, &av) in acc.iter_mut().zip(ak) {
             for (v, &bv) in row.iter_mut().zip(bk) {
@@ -30,11 +31,16 @@ pub(super) unsafe fn tile(t: &Tile, a: *const f32, b: *const f32, c: *mut f32, l
     }
     for (i, row) in acc.iter().enumerate().take(t.rows) {
         for (j, &v) in row.iter().enumerate().take(t.cols) {
+            let (at, bi) = if t.transposed {
+                (j * ldc + i, j)
+            } else {
+                (i * ldc + j, i)
+            };
             let v = match &t.epilogue {
-                Some(e) => e.act.apply(e.bias.map_or(v, |bias| v + bias[i])),
+                Some(e) => e.act.apply(e.bias.map_or(v, |bias| v + bias[bi])),
                 None => v,
             };
-            *c.add(i * ldc + j) = v;
+            *c.add(at) = v;
         }
     }
 }

@@ -15,6 +15,7 @@
 //! previous block; the blocks depend only on `k`. Which task computes a tile never changes
 //! its sum, so callers may split the rows and columns over threads at any fixed boundaries.
 
+mod cols;
 mod microkernel_avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) use microkernel_avx512::clamp as clamp_avx512;
@@ -23,6 +24,7 @@ mod pack;
 #[cfg(test)]
 mod tests;
 
+pub use cols::{gemm_cols, PackedCols};
 pub use pack::{pack_b, pack_b_row, PackedA};
 
 use std::ops::Range;
@@ -166,8 +168,10 @@ pub unsafe fn gemm_packed(
                 let cp = c.add(r0 * ldc + q * NR);
                 let tile = Tile {
                     kc,
+                    a_step: MR,
                     rows,
                     cols,
+                    transposed: false,
                     accumulate: kb > 0,
                     epilogue: last.then(|| TileEpilogue {
                         bias: epi.bias.map(|b| &b[r0..r0 + rows]),
@@ -186,8 +190,14 @@ pub unsafe fn gemm_packed(
 /// One micro-kernel call: `kc` steps over an `MR x NR` tile of which `rows x cols` are stored.
 pub(crate) struct Tile<'a> {
     kc: usize,
+    /// Floats from one K step of A to the next: `MR` in a `PackedA` panel, `NR` when A is
+    /// an `MR`-column slice of a packed B panel ([`gemm_cols`]).
+    a_step: usize,
     rows: usize,
     cols: usize,
+    /// Store the tile transposed: tile element `(i, j)` goes to `c[j * ldc + i]`, and the
+    /// bias is per tile column (`cols` values). Only with `accumulate` false.
+    transposed: bool,
     /// Start from C's current values (a later K block) rather than 0.
     accumulate: bool,
     /// Set on the last K block.
@@ -195,7 +205,7 @@ pub(crate) struct Tile<'a> {
 }
 
 pub(crate) struct TileEpilogue<'a> {
-    /// `rows` values, when there is a bias.
+    /// `rows` values (`cols` when transposed), when there is a bias.
     bias: Option<&'a [f32]>,
     act: Activation,
 }

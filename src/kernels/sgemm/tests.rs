@@ -199,3 +199,75 @@ fn edges_of_every_width_match_naive() {
         }
     }
 }
+
+/// `gemm_cols` (C^T = B^T A^T, whole K per tile, transposed stores) gives the same bits as
+/// `gemm_packed` (K blocks) for every kernel, every epilogue, and edges in both dimensions;
+/// it writes nothing past column n or row m.
+#[test]
+fn transposed_orientation_gives_the_same_bits() {
+    let bias = data(100, 9);
+    let act = Activation {
+        lo: Some(-0.5),
+        hi: Some(0.25),
+    };
+    for kernel in kernels() {
+        for (m, n, k) in [
+            (1, 1, 1),
+            (32, 49, 64),
+            (70, 13, 300),
+            (100, 196, 513),
+            (24, 8, 0),
+            (33, 57, 9),
+        ] {
+            let a = data(m * k, 11);
+            let b = data(k * n, 12);
+            let ldc = n + 3;
+            let mut pb = vec![0f32; packed_b_len(k, n)];
+            pack_b(k, n, &b, n, &mut pb);
+            for epi in [
+                Epilogue::default(),
+                Epilogue {
+                    bias: Some(&bias),
+                    act,
+                },
+            ] {
+                let (mut rows, mut cols) = (vec![f32::NAN; m * ldc], vec![f32::NAN; m * ldc]);
+                let pa = PackedA::pack(m, k, &a, k);
+                let pc = PackedCols::pack(m, k, &a, k);
+                // SAFETY: both C buffers hold m rows of ldc >= n floats.
+                unsafe {
+                    gemm_packed(
+                        kernel,
+                        &pa,
+                        0..pa.panels(),
+                        &pb,
+                        n,
+                        rows.as_mut_ptr(),
+                        ldc,
+                        &epi,
+                    );
+                    gemm_cols(
+                        kernel,
+                        &pc,
+                        0..pc.panels(),
+                        &pb,
+                        n,
+                        cols.as_mut_ptr(),
+                        ldc,
+                        &epi,
+                    );
+                }
+                for i in 0..m {
+                    for j in 0..ldc {
+                        let (x, y) = (rows[i * ldc + j], cols[i * ldc + j]);
+                        assert_eq!(
+                            x.to_bits(),
+                            y.to_bits(),
+                            "{kernel:?} m={m} n={n} k={k} [{i},{j}]: {x} vs {y}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
