@@ -219,9 +219,10 @@ fn prefer_cols(p: &Plan) -> bool {
     p.cg() * p.k_plane() >= 64 && cols * 10 < rows * 9
 }
 
-/// Packs the weights of a Conv for [`eval_with`], or `None` when there is nothing to gain
-/// (not f32, a shape the kernel will refuse anyway, or a depthwise conv, which does not use
-/// the sgemm).
+/// The slots for a Conv's packed weights, filled by the first [`eval_with`] that uses them
+/// (the orientation depends on the input size, unknown here), or `None` when there is
+/// nothing to gain (not f32, a shape the kernel will refuse anyway, or a depthwise conv,
+/// which does not use the sgemm).
 pub fn prepare(attrs: &ConvAttrs, w: &Tensor) -> Option<Prepared> {
     let Tensor::F32(w) = w else { return None };
     let ws = w.shape();

@@ -55,6 +55,17 @@ pub(super) struct Scratch {
 trait Moves {
     fn copy(d: &mut [f32], s: &[f32]);
     fn zero(d: &mut [f32]);
+
+    /// `d[t] = xr[first + t]` for `t` in `lo..hi`, 0 for the other `t` (`lo <= hi <=
+    /// d.len()`; `first + t` in bounds of `xr` for `t` in `lo..hi`).
+    #[inline(always)]
+    fn window(d: &mut [f32], xr: &[f32], first: isize, lo: usize, hi: usize) {
+        Self::zero(&mut d[..lo]);
+        if hi > lo {
+            Self::copy(&mut d[lo..hi], &xr[(first + lo as isize) as usize..]);
+        }
+        Self::zero(&mut d[hi..]);
+    }
 }
 
 struct Portable;
@@ -91,6 +102,27 @@ impl Moves for Avx512 {
             _mm512_mask_storeu_ps(dp.add(16), m1, _mm512_maskz_loadu_ps(m1, sp.add(16)));
         }
     }
+    /// One masked load per half, its mask the lanes `lo..hi`, zeroes the others: a padded
+    /// row run in one pass.
+    #[inline(always)]
+    fn window(d: &mut [f32], xr: &[f32], first: isize, lo: usize, hi: usize) {
+        use std::arch::x86_64::*;
+        let n = d.len();
+        assert!(lo <= hi && hi <= n && n <= 32);
+        assert!(lo == hi || (first + lo as isize >= 0 && first + hi as isize <= xr.len() as isize));
+        let (s0, s1) = masks(n);
+        let valid = ((1u64 << hi) - 1) & !((1u64 << lo) - 1);
+        let (l0, l1) = (valid as u16, (valid >> 16) as u16);
+        // SAFETY: as in `copy`; the loads touch only the lanes lo..hi, which the assert
+        // above keeps inside xr (the pointer itself may point before xr: wrapping_offset).
+        unsafe {
+            let (dp, sp) = (d.as_mut_ptr(), xr.as_ptr().wrapping_offset(first));
+            _mm512_mask_storeu_ps(dp, s0, _mm512_maskz_loadu_ps(l0, sp));
+            let v1 = _mm512_maskz_loadu_ps(l1, sp.wrapping_add(16));
+            _mm512_mask_storeu_ps(dp.add(16), s1, v1);
+        }
+    }
+
     #[inline(always)]
     fn zero(d: &mut [f32]) {
         use std::arch::x86_64::*;
@@ -165,6 +197,25 @@ impl<'a, M: Moves> PackedRow<'a, M> {
                 }
             });
         }
+    }
+
+    /// Columns `col..col + len` from a stride-1 input row `xr`: run position `t` reads
+    /// `xr[first + t]` when `t` is in `lo..hi`, else 0 (the padding).
+    #[inline(always)]
+    fn window(
+        &mut self,
+        col: usize,
+        len: usize,
+        xr: &[f32],
+        first: isize,
+        (lo, hi): (usize, usize),
+    ) {
+        self.pieces(col, len, |d, i| {
+            let n = d.len();
+            let l = lo.clamp(i, i + n) - i;
+            let h = hi.clamp(i + l, i + n) - i;
+            M::window(d, xr, first + i as isize, l, h)
+        });
     }
 
     /// Zeroes the lanes past column `len` of the last panel (`len` not a multiple of NR),
@@ -327,6 +378,11 @@ fn pack_body<M: Moves>(
                         let end = sg.ox0 + sg.len;
                         let lo = vlo.clamp(sg.ox0, end);
                         let hi = vhi.clamp(lo, end);
+                        if sw == 1 {
+                            let first = sg.ox0 as isize + off;
+                            row.window(sg.col, sg.len, xr, first, (lo - sg.ox0, hi - sg.ox0));
+                            continue;
+                        }
                         row.zero(sg.col, lo - sg.ox0);
                         row.zero(sg.col + hi - sg.ox0, end - hi);
                         if hi > lo {
