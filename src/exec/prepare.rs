@@ -1,6 +1,6 @@
 //! State built once per plan from the graph's constants, so runs skip work that does not
-//! depend on the inputs: Conv weights packed for the sgemm, and, for plain runs only, a Relu
-//! or constant Clip fused into the Conv that feeds it, a Relu fused into the Add or
+//! depend on the inputs: Conv weights packed for the sgemm (on first use), and, for plain
+//! runs only, a Relu or constant Clip fused into the Conv that feeds it, a Relu fused into the Add or
 //! BatchNorm that feeds it, and Sigmoid + Mul(x, Sigmoid(x)) run as one SiLU pass.
 //!
 //! Fusion changes no bits (the Conv's epilogue clamps exactly as the Relu/Clip kernels do,
