@@ -1,7 +1,7 @@
 //! State built once per plan from the graph's constants, so runs skip work that does not
 //! depend on the inputs: Conv weights packed for the sgemm (on first use), and, for plain
-//! runs only, a Relu or constant Clip fused into the Conv that feeds it, a Relu fused into the Add or
-//! BatchNorm that feeds it, and Sigmoid + Mul(x, Sigmoid(x)) run as one SiLU pass.
+//! runs only, a Relu or constant Clip fused into the Conv that feeds it, a Relu fused into
+//! the Add or BatchNorm that feeds it, and Sigmoid + Mul(x, Sigmoid(x)) run as one SiLU pass.
 //!
 //! Fusion changes no bits (the Conv's epilogue clamps exactly as the Relu/Clip kernels do,
 //! after the bias), but it does skip the Conv's own output tensor, so runs that look at
