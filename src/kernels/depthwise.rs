@@ -374,21 +374,10 @@ mod tests {
     //! Through `conv::conv_f32`, which sends group == C convs here, against the f64 direct
     //! loop `conv::conv_reference`. (More geometries, through the same path, are in
     //! conv.rs's `depthwise_matches_reference` and tests/conv_properties.rs.)
-    use crate::ir::op::{ConvAttrs, Padding, Window};
+    use crate::ir::op::ConvAttrs;
     use crate::kernels::conv::{conv_f32, conv_reference};
+    use crate::kernels::test_data::conv_attrs as attrs;
     use ndarray::{ArrayD, IxDyn};
-
-    fn attrs(group: usize, strides: &[usize], dilations: &[usize], pads: &[usize]) -> ConvAttrs {
-        ConvAttrs {
-            window: Window {
-                kernel_shape: None,
-                strides: strides.to_vec(),
-                dilations: dilations.to_vec(),
-                padding: Padding::Explicit(pads.to_vec()),
-            },
-            group,
-        }
-    }
 
     fn data(shape: &[usize], seed: u64) -> ArrayD<f32> {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

@@ -261,29 +261,10 @@ fn copy_short(d: &mut [f32], s: &[f32]) {
     }
 }
 
-/// `d = 0` for short runs, in fixed-size moves as [`copy_short`].
+/// `d = 0` for short runs (at most [`NR`] floats), in fixed-size moves as [`copy_short`].
 #[inline(always)]
 fn zero_short(d: &mut [f32]) {
-    let n = d.len();
-    if n >= 8 {
-        let mut i = 0;
-        loop {
-            let at = i.min(n - 8);
-            *<&mut [f32; 8]>::try_from(&mut d[at..at + 8]).expect("8") = [0.0; 8];
-            if at == n - 8 {
-                break;
-            }
-            i += 8;
-        }
-    } else if n >= 4 {
-        for at in [0, n - 4] {
-            *<&mut [f32; 4]>::try_from(&mut d[at..at + 4]).expect("4") = [0.0; 4];
-        }
-    } else {
-        for v in d.iter_mut().take(3) {
-            *v = 0.0;
-        }
-    }
+    copy_short(d, &[0.0; NR]);
 }
 
 /// Packs the patch matrix (`kdim x len`) of output positions `p0..p0 + len` of one (batch,
@@ -421,7 +402,7 @@ fn valid_cols(off: isize, stride: usize, iw: usize, ow: usize) -> (usize, usize)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::op::{ConvAttrs, Padding, Window};
+    use crate::kernels::test_data::conv_attrs;
 
     /// The packed patch matrix, element by element from the definition.
     fn naive(p: &Plan, x: &[f32], p0: usize, len: usize) -> Vec<f32> {
@@ -450,18 +431,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn attrs(strides: &[usize], dilations: &[usize], pads: &[usize]) -> ConvAttrs {
-        ConvAttrs {
-            window: Window {
-                kernel_shape: None,
-                strides: strides.to_vec(),
-                dilations: dilations.to_vec(),
-                padding: Padding::Explicit(pads.to_vec()),
-            },
-            group: 1,
-        }
     }
 
     /// Both move sets write every slot of the packed panels exactly as the definition says
@@ -497,7 +466,7 @@ mod tests {
         ];
         for &(xs, ks, strides, dils, pads) in cases {
             let ws: Vec<usize> = [4, xs[1]].iter().chain(ks).copied().collect();
-            let a = attrs(strides, dils, pads);
+            let a = conv_attrs(1, strides, dils, pads);
             let p = super::super::conv::plan(xs, &ws, None, &a).unwrap();
             let x: Vec<f32> = (0..xs.iter().product::<usize>())
                 .map(|i| (i as f32 * 0.37).sin() + 1.5)

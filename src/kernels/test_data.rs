@@ -1,6 +1,25 @@
 //! Helpers of the kernels' unit tests: reproducible data and a run on a given thread count.
 
+use crate::ir::op::{ConvAttrs, Padding, Window};
 use ndarray::{ArrayD, IxDyn};
+
+/// Conv attributes with explicit pads (`[begin..., end...]`).
+pub fn conv_attrs(
+    group: usize,
+    strides: &[usize],
+    dilations: &[usize],
+    pads: &[usize],
+) -> ConvAttrs {
+    ConvAttrs {
+        window: Window {
+            kernel_shape: None,
+            strides: strides.to_vec(),
+            dilations: dilations.to_vec(),
+            padding: Padding::Explicit(pads.to_vec()),
+        },
+        group,
+    }
+}
 
 /// Deterministic values in [-8, 8) with about one +0.0 and one -0.0 in every 13 (signed
 /// zeros and ties are where kernels disagree first).
