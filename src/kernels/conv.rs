@@ -373,42 +373,75 @@ fn im2col_gemm(
         Weights::Cols(a) => (a[0].panels(), 1),
     };
     if units >= MIN_UNITS {
-        (0..units).into_par_iter().for_each_init(
-            || (Scratch::default(), Vec::new()),
-            |(s, buf), u| {
+        (0..units)
+            .into_par_iter()
+            .for_each_init(Scratch::default, |s, u| {
                 let (n, g, p0, len) = unit(u);
-                buf.resize(sgemm::packed_b_len(kdim, len), 0.0);
-                pack_patches(p, x_of(n, g), (p0, len), pointwise, s, buf);
-                run(n, g, p0, len, 0..a_panels, buf);
-            },
-        );
-    } else {
-        // One task per (unit, run of PACK_PANELS B panels): a packed B panel is a contiguous
-        // `kdim x NR` run.
-        let mut bufs: Vec<Vec<f32>> = (0..units)
-            .map(|u| vec![0.0; sgemm::packed_b_len(kdim, unit(u).3)])
-            .collect();
-        bufs.par_iter_mut()
-            .enumerate()
-            .flat_map(|(u, buf)| {
-                buf.par_chunks_mut(kdim * sgemm::NR * PACK_PANELS)
-                    .enumerate()
-                    .map(move |(q, panels)| (u, q, panels))
-            })
-            .for_each_init(Scratch::default, |s, (u, q, panels)| {
-                let (n, g, p0, len) = unit(u);
-                let c0 = q * sgemm::NR * PACK_PANELS;
-                let cols = (p0 + c0, (sgemm::NR * PACK_PANELS).min(len - c0));
-                pack_patches(p, x_of(n, g), cols, pointwise, s, panels);
+                with_pack_buffer(sgemm::packed_b_len(kdim, len), |buf| {
+                    pack_patches(p, x_of(n, g), (p0, len), pointwise, s, buf);
+                    run(n, g, p0, len, 0..a_panels, buf);
+                });
             });
-        let chunks = a_panels.div_ceil(chunk_panels);
-        (0..units * chunks).into_par_iter().for_each(|t| {
-            let (u, ch) = (t / chunks, t % chunks);
-            let (n, g, p0, len) = unit(u);
-            let end = ((ch + 1) * chunk_panels).min(a_panels);
-            run(n, g, p0, len, ch * chunk_panels..end, &bufs[u]);
+    } else {
+        // The units' packed patches one after another, in the calling thread's buffer.
+        let lens: Vec<usize> = (0..units)
+            .map(|u| sgemm::packed_b_len(kdim, unit(u).3))
+            .collect();
+        with_pack_buffer(lens.iter().sum(), |all| {
+            let mut bufs: Vec<&mut [f32]> = Vec::with_capacity(units);
+            let mut rest = all;
+            for &l in &lens {
+                let (b, r) = rest.split_at_mut(l);
+                bufs.push(b);
+                rest = r;
+            }
+            // One task per (unit, run of PACK_PANELS B panels): a packed B panel is a
+            // contiguous `kdim x NR` run.
+            bufs.par_iter_mut()
+                .enumerate()
+                .flat_map(|(u, buf)| {
+                    buf.par_chunks_mut(kdim * sgemm::NR * PACK_PANELS)
+                        .enumerate()
+                        .map(move |(q, panels)| (u, q, panels))
+                })
+                .for_each_init(Scratch::default, |s, (u, q, panels)| {
+                    let (n, g, p0, len) = unit(u);
+                    let c0 = q * sgemm::NR * PACK_PANELS;
+                    let cols = (p0 + c0, (sgemm::NR * PACK_PANELS).min(len - c0));
+                    pack_patches(p, x_of(n, g), cols, pointwise, s, panels);
+                });
+            let chunks = a_panels.div_ceil(chunk_panels);
+            (0..units * chunks).into_par_iter().for_each(|t| {
+                let (u, ch) = (t / chunks, t % chunks);
+                let (n, g, p0, len) = unit(u);
+                let end = ((ch + 1) * chunk_panels).min(a_panels);
+                run(n, g, p0, len, ch * chunk_panels..end, bufs[u]);
+            });
         });
     }
+}
+
+thread_local! {
+    /// Each thread's buffer for packed patches, kept between calls: a fresh allocation of a
+    /// megabyte per conv per run came back from the kernel as zeroed pages, and the page
+    /// faults cost as much as the packing on small planes.
+    static PACK_BUFFER: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `f` on this thread's packing buffer, `len` floats long; its contents are whatever the
+/// last user left (`pack_patches` writes every float the sgemm reads).
+fn with_pack_buffer<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    PACK_BUFFER.with(|cell| {
+        // Taken out rather than borrowed, so a nested call (a rayon task stolen by this
+        // thread while `f` waits) gets an empty buffer of its own instead of a panic.
+        let mut buf = cell.take();
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        let r = f(&mut buf[..len]);
+        cell.replace(buf);
+        r
+    })
 }
 
 /// A plain direct convolution, accumulating in f64: the reference the fast paths are tested
