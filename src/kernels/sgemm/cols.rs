@@ -75,14 +75,7 @@ pub unsafe fn gemm_cols(
     epi: &Epilogue,
 ) {
     let (m, k) = (a.m, a.k);
-    assert!(panels.end <= a.panels(), "sgemm: panel range out of A");
-    assert!(
-        b.len() >= super::packed_b_len(k, n),
-        "sgemm: packed B is too short"
-    );
-    if let Some(bias) = epi.bias {
-        assert!(bias.len() >= m, "sgemm: bias is too short");
-    }
+    super::check_call((m, k), panels.end <= a.panels(), b, n, epi);
     for q in panels {
         let r0 = q * NR;
         let rows = NR.min(m - r0);

@@ -146,14 +146,7 @@ pub unsafe fn gemm_packed(
     epi: &Epilogue,
 ) {
     let (m, k) = (a.m(), a.k());
-    assert!(panels.end <= a.panels(), "sgemm: panel range out of A");
-    assert!(
-        b.len() >= packed_b_len(k, n),
-        "sgemm: packed B is too short"
-    );
-    if let Some(bias) = epi.bias {
-        assert!(bias.len() >= m, "sgemm: bias is too short");
-    }
+    check_call((m, k), panels.end <= a.panels(), b, n, epi);
     let nq = b_panels(n);
     let n_kb = k.div_ceil(KC_MAX).max(1);
     for (kb, (k0, kc)) in k_blocks(k).enumerate() {
@@ -184,6 +177,19 @@ pub unsafe fn gemm_packed(
                 }
             }
         }
+    }
+}
+
+/// The checks `gemm_packed` and `gemm_cols` make of their arguments before any unsafe
+/// access: A's panel range (`panels_fit`), B's packed length, the bias length.
+fn check_call((m, k): (usize, usize), panels_fit: bool, b: &[f32], n: usize, epi: &Epilogue) {
+    assert!(panels_fit, "sgemm: panel range out of A");
+    assert!(
+        b.len() >= packed_b_len(k, n),
+        "sgemm: packed B is too short"
+    );
+    if let Some(bias) = epi.bias {
+        assert!(bias.len() >= m, "sgemm: bias is too short");
     }
 }
 
