@@ -286,6 +286,27 @@ pub(super) fn pack_patches(
         unsafe { pack_patches_avx512(p, x, cols, pointwise, s, packed) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::sgemm::Kernel::detect() == super::sgemm::Kernel::Avx2 {
+        // SAFETY: the CPU has AVX2 (the sgemm's detection).
+        unsafe { pack_patches_avx2(p, x, cols, pointwise, s, packed) };
+        return;
+    }
+    pack_body::<Portable>(p, x, cols, pointwise, s, packed);
+}
+
+/// [`pack_body`] with the portable moves compiled for AVX2 (32-byte moves; the crate is
+/// built for baseline x86-64).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pack_patches_avx2(
+    p: &Plan,
+    x: &[f32],
+    cols: (usize, usize),
+    pointwise: bool,
+    s: &mut Scratch,
+    packed: &mut [f32],
+) {
     pack_body::<Portable>(p, x, cols, pointwise, s, packed);
 }
 

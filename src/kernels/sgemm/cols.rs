@@ -10,7 +10,7 @@
 //! call (no K blocks) and stores transposed; its sums are the same FMA chains, in the same
 //! order, as [`super::gemm_packed`]'s, so both orientations give the same bits.
 
-use super::{microkernel_avx512, microkernel_portable, Epilogue, Kernel, Tile, TileEpilogue};
+use super::{Epilogue, Kernel, Tile, TileEpilogue};
 use super::{MR, NR};
 use std::ops::Range;
 
@@ -97,10 +97,7 @@ pub unsafe fn gemm_cols(
                 }),
             };
             let cp = c.add(r0 * ldc + j0);
-            match kernel {
-                Kernel::Avx512 => microkernel_avx512::tile(&tile, bp, aq, cp, ldc),
-                Kernel::Portable => microkernel_portable::tile(&tile, bp, aq, cp, ldc),
-            }
+            kernel.tile(&tile, bp, aq, cp, ldc);
         }
     }
 }

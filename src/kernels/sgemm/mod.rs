@@ -16,6 +16,7 @@
 //! its sum, so callers may split the rows and columns over threads at any fixed boundaries.
 
 mod cols;
+mod microkernel_avx2;
 mod microkernel_avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) use microkernel_avx512::clamp as clamp_avx512;
@@ -88,6 +89,8 @@ pub struct Epilogue<'a> {
 pub enum Kernel {
     /// AVX-512F intrinsics (x86-64 with AVX-512F only).
     Avx512,
+    /// AVX2 + FMA intrinsics (x86-64 without AVX-512); the same bits as `Avx512`.
+    Avx2,
     /// Plain Rust over fixed-size arrays, for any CPU.
     Portable,
 }
@@ -99,10 +102,38 @@ impl Kernel {
         *K.get_or_init(|| {
             if microkernel_avx512::available() {
                 Kernel::Avx512
+            } else if microkernel_avx2::available() {
+                Kernel::Avx2
             } else {
                 Kernel::Portable
             }
         })
+    }
+
+    /// Every kernel this CPU runs (the tests compare them).
+    pub fn available() -> Vec<Kernel> {
+        let mut ks = vec![Kernel::Portable];
+        if microkernel_avx2::available() {
+            ks.push(Kernel::Avx2);
+        }
+        if microkernel_avx512::available() {
+            ks.push(Kernel::Avx512);
+        }
+        ks
+    }
+
+    /// Runs one tile on this kernel.
+    ///
+    /// # Safety
+    /// The kernel must be [`available`](Kernel::available); the pointers as each
+    /// micro-kernel's `tile` requires.
+    #[inline(always)]
+    unsafe fn tile(self, t: &Tile, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
+        match self {
+            Kernel::Avx512 => microkernel_avx512::tile(t, a, b, c, ldc),
+            Kernel::Avx2 => microkernel_avx2::tile(t, a, b, c, ldc),
+            Kernel::Portable => microkernel_portable::tile(t, a, b, c, ldc),
+        }
     }
 }
 
@@ -171,10 +202,7 @@ pub unsafe fn gemm_packed(
                         act: epi.act,
                     }),
                 };
-                match kernel {
-                    Kernel::Avx512 => microkernel_avx512::tile(&tile, ap, bq, cp, ldc),
-                    Kernel::Portable => microkernel_portable::tile(&tile, ap, bq, cp, ldc),
-                }
+                kernel.tile(&tile, ap, bq, cp, ldc);
             }
         }
     }

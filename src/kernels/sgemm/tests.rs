@@ -29,11 +29,7 @@ fn naive(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], epi: &Epilogue) -> 
 }
 
 fn kernels() -> Vec<Kernel> {
-    let mut ks = vec![Kernel::Portable];
-    if Kernel::detect() == Kernel::Avx512 {
-        ks.push(Kernel::Avx512);
-    }
-    ks
+    Kernel::available()
 }
 
 fn check(kernel: Kernel, m: usize, n: usize, k: usize, epi: &Epilogue) {
@@ -268,6 +264,68 @@ fn transposed_orientation_gives_the_same_bits() {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The FMA kernels (AVX2, AVX-512) compute each element as one fused multiply-add chain in
+/// K order from zero, then `+ bias`, then the clamp: the bits of that chain written out with
+/// `f32::mul_add`, over edge tiles, several K blocks, both orientations.
+#[test]
+fn fma_kernels_give_the_bits_of_an_fma_chain() {
+    let bias = data(70, 31);
+    let act = Activation {
+        lo: Some(-0.5),
+        hi: Some(0.25),
+    };
+    let fma_kernels: Vec<Kernel> = kernels()
+        .into_iter()
+        .filter(|k| *k != Kernel::Portable)
+        .collect();
+    for kernel in fma_kernels {
+        for (m, n, k) in [(8, 32, 5), (70, 45, 600), (13, 7, 33)] {
+            let (a, b) = (data(m * k, 32), data(k * n, 33));
+            let epi = Epilogue {
+                bias: Some(&bias),
+                act,
+            };
+            let want: Vec<u32> = (0..m * n)
+                .map(|ij| {
+                    let (i, j) = (ij / n, ij % n);
+                    let s = (0..k).fold(0f32, |s, p| a[i * k + p].mul_add(b[p * n + j], s));
+                    act.apply(s + bias[i]).to_bits()
+                })
+                .collect();
+            let mut pb = vec![0f32; packed_b_len(k, n)];
+            pack_b(k, n, &b, n, &mut pb);
+            let (pa, pc) = (PackedA::pack(m, k, &a, k), PackedCols::pack(m, k, &a, k));
+            let (mut rows, mut cols) = (vec![0f32; m * n], vec![0f32; m * n]);
+            // SAFETY: both C buffers hold m rows of n floats.
+            unsafe {
+                gemm_packed(
+                    kernel,
+                    &pa,
+                    0..pa.panels(),
+                    &pb,
+                    n,
+                    rows.as_mut_ptr(),
+                    n,
+                    &epi,
+                );
+                gemm_cols(
+                    kernel,
+                    &pc,
+                    0..pc.panels(),
+                    &pb,
+                    n,
+                    cols.as_mut_ptr(),
+                    n,
+                    &epi,
+                );
+            }
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&rows), want, "{kernel:?} rows m={m} n={n} k={k}");
+            assert_eq!(bits(&cols), want, "{kernel:?} cols m={m} n={n} k={k}");
         }
     }
 }
