@@ -1,8 +1,9 @@
 //! The AVX2 + FMA micro-kernel, for x86-64 CPUs without AVX-512 (AMD before Zen 4, most
 //! Intel client parts). Its 16 ymm registers cannot hold the `MR x NR` = 8 x 32 tile (32
-//! accumulators), so the tile is computed as four 4 x 16 passes over the same K steps: 8
-//! accumulators, two vectors of B and one broadcast of A per step, 8 FMAs for 6 loads. The
-//! tile's B and A rows are read once per pass from L1.
+//! accumulators), so the tile is computed in three passes over the same K steps: rows 0..6
+//! as two 6 x 16 passes (12 accumulators, two vectors of B and one broadcast of A per step)
+//! and rows 6..8 as one 2 x 32 pass, K cut in chunks that keep both operands in L1 across
+//! the passes.
 //!
 //! Each output element is the same FMA chain, in the same order, as in the AVX-512 kernel,
 //! so the two give the same bits.
@@ -43,9 +44,6 @@ mod imp {
     use std::arch::x86_64::*;
 
     const _: () = assert!(MR == 8 && NR == 32);
-    /// Rows and columns of one pass.
-    const PR: usize = 4;
-    const PC: usize = 16;
 
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn tile(t: &Tile, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
@@ -65,11 +63,34 @@ mod imp {
             true => (c, ldc),
             false => (buf.as_mut_ptr().cast::<f32>(), NR),
         };
-        // Passes over the stored part of the tile only (its rows and columns past `rows` and
-        // `cols` are zero padding of the packed operands).
-        for r0 in (0..t.rows).step_by(PR) {
-            for c0 in (0..t.cols).step_by(PC) {
-                pass(t, a.add(r0), b.add(c0), dst.add(r0 * ld + c0), ld, r0, c0);
+        // K in chunks of KCH steps, each chunk's passes before the next chunk, so the
+        // operands' chunks stay in L1 across the passes (a transposed tile runs the whole K,
+        // thousands of steps); the partial sums wait in C or the buffer, stored and reloaded
+        // as f32, which changes no bit. Passes cover the stored part of the tile only (its
+        // rows and columns past `rows` and `cols` are zero padding of the packed operands);
+        // the two row halves of a column half run one after the other, sharing its B.
+        let mut k0 = 0;
+        loop {
+            let kn = KCH.min(t.kc - k0);
+            let chunk = Chunk {
+                kc: kn,
+                accumulate: t.accumulate || k0 > 0,
+                last: k0 + kn == t.kc,
+            };
+            let (a, b) = (a.add(k0 * t.a_step), b.add(k0 * NR));
+            // Rows 0..6 in two 6 x 16 passes (12 accumulators: enough independent FMA
+            // chains to cover the FMA latency, which 8 barely do), rows 6..8 in one 2 x 32.
+            for c0 in [0, 16] {
+                if c0 < t.cols {
+                    pass::<6, 2>(t, &chunk, a, b.add(c0), dst.add(c0), ld, (0, c0));
+                }
+            }
+            if t.rows > 6 {
+                pass::<2, 4>(t, &chunk, a.add(6), b, dst.add(6 * ld), ld, (6, 0));
+            }
+            k0 += kn;
+            if k0 >= t.kc {
+                break;
             }
         }
         if direct {
@@ -86,69 +107,87 @@ mod imp {
         }
     }
 
-    /// Rows `r0..r0 + 4`, columns `c0..c0 + 16` of the tile, over every K step, with the
-    /// epilogue; `a`, `b` and `c` already point at the pass's first row and column.
+    /// K steps per chunk: B's 32 columns for 128 steps fill 16 KiB, A's 8 rows (read a
+    /// cache line apart in a transposed tile) at most as much.
+    const KCH: usize = 128;
+
+    /// One chunk of K steps of the tile.
+    struct Chunk {
+        kc: usize,
+        /// Start from C's (or the buffer's) values.
+        accumulate: bool,
+        /// Apply the tile's epilogue.
+        last: bool,
+    }
+
+    /// `R` rows from `r0`, `V` vectors of 8 columns from `c0` of the tile over one chunk,
+    /// with the epilogue after the last; `a`, `b` and `c` already point at the pass's first
+    /// row and column and the chunk's first K step. `R * V` accumulators, `V` vectors of B
+    /// and one broadcast of A: at most the 16 ymm registers.
     #[inline(always)]
-    unsafe fn pass(
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn pass<const R: usize, const V: usize>(
         t: &Tile,
+        chunk: &Chunk,
         a: *const f32,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
-        r0: usize,
-        c0: usize,
+        (r0, c0): (usize, usize),
     ) {
-        let mut acc = [_mm256_setzero_ps(); 2 * PR];
-        if t.accumulate {
-            for i in 0..PR {
-                acc[2 * i] = _mm256_loadu_ps(c.add(i * ldc));
-                acc[2 * i + 1] = _mm256_loadu_ps(c.add(i * ldc + 8));
+        let mut acc = [[_mm256_setzero_ps(); V]; R];
+        if chunk.accumulate {
+            for (i, row) in acc.iter_mut().enumerate() {
+                for (v, x) in row.iter_mut().enumerate() {
+                    *x = _mm256_loadu_ps(c.add(i * ldc + 8 * v));
+                }
             }
         }
         let (mut a, mut b) = (a, b);
-        for _ in 0..t.kc {
-            let b0 = _mm256_loadu_ps(b);
-            let b1 = _mm256_loadu_ps(b.add(8));
-            for i in 0..PR {
+        for _ in 0..chunk.kc {
+            let bv: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(b.add(8 * v)));
+            for (i, row) in acc.iter_mut().enumerate() {
                 let av = _mm256_broadcast_ss(&*a.add(i));
-                acc[2 * i] = _mm256_fmadd_ps(av, b0, acc[2 * i]);
-                acc[2 * i + 1] = _mm256_fmadd_ps(av, b1, acc[2 * i + 1]);
+                for (x, &bv) in row.iter_mut().zip(&bv) {
+                    *x = _mm256_fmadd_ps(av, bv, *x);
+                }
             }
             a = a.add(t.a_step);
             b = b.add(NR);
         }
-        if let Some(e) = &t.epilogue {
+        if let Some(e) = t.epilogue.as_ref().filter(|_| chunk.last) {
             if let Some(bias) = e.bias {
                 if t.transposed {
-                    // Per tile column: the bias of columns c0..c0 + 16 (zero past `cols`;
+                    // Per tile column: the bias of the pass's columns (zero past `cols`;
                     // those columns are never stored).
-                    let mut bv = [0f32; PC];
-                    for (j, v) in bv.iter_mut().enumerate().take(t.cols.saturating_sub(c0)) {
-                        *v = bias[c0 + j];
-                    }
-                    let (b0, b1) = (
-                        _mm256_loadu_ps(bv.as_ptr()),
-                        _mm256_loadu_ps(bv.as_ptr().add(8)),
-                    );
-                    for i in 0..PR {
-                        acc[2 * i] = _mm256_add_ps(acc[2 * i], b0);
-                        acc[2 * i + 1] = _mm256_add_ps(acc[2 * i + 1], b1);
+                    let mut bs = [0f32; NR];
+                    let n = t.cols.saturating_sub(c0).min(8 * V);
+                    bs[..n].copy_from_slice(&bias[c0..c0 + n]);
+                    let bv: [__m256; V] =
+                        std::array::from_fn(|v| _mm256_loadu_ps(bs.as_ptr().add(8 * v)));
+                    for row in acc.iter_mut() {
+                        for (x, &bv) in row.iter_mut().zip(&bv) {
+                            *x = _mm256_add_ps(*x, bv);
+                        }
                     }
                 } else {
-                    for i in 0..PR.min(t.rows - r0) {
-                        let bv = _mm256_set1_ps(bias[r0 + i]);
-                        acc[2 * i] = _mm256_add_ps(acc[2 * i], bv);
-                        acc[2 * i + 1] = _mm256_add_ps(acc[2 * i + 1], bv);
+                    let n = R.min(t.rows.saturating_sub(r0));
+                    for (row, &bias) in acc.iter_mut().zip(&bias[r0..r0 + n]) {
+                        let bv = _mm256_set1_ps(bias);
+                        for x in row.iter_mut() {
+                            *x = _mm256_add_ps(*x, bv);
+                        }
                     }
                 }
             }
-            for v in acc.iter_mut() {
-                *v = clamp(*v, e.act);
+            for x in acc.iter_mut().flatten() {
+                *x = clamp(*x, e.act);
             }
         }
-        for i in 0..PR {
-            _mm256_storeu_ps(c.add(i * ldc), acc[2 * i]);
-            _mm256_storeu_ps(c.add(i * ldc + 8), acc[2 * i + 1]);
+        for (i, row) in acc.iter().enumerate() {
+            for (v, &x) in row.iter().enumerate() {
+                _mm256_storeu_ps(c.add(i * ldc + 8 * v), x);
+            }
         }
     }
 
