@@ -22,13 +22,16 @@
 //! tails), and the portable blocks below, autovectorized, for every other shape and CPU. Both
 //! sum in the order above, so they give the same bits.
 
+#[cfg(target_arch = "x86_64")]
+use super::depthwise_avx2;
 use super::depthwise_avx512;
 use super::gemm::SendPtr;
+use super::im2col::copy_short;
 use super::sgemm::Activation;
 use rayon::prelude::*;
 
 /// Output columns per accumulator block: one AVX-512 register, two AVX2 ones.
-const LANES: usize = 16;
+pub(super) const LANES: usize = 16;
 /// Scratch beyond the padded plane, read (never used) by a row's last, partial block.
 pub(super) const SLACK: usize = 4 * LANES;
 
@@ -37,7 +40,9 @@ pub(super) const SLACK: usize = 4 * LANES;
 pub(super) enum Path {
     /// `depthwise_avx512.rs` (x86-64 with AVX-512F, shapes it [supports](depthwise_avx512::supports)).
     Avx512,
-    /// [`plane`], compiled for the best instruction set the CPU has.
+    /// [`plane`] with the AVX2 blocks of `depthwise_avx2.rs` (x86-64 with AVX2, any shape).
+    Avx2,
+    /// [`plane`] with the portable blocks, for any CPU.
     Portable,
 }
 
@@ -46,8 +51,21 @@ impl Path {
     pub(super) fn choose(g: &Geometry) -> Path {
         if depthwise_avx512::available() && depthwise_avx512::supports(g) {
             Path::Avx512
+        } else if Path::avx2_available() {
+            Path::Avx2
         } else {
             Path::Portable
+        }
+    }
+
+    fn avx2_available() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            depthwise_avx2::available()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
         }
     }
 }
@@ -144,71 +162,35 @@ pub(super) fn depthwise_on(
     let outp = SendPtr(out.as_mut_ptr());
     (0..g.n * m)
         .into_par_iter()
-        .for_each_init(Vec::new, |scratch, plane| {
-            let (b, o) = (plane / m, plane % m);
+        .for_each_init(Vec::new, |scratch, p| {
+            let (b, o) = (p / m, p % m);
             let xc = &x[(b * g.c + o / g.mult) * in_plane..][..in_plane];
             let wk = &w[o * kp..(o + 1) * kp];
             let bv = bias.map_or(0.0, |bias| bias[o]);
-            // SAFETY: plane `plane` of the output is written by this task only, and lies within
-            // `out` (plane < N * M).
-            let dst = unsafe {
-                std::slice::from_raw_parts_mut(outp.get().add(plane * out_plane), out_plane)
-            };
+            // SAFETY: output plane `p` is written by this task only, and lies within `out`
+            // (p < N * M).
+            let dst =
+                unsafe { std::slice::from_raw_parts_mut(outp.get().add(p * out_plane), out_plane) };
             match path {
                 // SAFETY: `Path::choose` (or the test asking for it) checked the CPU and shape.
                 Path::Avx512 => unsafe {
                     depthwise_avx512::plane(g, xc, wk, bv, act, scratch, dst)
                 },
-                Path::Portable => plane_dispatch(g, xc, wk, bv, act, scratch, dst),
+                // SAFETY: as above.
+                Path::Avx2 => unsafe { plane_avx2(g, xc, wk, bv, act, scratch, dst) },
+                Path::Portable => plane::<Portable>(g, xc, wk, bv, act, scratch, dst),
             }
         });
 }
 
-/// Runs [`plane`] compiled for AVX-512 or AVX2 when the CPU has them (the crate is built for
-/// baseline x86-64). The code is the same in every build and uses no FMA, so the results
-/// are the same bits on every CPU.
-fn plane_dispatch(
-    g: &Geometry,
-    x: &[f32],
-    w: &[f32],
-    bias: f32,
-    act: Activation,
-    scratch: &mut Vec<f32>,
-    dst: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F, checked just above.
-            unsafe { plane_avx512(g, x, w, bias, act, scratch, dst) };
-            return;
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            unsafe { plane_avx2(g, x, w, bias, act, scratch, dst) };
-            return;
-        }
-    }
-    plane(g, x, w, bias, act, scratch, dst);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn plane_avx512(
-    g: &Geometry,
-    x: &[f32],
-    w: &[f32],
-    bias: f32,
-    act: Activation,
-    scratch: &mut Vec<f32>,
-    dst: &mut [f32],
-) {
-    plane(g, x, w, bias, act, scratch, dst);
-}
-
+/// [`plane`] with the AVX2 blocks, compiled for AVX2 (the crate is built for baseline
+/// x86-64).
+///
+/// # Safety
+/// The CPU must have AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn plane_avx2(
+pub(super) unsafe fn plane_avx2(
     g: &Geometry,
     x: &[f32],
     w: &[f32],
@@ -217,7 +199,20 @@ unsafe fn plane_avx2(
     scratch: &mut Vec<f32>,
     dst: &mut [f32],
 ) {
-    plane(g, x, w, bias, act, scratch, dst);
+    plane::<depthwise_avx2::Avx2>(g, x, w, bias, act, scratch, dst);
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn plane_avx2(
+    _: &Geometry,
+    _: &[f32],
+    _: &[f32],
+    _: f32,
+    _: Activation,
+    _: &mut Vec<f32>,
+    _: &mut [f32],
+) {
+    unreachable!("the AVX2 path is only chosen on x86-64")
 }
 
 /// `src`'s (even, odd) pairs into `even` and `odd`: a de-interleave the compiler vectorizes.
@@ -257,7 +252,9 @@ pub(super) fn pad_plane(
             let src = &x[(z * ih + y) * iw..][..iw];
             let dst = &mut scratch[((z + pd) * lay.hp + y + ph) * lay.row..][..lay.row];
             match sw {
-                1 => dst[pw..pw + iw].copy_from_slice(src),
+                // Not `copy_from_slice`: a libc memmove call per row of 7 to 112 floats
+                // cost a sixth of a 28x28 conv's time.
+                1 => copy_short(&mut dst[pw..pw + iw], src),
                 2 => {
                     // Padded column c = k + pw goes to phase c % 2, index c / 2. Starting at
                     // the first k whose column is even, the rest comes in (even, odd) pairs.
@@ -283,6 +280,41 @@ pub(super) fn pad_plane(
                 }
             }
         }
+    }
+}
+
+/// How [`plane`] computes a block of `NB * LANES` consecutive output columns of one row:
+/// the portable [`block`], or explicit AVX2 (`depthwise_avx2.rs`, where LLVM leaves the
+/// portable block scalar), summing in the same order.
+pub(super) trait Blocks {
+    /// Writes the first `row.len()` (at most `NB * LANES`) columns; the arguments as
+    /// [`block`]'s.
+    fn block<const NB: usize>(
+        row: &mut [f32],
+        xp: &[f32],
+        w: &[f32],
+        col_off: &[usize],
+        geo: [usize; 2],
+        tap_row: impl Fn(usize, usize) -> usize,
+        epi: (f32, Activation),
+    );
+}
+
+/// [`block`] as written, autovectorized where LLVM manages.
+struct Portable;
+
+impl Blocks for Portable {
+    #[inline(always)]
+    fn block<const NB: usize>(
+        row: &mut [f32],
+        xp: &[f32],
+        w: &[f32],
+        col_off: &[usize],
+        geo: [usize; 2],
+        tap_row: impl Fn(usize, usize) -> usize,
+        epi: (f32, Activation),
+    ) {
+        block::<NB>(row, xp, w, col_off, geo, tap_row, epi)
     }
 }
 
@@ -322,7 +354,7 @@ fn block<const NB: usize>(
 
 /// One (batch, output channel) plane; see the module doc.
 #[inline(always)]
-fn plane(
+fn plane<B: Blocks>(
     g: &Geometry,
     x: &[f32],
     w: &[f32],
@@ -359,9 +391,9 @@ fn plane(
                 let geo = [kd, kh];
                 // (No 3-register block: LLVM leaves that one scalar.)
                 match (ow - ox0).div_ceil(LANES) {
-                    1 => block::<1>(dst, xp, w, &col_off, geo, at, (bias, act)),
-                    2 => block::<2>(dst, xp, w, &col_off, geo, at, (bias, act)),
-                    _ => block::<4>(dst, xp, w, &col_off, geo, at, (bias, act)),
+                    1 => B::block::<1>(dst, xp, w, &col_off, geo, at, (bias, act)),
+                    2 => B::block::<2>(dst, xp, w, &col_off, geo, at, (bias, act)),
+                    _ => B::block::<4>(dst, xp, w, &col_off, geo, at, (bias, act)),
                 }
                 ox0 += 4 * LANES;
             }

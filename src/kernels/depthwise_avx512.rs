@@ -268,7 +268,7 @@ mod imp {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     //! The AVX-512 path against the portable one (the same sums in the same order: the same
     //! bits), over output widths 1 to 40 (every tail of the one- and two-vector strips),
     //! heights 1 to 9 (every leftover of the 4- and 2-row passes), both kernels, row and
@@ -279,8 +279,9 @@ mod tests {
     use crate::kernels::test_data::{noise, on_threads};
 
     /// A 2-D geometry with `(out_h, out_w)` outputs, or None if the pads leave no input.
+    /// (Also the AVX2 path's tests.)
     #[allow(clippy::too_many_arguments)]
-    fn geometry(
+    pub(in crate::kernels) fn geometry(
         c: usize,
         mult: usize,
         k: usize,
@@ -308,7 +309,14 @@ mod tests {
         })
     }
 
-    fn run(g: &Geometry, path: Path, bias: bool, act: Activation, seed: u64) -> Vec<u32> {
+    /// The output bits of `g` on `path` for seeded data.
+    pub(in crate::kernels) fn run(
+        g: &Geometry,
+        path: Path,
+        bias: bool,
+        act: Activation,
+        seed: u64,
+    ) -> Vec<u32> {
         let [_, ih, iw] = g.input;
         let m = g.c * g.mult;
         let x = noise(&[g.n * g.c * ih * iw], seed);

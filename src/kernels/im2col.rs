@@ -231,9 +231,10 @@ impl<'a, M: Moves> PackedRow<'a, M> {
 
 /// `d = s[..d.len()]` for short runs, in fixed-size moves (see the module docs): 8-float
 /// moves, the last one overlapping the one before, then 4-float moves, then single floats.
-/// No loop of single floats: the compiler turns one into a memmove call.
+/// No loop of single floats: the compiler turns one into a memmove call. (Also the
+/// depthwise kernel's row copy into its padded scratch.)
 #[inline(always)]
-fn copy_short(d: &mut [f32], s: &[f32]) {
+pub(super) fn copy_short(d: &mut [f32], s: &[f32]) {
     let n = d.len();
     let s = &s[..n];
     if n >= 8 {

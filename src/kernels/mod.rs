@@ -9,6 +9,8 @@ pub mod activation;
 pub mod conv;
 pub mod conv_transpose;
 mod depthwise;
+#[cfg(target_arch = "x86_64")]
+mod depthwise_avx2;
 mod depthwise_avx512;
 pub mod elementwise;
 pub mod fill;

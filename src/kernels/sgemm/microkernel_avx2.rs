@@ -39,6 +39,9 @@ pub(super) unsafe fn tile(t: &Tile, a: *const f32, b: *const f32, c: *mut f32, l
 }
 
 #[cfg(target_arch = "x86_64")]
+pub(crate) use imp::clamp;
+
+#[cfg(target_arch = "x86_64")]
 mod imp {
     use super::super::{Activation, Tile, MR, NR};
     use std::arch::x86_64::*;
@@ -192,9 +195,9 @@ mod imp {
     }
 
     /// `v < lo -> lo`, then `v > hi -> hi` (ordered compares: NaN stays NaN), as
-    /// `Activation::apply`.
+    /// `Activation::apply`; also the AVX2 depthwise blocks' epilogue.
     #[inline(always)]
-    unsafe fn clamp(mut v: __m256, act: Activation) -> __m256 {
+    pub(crate) unsafe fn clamp(mut v: __m256, act: Activation) -> __m256 {
         if let Some(l) = act.lo {
             let lv = _mm256_set1_ps(l);
             v = _mm256_blendv_ps(v, lv, _mm256_cmp_ps::<_CMP_LT_OQ>(v, lv));

@@ -19,6 +19,8 @@ mod cols;
 mod microkernel_avx2;
 mod microkernel_avx512;
 #[cfg(target_arch = "x86_64")]
+pub(crate) use microkernel_avx2::clamp as clamp_avx2;
+#[cfg(target_arch = "x86_64")]
 pub(crate) use microkernel_avx512::clamp as clamp_avx512;
 mod microkernel_portable;
 mod pack;
