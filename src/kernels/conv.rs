@@ -17,6 +17,7 @@ use super::gemm::SendPtr;
 use super::im2col::{pack_patches, Scratch};
 use super::input;
 use super::sgemm::{self, Activation, Epilogue, Kernel, PackedA, PackedCols};
+use super::winograd;
 use crate::ir::op::ConvAttrs;
 use crate::ir::window::Geometry;
 use crate::ir::Op;
@@ -158,44 +159,84 @@ pub fn conv_f32_with(
             let wd = w.as_slice().expect("standard layout");
             depthwise::depthwise(&g, xd, wd, bias.as_deref(), act, &mut out);
         } else {
-            let cols = prefer_cols(&p);
-            let (owned_rows, owned_cols);
-            let weights = match prepared {
-                Some(pr) if pr.w_shape == w.shape() && pr.group == p.group => match cols {
-                    false => Weights::Rows(pr.rows.get_or_init(|| pack_weights(w, p.group))),
-                    true => Weights::Cols(pr.cols.get_or_init(|| pack_weights(w, p.group))),
-                },
-                _ if cols => {
-                    owned_cols = pack_weights(w, p.group);
-                    Weights::Cols(&owned_cols)
-                }
-                _ => {
-                    owned_rows = pack_weights(w, p.group);
-                    Weights::Rows(&owned_rows)
-                }
-            };
-            im2col_gemm(&p, xd, weights, bias.as_deref(), act, &mut out);
+            let prepared = prepared.filter(|pr| pr.w_shape == w.shape() && pr.group == p.group);
+            let bias = bias.as_deref();
+            if winograd::applies(&p) {
+                let slots = prepared.map(|pr| &pr.winograd);
+                with_weights(
+                    slots,
+                    winograd::prefer_cols(&p),
+                    Source::Winograd(w),
+                    |ws| winograd::conv(&p, xd, ws, bias, act, &mut out),
+                );
+            } else {
+                let slots = prepared.map(|pr| &pr.direct);
+                with_weights(slots, prefer_cols(&p), Source::Direct(w, p.group), |ws| {
+                    im2col_gemm(&p, xd, ws, bias, act, &mut out)
+                });
+            }
         }
     }
     Ok(ArrayD::from_shape_vec(IxDyn(&p.out_shape), out)?)
 }
 
 /// Conv weights packed once for the sgemm, so that runs of a graph whose weights are
-/// constants skip the packing: one `PackedA` or `PackedCols` per group, in the orientation
-/// the first run's output size asks for ([`prefer_cols`]), packed then; the other only if a
-/// later run with another input size asks for it. Built by [`prepare`].
+/// constants skip the packing: for im2col, one `PackedA` or `PackedCols` per group; for
+/// Winograd, one per transformed position (16). Each in the orientation the first run's
+/// output size asks for ([`prefer_cols`]), packed then; the other only if a later run with
+/// another input size asks for it. Built by [`prepare`].
 #[derive(Clone, Debug)]
 pub struct Prepared {
     /// The weight shape it is for: a call with another shape packs afresh.
     w_shape: Vec<usize>,
     group: usize,
+    direct: Slots,
+    winograd: Slots,
+}
+
+/// Packed weights in either orientation, each packed on first use.
+#[derive(Clone, Debug, Default)]
+struct Slots {
     rows: OnceLock<Vec<PackedA>>,
     cols: OnceLock<Vec<PackedCols>>,
 }
 
+/// What weights a path packs: the groups' kernels as they are (im2col), or their Winograd
+/// transforms.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Direct(&'a ArrayD<f32>, usize),
+    Winograd(&'a ArrayD<f32>),
+}
+
+impl Source<'_> {
+    fn pack<P: PackWeights>(self) -> Vec<P> {
+        match self {
+            Source::Direct(w, group) => pack_weights(w, group),
+            Source::Winograd(w) => winograd::pack_weights(w),
+        }
+    }
+}
+
+/// `f` on the weights of `source` packed in the chosen orientation: from `slots` (packed
+/// there on first use) or, without slots, packed for this call only.
+fn with_weights<R>(
+    slots: Option<&Slots>,
+    cols: bool,
+    source: Source,
+    f: impl FnOnce(Weights) -> R,
+) -> R {
+    match (slots, cols) {
+        (Some(s), false) => f(Weights::Rows(s.rows.get_or_init(|| source.pack()))),
+        (Some(s), true) => f(Weights::Cols(s.cols.get_or_init(|| source.pack()))),
+        (None, false) => f(Weights::Rows(&source.pack::<PackedA>())),
+        (None, true) => f(Weights::Cols(&source.pack::<PackedCols>())),
+    }
+}
+
 /// A conv's packed weights in one of the sgemm's two orientations.
 #[derive(Clone, Copy)]
-enum Weights<'a> {
+pub(super) enum Weights<'a> {
     /// `gemm_packed`: output channels in 8-row tiles, positions along the vectors.
     Rows(&'a [PackedA]),
     /// `gemm_cols`: output channels along the vectors, positions in 8-column tiles.
@@ -208,15 +249,21 @@ enum Weights<'a> {
 /// 24). Asked to win by 10%, as its transposed stores cost a little; and not for short
 /// reductions, where they cost more than the padding.
 fn prefer_cols(p: &Plan) -> bool {
-    let (mg, plane) = (p.mg(), p.out_plane());
+    let plane = p.out_plane();
     let n_blocks = plane.div_ceil(BLOCK);
+    let lens = (0..n_blocks).map(|blk| block(plane, n_blocks, blk).1);
+    cols_cheaper(p.mg(), p.cg() * p.k_plane(), lens)
+}
+
+/// The rule of [`prefer_cols`] for products of `m` rows, a reduction of `k`, and blocks of
+/// `lens` columns (Winograd's products use it too).
+pub(super) fn cols_cheaper(m: usize, k: usize, lens: impl Iterator<Item = usize>) -> bool {
     let (mut rows, mut cols) = (0, 0);
-    for blk in 0..n_blocks {
-        let len = block(plane, n_blocks, blk).1;
-        rows += mg.next_multiple_of(sgemm::MR) * len.next_multiple_of(sgemm::NR);
-        cols += mg.next_multiple_of(sgemm::NR) * len.next_multiple_of(sgemm::MR);
+    for len in lens {
+        rows += m.next_multiple_of(sgemm::MR) * len.next_multiple_of(sgemm::NR);
+        cols += m.next_multiple_of(sgemm::NR) * len.next_multiple_of(sgemm::MR);
     }
-    p.cg() * p.k_plane() >= 64 && cols * 10 < rows * 9
+    k >= 64 && cols * 10 < rows * 9
 }
 
 /// The slots for a Conv's packed weights, filled by the first [`eval_with`] that uses them
@@ -237,13 +284,13 @@ pub fn prepare(attrs: &ConvAttrs, w: &Tensor) -> Option<Prepared> {
     Some(Prepared {
         w_shape: ws.to_vec(),
         group: g,
-        rows: OnceLock::new(),
-        cols: OnceLock::new(),
+        direct: Slots::default(),
+        winograd: Slots::default(),
     })
 }
 
 /// A group's weights packed for one orientation.
-trait PackWeights: Sized {
+pub(super) trait PackWeights: Sized {
     fn pack_group(m: usize, k: usize, w: &[f32]) -> Self;
 }
 
@@ -305,7 +352,7 @@ pub fn eval_with(
 /// every unit's patches before multiplying, which for 4 units of ResNet-50's 28x28 layers
 /// (about 1 MiB of panels each) no longer stays in cache; with 4 to 7 units the plain path
 /// scaled better on 2 cores (1.43-1.66x against 1.49-1.61x for the whole net).
-const MIN_UNITS: usize = 4;
+pub(super) const MIN_UNITS: usize = 4;
 /// B panels per packing task on the few-unit path: 2 tasks for a 14x14 plane (196
 /// positions, 7 panels). Single panels cost a fifth more in per-row overhead.
 const PACK_PANELS: usize = 4;
@@ -430,7 +477,7 @@ thread_local! {
 
 /// `f` on this thread's packing buffer, `len` floats long; its contents are whatever the
 /// last user left (`pack_patches` writes every float the sgemm reads).
-fn with_pack_buffer<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(super) fn with_pack_buffer<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     PACK_BUFFER.with(|cell| {
         // Taken out rather than borrowed, so a nested call (a rayon task stolen by this
         // thread while `f` waits) gets an empty buffer of its own instead of a panic.

@@ -29,6 +29,7 @@ pub mod sgemm;
 mod test_data;
 pub mod variadic;
 pub(crate) mod vexp;
+mod winograd;
 
 use crate::ir::Op;
 use crate::tensor::Tensor;

@@ -1,0 +1,654 @@
+//! Winograd F(2x2, 3x3): 3x3 stride-1 convs with 2.25x fewer multiply-adds.
+//!
+//! The output plane is cut into 2x2 tiles. Tile t's 4x4 input patch `d` becomes
+//! `V = B^T d B`, each 3x3 kernel `g` becomes `U = G g G^T` (once per model), and the tile's
+//! output is `Y = A^T M A`, where `M[ξ] = sum over input channels of U[ξ] V[ξ]` for each of
+//! the 16 positions ξ of a transformed 4x4 tile: one matrix product per ξ, `(output
+//! channels x input channels) x (input channels x tiles)`, on the packed sgemm. Per tile and
+//! pair of channels that is 16 multiply-adds for 4 outputs instead of 36.
+//!
+//! The transforms only add and subtract (B and A hold 0 and ±1, G also ±1/2), so the result
+//! differs from the direct sum by float rounding, a few ULP of the channel sums. The order
+//! of every sum depends on the shape alone: the same bits for any thread count.
+//!
+//! Work is cut into units of at most [`TILES`] tiles of one batch item; each unit
+//! transforms its input patches, runs the 16 products and writes its outputs while the
+//! transformed values are still in cache.
+
+use super::conv::{cols_cheaper, Plan, Weights, MIN_UNITS};
+use super::gemm::SendPtr;
+use super::im2col::copy_short;
+use super::sgemm::{self, Activation, Epilogue, Kernel, NR};
+use ndarray::ArrayD;
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// Most tiles per unit: 64 tiles (256 output positions, as conv.rs's im2col blocks) keep a
+/// unit's transformed input and products (`16 x 64 x (C + M)` floats) near the L2 size for
+/// 64 to 128 channels.
+const TILES: usize = 64;
+
+/// Positions of a transformed 4x4 tile.
+const XI: usize = 16;
+
+/// Fewest input and output channels for the Winograd path: with fewer, the transforms
+/// (linear in the channel count) cost more than the products (quadratic) save.
+const MIN_CHANNELS: usize = 16;
+
+/// Whether the conv takes this path: a 2-D 3x3 conv with stride and dilation 1, one group,
+/// enough channels.
+pub(super) fn applies(p: &Plan) -> bool {
+    p.input[0] == 1
+        && p.output[0] == 1
+        && p.kernel == [1, 3, 3]
+        && p.strides == [1; 3]
+        && p.dilations == [1; 3]
+        && p.group == 1
+        && p.c >= MIN_CHANNELS
+        && p.m >= MIN_CHANNELS
+}
+
+/// The grid of 2x2 output tiles over an output plane.
+#[derive(Clone, Copy, Debug)]
+struct Grid {
+    /// Tile rows and columns.
+    th: usize,
+    tw: usize,
+}
+
+impl Grid {
+    fn of(p: &Plan) -> Grid {
+        Grid {
+            th: p.output[1].div_ceil(2),
+            tw: p.output[2].div_ceil(2),
+        }
+    }
+    fn tiles(&self) -> usize {
+        self.th * self.tw
+    }
+    /// The tile rows that `tiles` touches, each with its range of tile columns.
+    fn rows(&self, tiles: Range<usize>) -> impl Iterator<Item = (usize, Range<usize>)> {
+        let tw = self.tw;
+        let first = tiles.start / tw;
+        let last = tiles.end.div_ceil(tw);
+        (first..last).map(move |ty| {
+            let lo = tiles.start.max(ty * tw) - ty * tw;
+            let hi = tiles.end.min((ty + 1) * tw) - ty * tw;
+            (ty, lo..hi)
+        })
+    }
+}
+
+/// The units' tile ranges: `ceil(tiles / TILES)` blocks of whole 8-tile groups (the
+/// transposed sgemm's tile width), as equal as the groups allow.
+fn block(tiles: usize, n_blocks: usize, blk: usize) -> Range<usize> {
+    let groups = tiles.div_ceil(sgemm::MR);
+    let start = |b: usize| (b * groups / n_blocks * sgemm::MR).min(tiles);
+    start(blk)..start(blk + 1)
+}
+
+/// Whether the products run in the transposed orientation (output channels along the
+/// vectors), by the padded work of every unit, as for im2col.
+pub(super) fn prefer_cols(p: &Plan) -> bool {
+    let tiles = Grid::of(p).tiles();
+    let n_blocks = tiles.div_ceil(TILES);
+    let lens = (0..n_blocks).map(|b| block(tiles, n_blocks, b).len());
+    cols_cheaper(p.m, p.c, lens)
+}
+
+/// The 16 transformed weight matrices `U[ξ]` (`M x C` each, row-major, one after another)
+/// of `w` (`M x C x 3 x 3`, standard layout): `U[4i + j][o][c] = (G g G^T)[i][j]` for the
+/// kernel `g` of output `o` and input `c`. Computed in f64 and rounded once.
+pub(super) fn transform_weights(w: &ArrayD<f32>) -> Vec<f32> {
+    let (m, c) = (w.shape()[0], w.shape()[1]);
+    let w = w.as_standard_layout();
+    let wd = w.as_slice().expect("standard layout");
+    let mut u = vec![0f32; XI * m * c];
+    for (oc, g) in wd.chunks_exact(9).enumerate() {
+        let g = |r: usize, s: usize| g[r * 3 + s] as f64;
+        // G g: 4 x 3, rows g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2 (over kernel rows).
+        let gg: [[f64; 3]; 4] = std::array::from_fn(|i| {
+            std::array::from_fn(|s| match i {
+                0 => g(0, s),
+                1 => (g(0, s) + g(1, s) + g(2, s)) / 2.0,
+                2 => (g(0, s) - g(1, s) + g(2, s)) / 2.0,
+                _ => g(2, s),
+            })
+        });
+        for (i, r) in gg.iter().enumerate() {
+            let t = [
+                r[0],
+                (r[0] + r[1] + r[2]) / 2.0,
+                (r[0] - r[1] + r[2]) / 2.0,
+                r[2],
+            ];
+            for (j, &v) in t.iter().enumerate() {
+                u[(4 * i + j) * m * c + oc] = v as f32;
+            }
+        }
+    }
+    u
+}
+
+/// The transformed weights packed for the sgemm in orientation `P`.
+pub(super) fn pack_weights<P: super::conv::PackWeights>(w: &ArrayD<f32>) -> Vec<P> {
+    let (m, c) = (w.shape()[0], w.shape()[1]);
+    let u = transform_weights(w);
+    u.chunks_exact(m * c)
+        .map(|ux| P::pack_group(m, c, ux))
+        .collect()
+}
+
+/// The conv: `out` (`N x M x OH x OW`) from `x` (`N x C x H x W`), the transformed weights
+/// packed in either orientation, bias and activation applied to each output as it is
+/// written.
+pub(super) fn conv(
+    p: &Plan,
+    x: &[f32],
+    weights: Weights,
+    bias: Option<&[f32]>,
+    act: Activation,
+    out: &mut [f32],
+) {
+    let grid = Grid::of(p);
+    let tiles = grid.tiles();
+    let n_blocks = tiles.div_ceil(TILES);
+    let units = p.n * n_blocks;
+    let (in_plane, out_plane) = (p.in_plane(), p.out_plane());
+    let outp = SendPtr(out.as_mut_ptr());
+    let unit = |u: usize, par: bool| {
+        let (n, range) = (u / n_blocks, block(tiles, n_blocks, u % n_blocks));
+        let xn = &x[n * p.c * in_plane..(n + 1) * p.c * in_plane];
+        let v_len = XI * sgemm::packed_b_len(p.c, range.len());
+        let m_len = XI * p.m * range.len();
+        super::conv::with_pack_buffer(v_len + m_len, |buf| {
+            let (v, prod) = buf.split_at_mut(v_len);
+            transform_input(p, grid, xn, range.clone(), v, par);
+            multiply(weights, v, prod, range.len(), par);
+            // SAFETY: batch item n's output is inside `out`; units write disjoint tiles.
+            let outn = SendPtr(unsafe { outp.get().add(n * p.m * out_plane) });
+            transform_output(p, grid, prod, range, bias, act, outn, par);
+        });
+    };
+    // Many units: one task each. Few: one after another, each spread over the threads (by
+    // channel and by ξ), so 7x7 and 14x14 planes keep both cores busy.
+    if units >= MIN_UNITS {
+        (0..units).into_par_iter().for_each(|u| unit(u, false));
+    } else {
+        (0..units).for_each(|u| unit(u, true));
+    }
+}
+
+/// `f(i)` for each `i` in `range`, over rayon's pool when `par`, each task with its own
+/// scratch from `init`.
+fn each<S>(
+    range: Range<usize>,
+    par: bool,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, usize) + Sync + Send,
+) {
+    if par {
+        range.into_par_iter().for_each_init(init, f);
+    } else {
+        let mut s = init();
+        range.for_each(|i| f(&mut s, i));
+    }
+}
+
+/// Writes `V[ξ]` for the tiles `tiles` into `v`: 16 matrices of `C x len` packed as the
+/// sgemm's B (`packed_b_len(C, len)` floats each), columns past `len` in the last panel 0.
+fn transform_input(p: &Plan, grid: Grid, x: &[f32], tiles: Range<usize>, v: &mut [f32], par: bool) {
+    let vp = SendPtr(v.as_mut_ptr());
+    let width = scratch_width(grid);
+    each(
+        0..p.c,
+        par,
+        || vec![0f32; 8 * width],
+        |s, ci| {
+            // SAFETY: channel ci writes row ci of each packed matrix of `v` (inside it, as
+            // `input_channel` computes), which no other task writes.
+            unsafe { dispatch!(input_channel(p, grid, x, tiles.clone(), ci, s, vp)) }
+        },
+    );
+}
+
+/// Tiles per step of the transforms' inner loops: one 8-float vector per value.
+const L: usize = 8;
+
+/// The width of the transforms' row scratch: a tile row's input columns (`2 * tw + 2`),
+/// rounded up so whole steps of `L` tiles read inside it.
+fn scratch_width(grid: Grid) -> usize {
+    2 * grid.tw.next_multiple_of(L) + 2
+}
+
+/// Runs `$f` compiled for AVX2 when the CPU has it (the transforms' loops then run 8-wide;
+/// the same adds in the same order, so the same bits), else as it is.
+macro_rules! dispatch {
+    ($f:ident($($arg:expr),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2")]
+            unsafe fn avx2(f: impl FnOnce()) {
+                f()
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                avx2(|| $f($($arg),*))
+            } else {
+                $f($($arg),*)
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $f($($arg),*)
+        }
+    }};
+}
+use dispatch;
+
+/// [`transform_input`] for input channel `ci`, with `s` as scratch (`8 * scratch_width`).
+///
+/// # Safety
+/// `v` must point at the 16 packed matrices for `tiles`; this writes their row `ci`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // lane loops index arrays
+unsafe fn input_channel(
+    p: &Plan,
+    grid: Grid,
+    x: &[f32],
+    tiles: Range<usize>,
+    ci: usize,
+    s: &mut [f32],
+    v: SendPtr<f32>,
+) {
+    let (c, len) = (p.c, tiles.len());
+    let [_, h, w] = p.input;
+    let (pt, pl) = (p.pads[1] as isize, p.pads[2] as isize);
+    let stride = sgemm::packed_b_len(c, len);
+    let plane = &x[ci * h * w..(ci + 1) * h * w];
+    // `vals` into matrix ξ from column j on, cut where the run crosses a panel edge.
+    let put = |xi: usize, mut j: usize, mut vals: &[f32]| {
+        while !vals.is_empty() {
+            let n = (NR - j % NR).min(vals.len());
+            let at = xi * stride + ((j / NR) * c + ci) * NR + j % NR;
+            let dst = std::slice::from_raw_parts_mut(v.get().add(at), n);
+            copy_short(dst, &vals[..n]);
+            j += n;
+            vals = &vals[n..];
+        }
+    };
+    let width = scratch_width(grid);
+    let (rows, vert) = s.split_at_mut(4 * width);
+    for (ty, txs) in grid.rows(tiles.clone()) {
+        let n = txs.len();
+        // Input columns 2 * tx - pl .. + 4 for tx in txs, zero outside the plane (and in
+        // the step's lanes past the last tile).
+        let wd = 2 * n.next_multiple_of(L) + 2;
+        let x0 = 2 * txs.start as isize - pl;
+        for (r, row) in rows.chunks_exact_mut(width).enumerate() {
+            let row = &mut row[..wd];
+            row.fill(0.0);
+            let y = (2 * ty + r) as isize - pt;
+            if y < 0 || y >= h as isize {
+                continue;
+            }
+            let lo = (-x0).clamp(0, wd as isize) as usize;
+            let hi = (w as isize - x0).clamp(0, wd as isize) as usize;
+            if lo < hi {
+                let src = &plane[y as usize * w + (x0 + lo as isize) as usize..];
+                copy_short(&mut row[lo..hi], src);
+            }
+        }
+        // B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3.
+        {
+            let (r0, rest) = rows.split_at(width);
+            let (r1, rest) = rest.split_at(width);
+            let (r2, r3) = rest.split_at(width);
+            let (v0, rest) = vert.split_at_mut(width);
+            let (v1, rest) = rest.split_at_mut(width);
+            let (v2, v3) = rest.split_at_mut(width);
+            let (r0, r1, r2, r3) = (&r0[..wd], &r1[..wd], &r2[..wd], &r3[..wd]);
+            let (v0, v1, v2, v3) = (&mut v0[..wd], &mut v1[..wd], &mut v2[..wd], &mut v3[..wd]);
+            for k in 0..wd {
+                v0[k] = r0[k] - r2[k];
+                v1[k] = r1[k] + r2[k];
+                v2[k] = r2[k] - r1[k];
+                v3[k] = r1[k] - r3[k];
+            }
+        }
+        // (B^T d) B, per tile: e0 - e1, o0 + e1, e1 - o0, o0 - o1 of its 4 columns
+        // (e, o: the even and odd ones), L tiles at a time.
+        let j0 = ty * grid.tw + txs.start - tiles.start;
+        for (i, vr) in vert.chunks_exact(width).enumerate() {
+            for k in (0..n).step_by(L) {
+                let mut q = [[0f32; L]; 4];
+                for l in 0..L {
+                    let b = 2 * (k + l);
+                    let (e0, o0, e1, o1) = (vr[b], vr[b + 1], vr[b + 2], vr[b + 3]);
+                    q[0][l] = e0 - e1;
+                    q[1][l] = o0 + e1;
+                    q[2][l] = e1 - o0;
+                    q[3][l] = o0 - o1;
+                }
+                let cnt = L.min(n - k);
+                for (jj, qv) in q.iter().enumerate() {
+                    put(4 * i + jj, j0 + k, &qv[..cnt]);
+                }
+            }
+        }
+    }
+    for xi in 0..XI {
+        let tail = len.next_multiple_of(NR) - len;
+        put(xi, len, &[0.0; NR][..tail]);
+    }
+}
+
+/// `prod[ξ] = U[ξ] V[ξ]` (`M x len`, row-major, one after another) for the 16 ξ.
+fn multiply(weights: Weights, v: &[f32], prod: &mut [f32], len: usize, par: bool) {
+    let kernel = Kernel::detect();
+    let epi = Epilogue::default();
+    let m = match weights {
+        Weights::Rows(a) => a[0].m(),
+        Weights::Cols(a) => a[0].m(),
+    };
+    let stride = v.len() / XI;
+    let pp = SendPtr(prod.as_mut_ptr());
+    each(
+        0..XI,
+        par,
+        || (),
+        |_, xi| {
+            let b = &v[xi * stride..(xi + 1) * stride];
+            // SAFETY: product ξ writes its own `M x len` matrix of `prod`.
+            unsafe {
+                let c = pp.get().add(xi * m * len);
+                match weights {
+                    Weights::Rows(a) => {
+                        let a = &a[xi];
+                        sgemm::gemm_packed(kernel, a, 0..a.panels(), b, len, c, len, &epi)
+                    }
+                    Weights::Cols(a) => {
+                        let a = &a[xi];
+                        sgemm::gemm_cols(kernel, a, 0..a.panels(), b, len, c, len, &epi)
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// Writes the outputs of the tiles `tiles`: `Y = A^T M A` from the products, plus bias,
+/// through the activation, trimmed at the plane's edges.
+#[allow(clippy::too_many_arguments)]
+fn transform_output(
+    p: &Plan,
+    grid: Grid,
+    prod: &[f32],
+    tiles: Range<usize>,
+    bias: Option<&[f32]>,
+    act: Activation,
+    out: SendPtr<f32>,
+    par: bool,
+) {
+    each(
+        0..p.m,
+        par,
+        || (),
+        |_, o| {
+            let b = bias.map(|b| b[o]);
+            // SAFETY: only this task writes output channel o of these tiles.
+            unsafe { dispatch!(output_channel(p, grid, prod, tiles.clone(), o, b, act, out)) }
+        },
+    );
+}
+
+/// [`transform_output`] for output channel `o`.
+///
+/// # Safety
+/// `out` must point at the batch item's output; this writes channel `o` of the tiles.
+#[inline(always)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // lane loops index arrays
+unsafe fn output_channel(
+    p: &Plan,
+    grid: Grid,
+    prod: &[f32],
+    tiles: Range<usize>,
+    o: usize,
+    bias: Option<f32>,
+    act: Activation,
+    out: SendPtr<f32>,
+) {
+    let (m, len) = (p.m, tiles.len());
+    let [_, oh, ow] = p.output;
+    for (ty, txs) in grid.rows(tiles.clone()) {
+        let j0 = ty * grid.tw + txs.start - tiles.start;
+        let n = txs.len();
+        for k in (0..n).step_by(L) {
+            let cnt = L.min(n - k);
+            let mut mx = [[0f32; L]; XI];
+            for (xi, mv) in mx.iter_mut().enumerate() {
+                copy_short(&mut mv[..cnt], &prod[(xi * m + o) * len + j0 + k..]);
+            }
+            // A^T M: rows m0 + m1 + m2, m1 - m2 - m3; then the same on columns. y[dy][dx].
+            let mut y = [[[0f32; L]; 2]; 2];
+            for l in 0..L {
+                let s0: [f32; 4] = std::array::from_fn(|c| mx[c][l] + mx[4 + c][l] + mx[8 + c][l]);
+                let s1: [f32; 4] =
+                    std::array::from_fn(|c| mx[4 + c][l] - mx[8 + c][l] - mx[12 + c][l]);
+                y[0][0][l] = s0[0] + s0[1] + s0[2];
+                y[0][1][l] = s0[1] - s0[2] - s0[3];
+                y[1][0][l] = s1[0] + s1[1] + s1[2];
+                y[1][1][l] = s1[1] - s1[2] - s1[3];
+            }
+            // Rows 2 ty and 2 ty + 1, columns 2 tx and 2 tx + 1 of each tile, interleaved.
+            let x0 = 2 * (txs.start + k);
+            let wd = (2 * cnt).min(ow - x0);
+            for (dy, yr) in y.iter().enumerate() {
+                let yy = 2 * ty + dy;
+                if yy >= oh {
+                    break;
+                }
+                let mut row = [0f32; 2 * L];
+                for l in 0..L {
+                    for dx in 0..2 {
+                        let v = bias.map_or(yr[dx][l], |b| yr[dx][l] + b);
+                        row[2 * l + dx] = act.apply(v);
+                    }
+                }
+                let dst =
+                    std::slice::from_raw_parts_mut(out.get().add((o * oh + yy) * ow + x0), wd);
+                copy_short(dst, &row);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::conv::{conv_f32_with, conv_reference, plan, prepare};
+    use super::super::test_data::{conv_attrs, noise, on_threads};
+    use super::*;
+    use crate::ir::op::ConvAttrs;
+
+    /// Our Winograd conv in the given orientation, against the f64 direct reference.
+    fn check(xs: &[usize], ws: &[usize], pads: &[usize], cols: bool, act: Activation) {
+        let a = conv_attrs(1, &[], &[], pads);
+        let (x, w, b) = (noise(xs, 1), noise(ws, 2), noise(&[ws[0]], 3));
+        let p = plan(xs, ws, Some(&[ws[0]]), &a).unwrap();
+        assert!(applies(&p), "{xs:?} {ws:?} {pads:?}");
+        let got = run(&p, &x, &w, &b, cols, act);
+        let want = conv_reference(&x, &w, Some(&b), &a).unwrap();
+        assert_eq!(got.len(), want.len());
+        // The sums run over C * 9 products of values up to 8 in magnitude: allow 1e-6 of
+        // the largest possible partial sum (64 * C * 9), a few ULP of it.
+        let tol = 64.0 * (ws[1] * 9) as f32 * 1e-6;
+        for (i, (g, r)) in got.iter().zip(want.iter()).enumerate() {
+            let r = act.apply(*r);
+            assert!(
+                (g - r).abs() <= tol,
+                "{g} vs {r} at {i} for {xs:?} {ws:?} {pads:?} cols {cols}"
+            );
+        }
+    }
+
+    fn run(
+        p: &Plan,
+        x: &ArrayD<f32>,
+        w: &ArrayD<f32>,
+        b: &ArrayD<f32>,
+        cols: bool,
+        act: Activation,
+    ) -> Vec<f32> {
+        let mut out = vec![f32::NAN; p.out_shape.iter().product()];
+        let (xd, bd) = (x.as_slice().unwrap(), b.as_slice().unwrap());
+        match cols {
+            false => conv(
+                p,
+                xd,
+                Weights::Rows(&pack_weights(w)),
+                Some(bd),
+                act,
+                &mut out,
+            ),
+            true => conv(
+                p,
+                xd,
+                Weights::Cols(&pack_weights(w)),
+                Some(bd),
+                act,
+                &mut out,
+            ),
+        }
+        out
+    }
+
+    #[test]
+    fn matches_the_direct_definition() {
+        let clip = Activation {
+            lo: Some(-20.0),
+            hi: Some(30.0),
+        };
+        for cols in [false, true] {
+            // One unit, odd plane, symmetric pads (ResNet's 7x7 and 14x14 layers, smaller).
+            check(
+                &[1, 16, 7, 7],
+                &[24, 16, 3, 3],
+                &[1, 1, 1, 1],
+                cols,
+                Activation::NONE,
+            );
+            // Odd channel counts, no pads, an output of 1 x 1.
+            check(
+                &[1, 17, 3, 3],
+                &[19, 17, 3, 3],
+                &[0, 0, 0, 0],
+                cols,
+                Activation::RELU,
+            );
+            // Asymmetric pads, a non-square plane, two units (22 x 13 output: 77 tiles).
+            check(&[1, 20, 21, 13], &[40, 20, 3, 3], &[2, 0, 1, 2], cols, clip);
+            // Batch 3 and two units each: the parallel path over units.
+            check(
+                &[3, 16, 18, 18],
+                &[16, 16, 3, 3],
+                &[1, 1, 1, 1],
+                cols,
+                Activation::RELU,
+            );
+            // More input channels than one K block of the sgemm (256).
+            check(
+                &[1, 300, 5, 6],
+                &[33, 300, 3, 3],
+                &[1, 1, 1, 1],
+                cols,
+                Activation::NONE,
+            );
+        }
+    }
+
+    /// 2-D 3x3 stride-1 convs with enough channels take this path through `conv_f32_with`
+    /// (and their prepared weights are used); others do not.
+    #[test]
+    fn chosen_for_3x3_stride_1_only() {
+        let yes =
+            |xs: &[usize], ws: &[usize], a: &ConvAttrs| applies(&plan(xs, ws, None, a).unwrap());
+        let same = conv_attrs(1, &[], &[], &[1, 1, 1, 1]);
+        assert!(yes(&[1, 16, 8, 8], &[16, 16, 3, 3], &same));
+        assert!(!yes(&[1, 8, 8, 8], &[16, 8, 3, 3], &same)); // few input channels
+        assert!(!yes(&[1, 16, 8, 8], &[8, 16, 3, 3], &same)); // few output channels
+        assert!(!yes(
+            &[1, 16, 8, 8],
+            &[16, 16, 3, 3],
+            &conv_attrs(1, &[2, 2], &[], &[1, 1, 1, 1])
+        ));
+        assert!(!yes(
+            &[1, 16, 8, 8],
+            &[16, 16, 3, 3],
+            &conv_attrs(1, &[], &[2, 2], &[2, 2, 2, 2])
+        ));
+        assert!(!yes(
+            &[1, 32, 8, 8],
+            &[32, 16, 3, 3],
+            &conv_attrs(2, &[], &[], &[1, 1, 1, 1])
+        ));
+        assert!(!yes(&[1, 16, 8, 8], &[16, 16, 5, 5], &same));
+        assert!(!yes(
+            &[1, 16, 4, 8, 8],
+            &[16, 16, 1, 3, 3],
+            &conv_attrs(1, &[], &[], &[0; 6])
+        ));
+        // Through the public entry, with prepared weights: the same bits as packed per call.
+        let (x, w) = (noise(&[1, 32, 9, 9], 4), noise(&[48, 32, 3, 3], 5));
+        let prep = prepare(&same, &crate::tensor::Tensor::F32(w.clone()));
+        let plain = conv_f32_with(&x, &w, None, &same, None, Activation::NONE).unwrap();
+        let with = conv_f32_with(&x, &w, None, &same, prep.as_ref(), Activation::NONE).unwrap();
+        assert_eq!(plain, with);
+        let want = conv_reference(&x, &w, None, &same).unwrap();
+        let tol = 64.0 * (32 * 9) as f32 * 1e-6;
+        assert!(plain
+            .iter()
+            .zip(want.iter())
+            .all(|(g, r)| (g - r).abs() <= tol));
+    }
+
+    #[test]
+    fn same_bits_for_any_thread_count() {
+        // One unit (spread over channels and ξ) and many units (one task each).
+        for xs in [[1, 32, 14, 14], [2, 32, 30, 30]] {
+            let ws = [40, 32, 3, 3];
+            let p = plan(
+                &xs,
+                &ws,
+                Some(&[40]),
+                &conv_attrs(1, &[], &[], &[1, 1, 1, 1]),
+            )
+            .unwrap();
+            let (x, w, b) = (noise(&xs, 6), noise(&ws, 7), noise(&[40], 8));
+            for cols in [false, true] {
+                let one = on_threads(1, || run(&p, &x, &w, &b, cols, Activation::RELU));
+                let two = on_threads(2, || run(&p, &x, &w, &b, cols, Activation::RELU));
+                let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&one), bits(&two), "{xs:?} cols {cols}");
+            }
+        }
+    }
+
+    /// The weight transform against `G g G^T` written out for one kernel.
+    #[test]
+    fn weight_transform_is_g_g_gt() {
+        let g: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+        let w = ArrayD::from_shape_vec(ndarray::IxDyn(&[1, 1, 3, 3]), g).unwrap();
+        let u = transform_weights(&w);
+        // G g: [1 2 3], [6 7.5 9], [2 2.5 3], [7 8 9]; then the same on each row's columns.
+        let want = [
+            [1.0, 3.0, 1.0, 3.0],
+            [6.0, 11.25, 3.75, 9.0],
+            [2.0, 3.75, 1.25, 3.0],
+            [7.0, 12.0, 4.0, 9.0],
+        ];
+        for i in 0..4 {
+            for j in 0..4 {
+                assert_eq!(u[4 * i + j], want[i][j], "({i}, {j})");
+            }
+        }
+    }
+}
