@@ -8,6 +8,8 @@
 //! A 1x1 stride-1 unpadded conv uses the input directly as the matrix, and depthwise convs
 //! (one input channel per group, any channel multiplier) go to the direct kernel in
 //! `depthwise.rs`, where a GEMM with a single output row would only add overhead.
+//! Ungrouped 2-D 3x3 stride-1 convs with enough channels go to Winograd F(2x2, 3x3) in
+//! `winograd.rs`, which runs 16 smaller products on the same sgemm.
 //!
 //! Everything is written for 3 spatial dims; 1-D and 2-D convs are lifted to 3-D by adding
 //! leading spatial dims of size 1, which changes neither the data layout nor the math.
@@ -292,17 +294,25 @@ pub fn prepare(attrs: &ConvAttrs, w: &Tensor) -> Option<Prepared> {
 /// A group's weights packed for one orientation.
 pub(super) trait PackWeights: Sized {
     fn pack_group(m: usize, k: usize, w: &[f32]) -> Self;
+    /// The `m x k` matrix of elements `f(row, kk)`.
+    fn from_fn(m: usize, k: usize, f: impl FnMut(usize, usize) -> f32) -> Self;
 }
 
 impl PackWeights for PackedA {
     fn pack_group(m: usize, k: usize, w: &[f32]) -> Self {
         PackedA::pack(m, k, w, k)
     }
+    fn from_fn(m: usize, k: usize, f: impl FnMut(usize, usize) -> f32) -> Self {
+        PackedA::from_fn(m, k, f)
+    }
 }
 
 impl PackWeights for PackedCols {
     fn pack_group(m: usize, k: usize, w: &[f32]) -> Self {
         PackedCols::pack(m, k, w, k)
+    }
+    fn from_fn(m: usize, k: usize, f: impl FnMut(usize, usize) -> f32) -> Self {
+        PackedCols::from_fn(m, k, f)
     }
 }
 

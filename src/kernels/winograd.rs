@@ -96,46 +96,37 @@ pub(super) fn prefer_cols(p: &Plan) -> bool {
     cols_cheaper(p.m, p.c, lens)
 }
 
-/// The 16 transformed weight matrices `U[ξ]` (`M x C` each, row-major, one after another)
-/// of `w` (`M x C x 3 x 3`, standard layout): `U[4i + j][o][c] = (G g G^T)[i][j]` for the
-/// kernel `g` of output `o` and input `c`. Computed in f64 and rounded once.
-pub(super) fn transform_weights(w: &ArrayD<f32>) -> Vec<f32> {
+/// `G` of F(2x2, 3x3): `U = G g G^T` for a 3x3 kernel `g`.
+const G: [[f64; 3]; 4] = [
+    [1.0, 0.0, 0.0],
+    [0.5, 0.5, 0.5],
+    [0.5, -0.5, 0.5],
+    [0.0, 0.0, 1.0],
+];
+
+/// Element `ξ = 4i + j` of the transformed kernel, `(G g G^T)[i][j]`, for the 3x3 kernel
+/// `g` (row-major); computed in f64 and rounded once.
+fn transformed(g: &[f32], xi: usize) -> f32 {
+    let (i, j) = (xi / 4, xi % 4);
+    let mut sum = 0f64;
+    for r in 0..3 {
+        for s in 0..3 {
+            sum += G[i][r] * g[r * 3 + s] as f64 * G[j][s];
+        }
+    }
+    sum as f32
+}
+
+/// The 16 transformed weight matrices `U[ξ]` of `w` (`M x C x 3 x 3`): `U[ξ][o][c]` is
+/// element ξ of the transformed kernel of output `o` and input `c`, packed for the sgemm in
+/// orientation `P`. Packed one ξ at a time from the formula, so no unpacked copy of all 16
+/// (1.8 times the weights) is ever held.
+pub(super) fn pack_weights<P: super::conv::PackWeights>(w: &ArrayD<f32>) -> Vec<P> {
     let (m, c) = (w.shape()[0], w.shape()[1]);
     let w = w.as_standard_layout();
     let wd = w.as_slice().expect("standard layout");
-    let mut u = vec![0f32; XI * m * c];
-    for (oc, g) in wd.chunks_exact(9).enumerate() {
-        let g = |r: usize, s: usize| g[r * 3 + s] as f64;
-        // G g: 4 x 3, rows g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2 (over kernel rows).
-        let gg: [[f64; 3]; 4] = std::array::from_fn(|i| {
-            std::array::from_fn(|s| match i {
-                0 => g(0, s),
-                1 => (g(0, s) + g(1, s) + g(2, s)) / 2.0,
-                2 => (g(0, s) - g(1, s) + g(2, s)) / 2.0,
-                _ => g(2, s),
-            })
-        });
-        for (i, r) in gg.iter().enumerate() {
-            let t = [
-                r[0],
-                (r[0] + r[1] + r[2]) / 2.0,
-                (r[0] - r[1] + r[2]) / 2.0,
-                r[2],
-            ];
-            for (j, &v) in t.iter().enumerate() {
-                u[(4 * i + j) * m * c + oc] = v as f32;
-            }
-        }
-    }
-    u
-}
-
-/// The transformed weights packed for the sgemm in orientation `P`.
-pub(super) fn pack_weights<P: super::conv::PackWeights>(w: &ArrayD<f32>) -> Vec<P> {
-    let (m, c) = (w.shape()[0], w.shape()[1]);
-    let u = transform_weights(w);
-    u.chunks_exact(m * c)
-        .map(|ux| P::pack_group(m, c, ux))
+    (0..XI)
+        .map(|xi| P::from_fn(m, c, |o, ci| transformed(&wd[(o * c + ci) * 9..][..9], xi)))
         .collect()
 }
 
@@ -636,8 +627,6 @@ mod tests {
     #[test]
     fn weight_transform_is_g_g_gt() {
         let g: Vec<f32> = (1..=9).map(|v| v as f32).collect();
-        let w = ArrayD::from_shape_vec(ndarray::IxDyn(&[1, 1, 3, 3]), g).unwrap();
-        let u = transform_weights(&w);
         // G g: [1 2 3], [6 7.5 9], [2 2.5 3], [7 8 9]; then the same on each row's columns.
         let want = [
             [1.0, 3.0, 1.0, 3.0],
@@ -645,9 +634,9 @@ mod tests {
             [2.0, 3.75, 1.25, 3.0],
             [7.0, 12.0, 4.0, 9.0],
         ];
-        for i in 0..4 {
-            for j in 0..4 {
-                assert_eq!(u[4 * i + j], want[i][j], "({i}, {j})");
+        for (i, row) in want.iter().enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                assert_eq!(transformed(&g, 4 * i + j), v, "({i}, {j})");
             }
         }
     }

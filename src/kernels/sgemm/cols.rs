@@ -30,14 +30,19 @@ impl PackedCols {
             m == 0 || k == 0 || a.len() >= (m - 1) * lda + k,
             "sgemm: A is too short"
         );
+        PackedCols::from_fn(m, k, |j, kk| a[j * lda + kk])
+    }
+
+    /// Packs the `m x k` matrix whose element `(j, kk)` is `f(j, kk)`, as
+    /// [`super::PackedA::from_fn`].
+    pub fn from_fn(m: usize, k: usize, mut f: impl FnMut(usize, usize) -> f32) -> PackedCols {
         let panels = m.div_ceil(NR);
         let mut data = vec![0f32; panels * k * NR];
         for q in 0..panels {
             let dst = &mut data[q * k * NR..(q + 1) * k * NR];
             for j in 0..NR.min(m - q * NR) {
-                let row = &a[(q * NR + j) * lda..(q * NR + j) * lda + k];
-                for (kk, &v) in row.iter().enumerate() {
-                    dst[kk * NR + j] = v;
+                for kk in 0..k {
+                    dst[kk * NR + j] = f(q * NR + j, kk);
                 }
             }
         }

@@ -14,18 +14,23 @@ pub struct PackedA {
 impl PackedA {
     /// Packs row-major A (`m x k`, row stride `lda`).
     pub fn pack(m: usize, k: usize, a: &[f32], lda: usize) -> PackedA {
-        let panels = m.div_ceil(MR);
         assert!(
             m == 0 || k == 0 || a.len() >= (m - 1) * lda + k,
             "sgemm: A is too short"
         );
+        PackedA::from_fn(m, k, |i, kk| a[i * lda + kk])
+    }
+
+    /// Packs the `m x k` matrix whose element `(i, kk)` is `f(i, kk)` (called once each, row
+    /// by row), for A's that exist only as a formula (Winograd's transformed weights).
+    pub fn from_fn(m: usize, k: usize, mut f: impl FnMut(usize, usize) -> f32) -> PackedA {
+        let panels = m.div_ceil(MR);
         let mut data = vec![0f32; panels * k * MR];
         for p in 0..panels {
             let dst = &mut data[p * k * MR..(p + 1) * k * MR];
             for i in 0..MR.min(m - p * MR) {
-                let row = &a[(p * MR + i) * lda..(p * MR + i) * lda + k];
-                for (kk, &v) in row.iter().enumerate() {
-                    dst[kk * MR + i] = v;
+                for kk in 0..k {
+                    dst[kk * MR + i] = f(p * MR + i, kk);
                 }
             }
         }
