@@ -54,17 +54,18 @@ mod imp {
         // A whole, untransposed tile is loaded and stored in place; any other goes through
         // a tile-sized buffer on the stack, copied element by element at the edges.
         let direct = !t.transposed && t.rows == MR && t.cols == NR;
-        let mut buf = [[0f32; NR]; MR];
-        if t.accumulate && !direct {
+        // Only edge and transposed tiles zero one (1 KiB per tile call adds up).
+        let mut buf = if direct { None } else { Some([[0f32; NR]; MR]) };
+        if let Some(buf) = buf.as_mut().filter(|_| t.accumulate) {
             for (i, row) in buf.iter_mut().enumerate().take(t.rows) {
                 for (j, v) in row.iter_mut().enumerate().take(t.cols) {
                     *v = *c.add(i * ldc + j);
                 }
             }
         }
-        let (dst, ld) = match direct {
-            true => (c, ldc),
-            false => (buf.as_mut_ptr().cast::<f32>(), NR),
+        let (dst, ld) = match buf.as_mut() {
+            None => (c, ldc),
+            Some(buf) => (buf.as_mut_ptr().cast::<f32>(), NR),
         };
         // K in chunks of KCH steps, each chunk's passes before the next chunk, so the
         // operands' chunks stay in L1 across the passes (a transposed tile runs the whole K,
@@ -96,9 +97,7 @@ mod imp {
                 break;
             }
         }
-        if direct {
-            return;
-        }
+        let Some(buf) = buf else { return };
         for (i, row) in buf.iter().enumerate().take(t.rows) {
             for (j, &v) in row.iter().enumerate().take(t.cols) {
                 let at = match t.transposed {
