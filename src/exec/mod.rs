@@ -19,7 +19,6 @@ pub use value::Value;
 use crate::ir::{Dim, Graph, Op};
 use crate::kernels;
 use crate::kernels::pointwise;
-use crate::kernels::recycle::Recycled;
 use crate::tensor::Tensor;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
@@ -241,8 +240,6 @@ impl<'g> Runner<'g> {
         self.check_values(&values)?;
         let plan = &self.plan;
         let mut slots: Vec<Slot> = (0..plan.n_slots).map(|_| Slot::Empty).collect();
-        // Dead tensors' buffers, for the convs' outputs (see `kernels::recycle`).
-        let mut spare = Recycled::default();
         for (name, t) in &self.graph.constants {
             slots[plan.slots[name]] = Slot::Const(t);
         }
@@ -268,12 +265,16 @@ impl<'g> Runner<'g> {
                 {
                     slots[*dst] = std::mem::replace(&mut slots[*src], Slot::Empty);
                 }
-                free(&plan.frees[i], &mut slots, &mut spare);
+                for &s in &plan.frees[i] {
+                    slots[s] = Slot::Empty;
+                }
                 continue;
             }
             if fuse && prep.skip[i] {
                 // A Sigmoid whose Mul computes SiLU from the Sigmoid's input.
-                free(&plan.frees[i], &mut slots, &mut spare);
+                for &s in &plan.frees[i] {
+                    slots[s] = Slot::Empty;
+                }
                 continue;
             }
             let point = prep.point[i].filter(|_| fuse);
@@ -288,7 +289,7 @@ impl<'g> Runner<'g> {
             let outs = match (&node.op, &prep.conv[i], taken, point) {
                 (Op::Conv(attrs), conv, _, _) if conv.is_some() || act.is_some() => {
                     let act = act.unwrap_or_default();
-                    kernels::conv::eval_with(attrs, conv.as_ref(), act, &ins, &mut spare)
+                    kernels::conv::eval_with(attrs, conv.as_ref(), act, &ins)
                 }
                 (op, _, Some((k, buf)), _) => {
                     pointwise::eval_in_place(op, point, buf, k, &ins).map(|t| vec![t])
@@ -319,7 +320,9 @@ impl<'g> Runner<'g> {
                     slots[*s] = Slot::Owned(t);
                 }
             }
-            free(&plan.frees[i], &mut slots, &mut spare);
+            for &s in &plan.frees[i] {
+                slots[s] = Slot::Empty;
+            }
         }
         let mut result = Vec::with_capacity(self.graph.outputs.len());
         for (decl, &s) in self.graph.outputs.iter().zip(&plan.output_slots) {
@@ -332,14 +335,5 @@ impl<'g> Runner<'g> {
             result.push((decl.name.clone(), v));
         }
         Ok(result)
-    }
-}
-
-/// Empties the slots `frees` (their tensors die here), keeping owned buffers in `spare`.
-fn free(frees: &[usize], slots: &mut [Slot], spare: &mut Recycled) {
-    for &s in frees {
-        if let Slot::Owned(t) = std::mem::replace(&mut slots[s], Slot::Empty) {
-            spare.put(t);
-        }
     }
 }

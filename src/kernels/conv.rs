@@ -18,7 +18,6 @@ use super::depthwise;
 use super::gemm::SendPtr;
 use super::im2col::{pack_patches, Scratch};
 use super::input;
-use super::recycle::Recycled;
 use super::sgemm::{self, Activation, Epilogue, Kernel, PackedA, PackedCols};
 use super::winograd;
 use crate::ir::op::ConvAttrs;
@@ -48,13 +47,7 @@ pub fn eval(op: &Op, inputs: &[Option<&Tensor>], _n_outputs: usize) -> Result<Ve
     let Op::Conv(attrs) = op else {
         bail!("conv kernel called for {}", op.name())
     };
-    eval_with(
-        attrs,
-        None,
-        Activation::NONE,
-        inputs,
-        &mut Recycled::default(),
-    )
+    eval_with(attrs, None, Activation::NONE, inputs)
 }
 
 /// The window geometry lifted to exactly 3 spatial dims, plus the channel structure.
@@ -145,28 +138,12 @@ pub fn conv_f32_with(
     prepared: Option<&Prepared>,
     act: Activation,
 ) -> Result<ArrayD<f32>> {
-    let none = &mut Recycled::default();
-    conv_f32_into(x, w, b, attrs, prepared, act, none)
-}
-
-/// [`conv_f32_with`] writing into a buffer from `spare` when one is big enough. Every path
-/// below writes every output element (test: `recycled_output_is_overwritten`), so the
-/// buffer's old values never show.
-pub fn conv_f32_into(
-    x: &ArrayD<f32>,
-    w: &ArrayD<f32>,
-    b: Option<&ArrayD<f32>>,
-    attrs: &ConvAttrs,
-    prepared: Option<&Prepared>,
-    act: Activation,
-    spare: &mut Recycled,
-) -> Result<ArrayD<f32>> {
     let p = plan(x.shape(), w.shape(), b.map(|b| b.shape()), attrs)?;
     crate::tensor::limits::check_alloc(&p.out_shape, DType::F32)?;
     let x = x.as_standard_layout();
     let xd = x.as_slice().expect("standard layout");
     let bias: Option<Vec<f32>> = b.map(|b| b.iter().copied().collect());
-    let mut out = spare.take(p.out_shape.iter().product());
+    let mut out = vec![0f32; p.out_shape.iter().product()];
     if p.out_plane() > 0 && p.m > 0 {
         if p.group == p.c && p.m % p.c == 0 {
             let g = depthwise::Geometry {
@@ -352,14 +329,12 @@ fn pack_weights<P: PackWeights>(w: &ArrayD<f32>, group: usize) -> Vec<P> {
 }
 
 /// Conv with optionally prepared weights and an activation fused into the output (the
-/// interpreter's plain runs use it; `Activation::NONE` is plain Conv), its output in a
-/// buffer from `spare` when one fits.
+/// interpreter's plain runs use it; `Activation::NONE` is plain Conv).
 pub fn eval_with(
     attrs: &ConvAttrs,
     prepared: Option<&Prepared>,
     act: Activation,
     inputs: &[Option<&Tensor>],
-    spare: &mut Recycled,
 ) -> Result<Vec<Tensor>> {
     let x = input(inputs, 0, "X")?;
     let w = input(inputs, 1, "W")?;
@@ -371,14 +346,13 @@ pub fn eval_with(
         Some(b) => Some(b.as_f32()?),
         None => None,
     };
-    Ok(vec![Tensor::F32(conv_f32_into(
+    Ok(vec![Tensor::F32(conv_f32_with(
         x.as_f32()?,
         w.as_f32()?,
         b,
         attrs,
         prepared,
         act,
-        spare,
     )?)])
 }
 
@@ -945,78 +919,6 @@ mod tests {
         let (x, w) = (data(&[1, 3, 6, 6], 2), data(&[5, 3, 3, 3], 3));
         let got = conv_f32_with(&x, &w, None, &a, Some(&other), Activation::NONE).unwrap();
         assert_eq!(got, conv_f32(&x, &w, None, &a).unwrap());
-    }
-
-    /// Every path writes every output element: a recycled buffer full of NaN gives the same
-    /// bits as a fresh zeroed one.
-    #[test]
-    fn recycled_output_is_overwritten() {
-        let ex = |p: &[usize]| Padding::Explicit(p.to_vec());
-        let cases: Vec<(Vec<usize>, Vec<usize>, ConvAttrs)> = vec![
-            // im2col, many blocks
-            (
-                vec![1, 16, 30, 30],
-                vec![32, 16, 3, 3],
-                attrs(1, vec![], vec![], Padding::SameUpper),
-            ),
-            // im2col, few units (split over M panels), transposed orientation, groups
-            (
-                vec![1, 64, 13, 13],
-                vec![64, 32, 3, 3],
-                attrs(2, vec![2, 2], vec![], ex(&[1, 1, 1, 1])),
-            ),
-            // 1x1 on the input as it is, batch 2
-            (
-                vec![2, 128, 14, 14],
-                vec![64, 128, 1, 1],
-                attrs(1, vec![], vec![], ex(&[])),
-            ),
-            // grouped 1x1
-            (
-                vec![1, 16, 7, 7],
-                vec![64, 4, 1, 1],
-                attrs(4, vec![], vec![], Padding::Valid),
-            ),
-            // depthwise, 2-D and 1-D
-            (
-                vec![2, 8, 9, 9],
-                vec![8, 1, 3, 3],
-                attrs(8, vec![], vec![], Padding::SameUpper),
-            ),
-            (
-                vec![1, 3, 50],
-                vec![3, 1, 7],
-                attrs(3, vec![2], vec![3], ex(&[4, 5])),
-            ),
-            // Winograd, one unit and many
-            (
-                vec![1, 64, 9, 9],
-                vec![48, 64, 3, 3],
-                attrs(1, vec![], vec![], ex(&[1, 1, 1, 1])),
-            ),
-            (
-                vec![2, 64, 30, 30],
-                vec![16, 64, 3, 3],
-                attrs(1, vec![], vec![], ex(&[1, 0, 1, 2])),
-            ),
-            // 3-D
-            (
-                vec![1, 4, 5, 6, 7],
-                vec![6, 4, 3, 2, 3],
-                attrs(1, vec![], vec![], Padding::Valid),
-            ),
-        ];
-        for (xs, ws, a) in cases {
-            let (x, w, b) = (data(&xs, 31), data(&ws, 32), data(&[ws[0]], 33));
-            let fresh = conv_f32_with(&x, &w, Some(&b), &a, None, Activation::RELU).unwrap();
-            let mut spare = Recycled::default();
-            let nan = ArrayD::from_elem(IxDyn(&[fresh.len() + 5]), f32::NAN);
-            spare.put(Tensor::F32(nan));
-            let got =
-                conv_f32_into(&x, &w, Some(&b), &a, None, Activation::RELU, &mut spare).unwrap();
-            let bits = |t: &ArrayD<f32>| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&got), bits(&fresh), "{xs:?} {ws:?}");
-        }
     }
 
     #[test]

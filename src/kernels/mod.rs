@@ -23,7 +23,6 @@ pub(crate) mod par;
 pub mod pointwise;
 pub mod pool;
 mod pool_flat;
-pub mod recycle;
 pub mod reduce;
 pub mod sgemm;
 #[cfg(test)]
