@@ -495,24 +495,18 @@ mod tests {
     ) -> Vec<f32> {
         let mut out = vec![f32::NAN; p.out_shape.iter().product()];
         let (xd, bd) = (x.as_slice().unwrap(), b.as_slice().unwrap());
-        match cols {
-            false => conv(
-                p,
-                xd,
-                Weights::Rows(&pack_weights(w)),
-                Some(bd),
-                act,
-                &mut out,
-            ),
-            true => conv(
-                p,
-                xd,
-                Weights::Cols(&pack_weights(w)),
-                Some(bd),
-                act,
-                &mut out,
-            ),
-        }
+        let (rows_w, cols_w);
+        let weights = match cols {
+            false => {
+                rows_w = pack_weights(w);
+                Weights::Rows(&rows_w)
+            }
+            true => {
+                cols_w = pack_weights(w);
+                Weights::Cols(&cols_w)
+            }
+        };
+        conv(p, xd, weights, Some(bd), act, &mut out);
         out
     }
 
@@ -522,41 +516,25 @@ mod tests {
             lo: Some(-20.0),
             hi: Some(30.0),
         };
-        for cols in [false, true] {
+        /// Input shape, weight shape, pads, activation.
+        type Case<'a> = (&'a [usize], &'a [usize], &'a [usize], Activation);
+        #[rustfmt::skip]
+        let cases: [Case; 5] = [
             // One unit, odd plane, symmetric pads (ResNet's 7x7 and 14x14 layers, smaller).
-            check(
-                &[1, 16, 7, 7],
-                &[24, 16, 3, 3],
-                &[1, 1, 1, 1],
-                cols,
-                Activation::NONE,
-            );
+            (&[1, 16, 7, 7], &[24, 16, 3, 3], &[1, 1, 1, 1], Activation::NONE),
             // Odd channel counts, no pads, an output of 1 x 1.
-            check(
-                &[1, 17, 3, 3],
-                &[19, 17, 3, 3],
-                &[0, 0, 0, 0],
-                cols,
-                Activation::RELU,
-            );
+            (&[1, 17, 3, 3], &[19, 17, 3, 3], &[0, 0, 0, 0], Activation::RELU),
             // Asymmetric pads, a non-square plane, two units (22 x 13 output: 77 tiles).
-            check(&[1, 20, 21, 13], &[40, 20, 3, 3], &[2, 0, 1, 2], cols, clip);
+            (&[1, 20, 21, 13], &[40, 20, 3, 3], &[2, 0, 1, 2], clip),
             // Batch 3 and two units each: the parallel path over units.
-            check(
-                &[3, 16, 18, 18],
-                &[16, 16, 3, 3],
-                &[1, 1, 1, 1],
-                cols,
-                Activation::RELU,
-            );
+            (&[3, 16, 18, 18], &[16, 16, 3, 3], &[1, 1, 1, 1], Activation::RELU),
             // More input channels than one K block of the sgemm (256).
-            check(
-                &[1, 300, 5, 6],
-                &[33, 300, 3, 3],
-                &[1, 1, 1, 1],
-                cols,
-                Activation::NONE,
-            );
+            (&[1, 300, 5, 6], &[33, 300, 3, 3], &[1, 1, 1, 1], Activation::NONE),
+        ];
+        for cols in [false, true] {
+            for (xs, ws, pads, act) in cases {
+                check(xs, ws, pads, cols, act);
+            }
         }
     }
 
