@@ -3,236 +3,31 @@
 //! For a block of output positions `p0..p0 + len` of one (batch, group), row `r` = (input
 //! channel, kernel tap) of the patch matrix holds, per output position, the input value that
 //! tap reads (0 in the padding). The rows are written directly into the packed layout
-//! ([`sgemm::NR`]-column panels, `kdim` rows each): no intermediate im2col matrix, and
-//! each element copied once.
+//! ([`sgemm::NR`]-column panels, `kdim` rows each): no intermediate im2col matrix.
 //!
-//! The copies are short (an output row of 7 to 112 positions, cut at panel edges into
-//! pieces of at most 32), so they go through [`copy_short`]/[`zero_short`], fixed-size
-//! moves the compiler keeps inline, rather than `copy_from_slice`/`fill`, which call libc's
-//! memmove/memset for a run-time length: that call cost a quarter of a 3x3 conv's time.
+//! The input the block reads is first copied into a zero-padded scratch, so that no tap
+//! needs a bounds test, and each block column gets its offset there; every patch-matrix row
+//! is then one indexed load per column, `padded[tap + offs[col]]`, whatever the stride,
+//! dilation or row length. (The copy run by run that this replaced cost a few dozen cycles
+//! per output row run whatever its length: 10 cycles per float for the 7-position rows of
+//! late layers, where 3x3 grouped convs spent three quarters of their time packing.)
 
 use super::conv::Plan;
 use super::sgemm::{self, NR};
 
-/// A run of output positions of one block sharing their output row: block columns
-/// `col..col + len` are output positions `(oz, oy, ox0..ox0 + len)`.
-#[derive(Clone, Copy, Debug)]
-struct Seg {
-    col: usize,
-    oz: usize,
-    oy: usize,
-    ox0: usize,
-    len: usize,
-}
-
-/// Cuts the output positions `p0..p0 + len` into row runs.
-fn block_segments(p: &Plan, p0: usize, len: usize, segs: &mut Vec<Seg>) {
-    segs.clear();
-    let [_, oh, ow] = p.output;
-    let (mut pos, end) = (p0, p0 + len);
-    while pos < end {
-        let (row, ox0) = (pos / ow, pos % ow);
-        let l = (ow - ox0).min(end - pos);
-        segs.push(Seg {
-            col: pos - p0,
-            oz: row / oh,
-            oy: row % oh,
-            ox0,
-            len: l,
-        });
-        pos += l;
-    }
-}
-
-/// Per-task scratch: the block's row runs.
+/// Per-task scratch: the padded input of the block and its columns' offsets there.
 #[derive(Default)]
 pub(super) struct Scratch {
-    segs: Vec<Seg>,
+    padded: Vec<f32>,
+    offs: Vec<usize>,
 }
 
-/// Short copies and zero fills (at most [`NR`] floats): the portable fixed-size moves or
-/// AVX-512 masked moves.
-trait Moves {
-    fn copy(d: &mut [f32], s: &[f32]);
-    fn zero(d: &mut [f32]);
-
-    /// `d[t] = xr[first + t]` for `t` in `lo..hi`, 0 for the other `t` (`lo <= hi <=
-    /// d.len()`; `first + t` in bounds of `xr` for `t` in `lo..hi`).
-    #[inline(always)]
-    fn window(d: &mut [f32], xr: &[f32], first: isize, lo: usize, hi: usize) {
-        Self::zero(&mut d[..lo]);
-        if hi > lo {
-            Self::copy(&mut d[lo..hi], &xr[(first + lo as isize) as usize..]);
-        }
-        Self::zero(&mut d[hi..]);
-    }
-}
-
-struct Portable;
-
-impl Moves for Portable {
-    #[inline(always)]
-    fn copy(d: &mut [f32], s: &[f32]) {
-        copy_short(d, s)
-    }
-    #[inline(always)]
-    fn zero(d: &mut [f32]) {
-        zero_short(d)
-    }
-}
-
-/// Two masked 16-float moves per piece; only inlined into [`pack_patches_avx512`].
-#[cfg(target_arch = "x86_64")]
-struct Avx512;
-
-#[cfg(target_arch = "x86_64")]
-impl Moves for Avx512 {
-    #[inline(always)]
-    fn copy(d: &mut [f32], s: &[f32]) {
-        use std::arch::x86_64::*;
-        let n = d.len();
-        assert!(n <= 32 && s.len() >= n);
-        let (m0, m1) = masks(n);
-        // SAFETY: only called from code compiled for AVX-512F on a CPU that has it
-        // (pack_patches checks); masked lanes are neither read nor written, so the
-        // accesses stay within the first n floats of d and s.
-        unsafe {
-            let (dp, sp) = (d.as_mut_ptr(), s.as_ptr());
-            _mm512_mask_storeu_ps(dp, m0, _mm512_maskz_loadu_ps(m0, sp));
-            _mm512_mask_storeu_ps(dp.add(16), m1, _mm512_maskz_loadu_ps(m1, sp.add(16)));
-        }
-    }
-    /// One masked load per half, its mask the lanes `lo..hi`, zeroes the others: a padded
-    /// row run in one pass.
-    #[inline(always)]
-    fn window(d: &mut [f32], xr: &[f32], first: isize, lo: usize, hi: usize) {
-        use std::arch::x86_64::*;
-        let n = d.len();
-        assert!(lo <= hi && hi <= n && n <= 32);
-        assert!(lo == hi || (first + lo as isize >= 0 && first + hi as isize <= xr.len() as isize));
-        let (s0, s1) = masks(n);
-        let valid = ((1u64 << hi) - 1) & !((1u64 << lo) - 1);
-        let (l0, l1) = (valid as u16, (valid >> 16) as u16);
-        // SAFETY: as in `copy`; the loads touch only the lanes lo..hi, which the assert
-        // above keeps inside xr (the pointer itself may point before xr: wrapping_offset).
-        unsafe {
-            let (dp, sp) = (d.as_mut_ptr(), xr.as_ptr().wrapping_offset(first));
-            _mm512_mask_storeu_ps(dp, s0, _mm512_maskz_loadu_ps(l0, sp));
-            let v1 = _mm512_maskz_loadu_ps(l1, sp.wrapping_add(16));
-            _mm512_mask_storeu_ps(dp.add(16), s1, v1);
-        }
-    }
-
-    #[inline(always)]
-    fn zero(d: &mut [f32]) {
-        use std::arch::x86_64::*;
-        let n = d.len();
-        assert!(n <= 32);
-        let (m0, m1) = masks(n);
-        // SAFETY: as in `copy`.
-        unsafe {
-            let dp = d.as_mut_ptr();
-            _mm512_mask_storeu_ps(dp, m0, _mm512_setzero_ps());
-            _mm512_mask_storeu_ps(dp.add(16), m1, _mm512_setzero_ps());
-        }
-    }
-}
-
-/// The lane masks of the two 16-float halves of an `n`-float run (`n <= 32`).
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn masks(n: usize) -> (u16, u16) {
-    let bits = |k: usize| ((1u32 << k.min(16)) - 1) as u16;
-    (bits(n), bits(n.saturating_sub(16)))
-}
-
-/// Row `r` of a packed B of `kdim` rows: the writes of one patch-matrix row.
-struct PackedRow<'a, M> {
-    packed: &'a mut [f32],
-    kdim: usize,
-    r: usize,
-    moves: std::marker::PhantomData<M>,
-}
-
-impl<'a, M: Moves> PackedRow<'a, M> {
-    #[inline(always)]
-    fn new(packed: &'a mut [f32], kdim: usize, r: usize) -> Self {
-        PackedRow {
-            packed,
-            kdim,
-            r,
-            moves: std::marker::PhantomData,
-        }
-    }
-
-    /// Calls `f(dst, i)` for the pieces of columns `col..col + len` of this row, one per
-    /// panel they touch: `dst` is the piece's slots, `i` its offset in the run.
-    #[inline(always)]
-    fn pieces(&mut self, col: usize, len: usize, mut f: impl FnMut(&mut [f32], usize)) {
-        let mut i = 0;
-        while i < len {
-            let c = col + i;
-            let (q, lane) = (c / NR, c % NR);
-            let n = (NR - lane).min(len - i);
-            let at = (q * self.kdim + self.r) * NR + lane;
-            f(&mut self.packed[at..at + n], i);
-            i += n;
-        }
-    }
-
-    #[inline(always)]
-    fn zero(&mut self, col: usize, len: usize) {
-        self.pieces(col, len, |d, _| M::zero(d));
-    }
-
-    /// Columns `col..col + len` from `src[0]`, `src[stride]`, ...
-    #[inline(always)]
-    fn copy(&mut self, col: usize, len: usize, src: &[f32], stride: usize) {
-        if stride == 1 {
-            self.pieces(col, len, |d, i| M::copy(d, &src[i..]));
-        } else {
-            self.pieces(col, len, |d, i| {
-                for (v, &x) in d.iter_mut().zip(src[i * stride..].iter().step_by(stride)) {
-                    *v = x;
-                }
-            });
-        }
-    }
-
-    /// Columns `col..col + len` from a stride-1 input row `xr`: run position `t` reads
-    /// `xr[first + t]` when `t` is in `lo..hi`, else 0 (the padding).
-    #[inline(always)]
-    fn window(
-        &mut self,
-        col: usize,
-        len: usize,
-        xr: &[f32],
-        first: isize,
-        (lo, hi): (usize, usize),
-    ) {
-        self.pieces(col, len, |d, i| {
-            let n = d.len();
-            let l = lo.clamp(i, i + n) - i;
-            let h = hi.clamp(i + l, i + n) - i;
-            M::window(d, xr, first + i as isize, l, h)
-        });
-    }
-
-    /// Zeroes the lanes past column `len` of the last panel (`len` not a multiple of NR),
-    /// which the micro-kernel reads and whose products it drops.
-    #[inline(always)]
-    fn zero_tail(&mut self, len: usize) {
-        if !len.is_multiple_of(NR) {
-            let col = len;
-            self.zero(col, NR - len % NR);
-        }
-    }
-}
-
-/// `d = s[..d.len()]` for short runs, in fixed-size moves (see the module docs): 8-float
-/// moves, the last one overlapping the one before, then 4-float moves, then single floats.
-/// No loop of single floats: the compiler turns one into a memmove call. (Also the
-/// depthwise kernel's row copy into its padded scratch.)
+/// `d = s[..d.len()]` for short runs, in fixed-size moves the compiler keeps inline:
+/// 8-float moves, the last one overlapping the one before, then 4-float moves, then single
+/// floats. `copy_from_slice` (or a loop of single floats, which the compiler turns into
+/// one) calls libc's memmove for a run-time length, and for runs of 7 to 32 floats that
+/// call cost a quarter of a 3x3 conv's packing. (Also used by the depthwise and Winograd
+/// kernels.)
 #[inline(always)]
 pub(super) fn copy_short(d: &mut [f32], s: &[f32]) {
     let n = d.len();
@@ -270,9 +65,8 @@ fn zero_short(d: &mut [f32]) {
 
 /// Packs the patch matrix (`kdim x len`) of output positions `p0..p0 + len` of one (batch,
 /// group) straight into the sgemm's B panels in `packed` (`packed_b_len(kdim, len)` floats).
-/// `x` is the group's input channels. Each row (channel, kernel tap) is gathered run by run:
-/// the valid input columns of a run are computed once, so padding costs no per-element test,
-/// and with stride 1 the copy is a contiguous copy.
+/// `x` is the group's input channels. A 1x1 stride-1 unpadded conv (`pointwise`) reads each
+/// input position once, in order: its input plane already is the patch matrix.
 pub(super) fn pack_patches(
     p: &Plan,
     x: &[f32],
@@ -282,25 +76,19 @@ pub(super) fn pack_patches(
     packed: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if super::sgemm::Kernel::detect() == super::sgemm::Kernel::Avx512 {
-        // SAFETY: the CPU has AVX-512F (the sgemm's detection).
-        unsafe { pack_patches_avx512(p, x, cols, pointwise, s, packed) };
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        unsafe { pack_avx2(p, x, cols, pointwise, s, packed) };
         return;
     }
-    #[cfg(target_arch = "x86_64")]
-    if super::sgemm::Kernel::detect() == super::sgemm::Kernel::Avx2 {
-        // SAFETY: the CPU has AVX2 (the sgemm's detection).
-        unsafe { pack_patches_avx2(p, x, cols, pointwise, s, packed) };
-        return;
-    }
-    pack_body::<Portable>(p, x, cols, pointwise, s, packed);
+    pack_body(p, x, cols, pointwise, s, packed)
 }
 
-/// [`pack_body`] with the portable moves compiled for AVX2 (32-byte moves; the crate is
-/// built for baseline x86-64).
+/// [`pack_body`] compiled for AVX2 (the crate is built for baseline x86-64): 32-byte moves,
+/// and the indexed loads of a row become gathers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn pack_patches_avx2(
+unsafe fn pack_avx2(
     p: &Plan,
     x: &[f32],
     cols: (usize, usize),
@@ -308,25 +96,11 @@ unsafe fn pack_patches_avx2(
     s: &mut Scratch,
     packed: &mut [f32],
 ) {
-    pack_body::<Portable>(p, x, cols, pointwise, s, packed);
-}
-
-/// [`pack_body`] compiled for AVX-512F, with its masked moves.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn pack_patches_avx512(
-    p: &Plan,
-    x: &[f32],
-    cols: (usize, usize),
-    pointwise: bool,
-    s: &mut Scratch,
-    packed: &mut [f32],
-) {
-    pack_body::<Avx512>(p, x, cols, pointwise, s, packed);
+    pack_body(p, x, cols, pointwise, s, packed)
 }
 
 #[inline(always)]
-fn pack_body<M: Moves>(
+fn pack_body(
     p: &Plan,
     x: &[f32],
     (p0, len): (usize, usize),
@@ -335,90 +109,94 @@ fn pack_body<M: Moves>(
     packed: &mut [f32],
 ) {
     let kdim = p.cg() * p.k_plane();
-    let in_plane = p.in_plane();
     debug_assert_eq!(packed.len(), sgemm::packed_b_len(kdim, len));
+    if len == 0 {
+        return;
+    }
     if pointwise {
-        // A 1x1 kernel with stride 1 and no padding reads each input position exactly once,
-        // in order: the input plane already is the patch matrix.
+        let in_plane = p.in_plane();
         for c in 0..p.cg() {
-            let mut row = PackedRow::<M>::new(packed, kdim, c);
-            row.copy(0, len, &x[c * in_plane + p0..c * in_plane + p0 + len], 1);
-            row.zero_tail(len);
+            let row = &x[c * in_plane + p0..c * in_plane + p0 + len];
+            for (q, src) in row.chunks(NR).enumerate() {
+                let d = &mut packed[(q * kdim + c) * NR..][..NR];
+                copy_short(&mut d[..src.len()], src);
+                zero_short(&mut d[src.len()..]);
+            }
         }
         return;
     }
-    block_segments(p, p0, len, &mut s.segs);
     let [id, ih, iw] = p.input;
     let [kd, kh, kw] = p.kernel;
     let [sd, sh, sw] = p.strides;
     let [dd, dh, dw] = p.dilations;
-    let [pd, ph, pw] = p.pads.map(|v| v as isize);
-    let ow = p.output[2];
-    // Per kernel column: the input column offset and the output columns whose input column
-    // is in bounds (independent of the row).
-    let cols: Vec<(isize, usize, usize)> = (0..kw)
-        .map(|cc| {
-            let off = (cc * dw) as isize - pw;
-            let (lo, hi) = valid_cols(off, sw, iw, ow);
-            (off, lo, hi)
-        })
-        .collect();
+    let [pd, ph, pw] = p.pads;
+    let [_, oh, ow] = p.output;
+    let (cg, in_plane) = (p.cg(), p.in_plane());
+    // The block's output depth slices z0..=z1 and rows ya..=yb (all rows when it spans
+    // several slices); the padded extent they read. Padded (0, 0, 0) is input (z0 * sd -
+    // pd, ya * sh - ph, -pw).
+    let (first, last) = (p0 / ow, (p0 + len - 1) / ow);
+    let (z0, z1) = (first / oh, last / oh);
+    let (ya, yb) = match z0 == z1 {
+        true => (first % oh, last % oh),
+        false => (0, oh - 1),
+    };
+    let dp = (z1 - z0) * sd + (kd - 1) * dd + 1;
+    let hp = (yb - ya) * sh + (kh - 1) * dh + 1;
+    let wp = (ow - 1) * sw + (kw - 1) * dw + 1;
+    let vol = dp * hp * wp;
+    let (front, top) = (
+        (z0 * sd) as isize - pd as isize,
+        (ya * sh) as isize - ph as isize,
+    );
+    // Padded columns lo..hi hold input columns 0..hi - lo.
+    let (lo, hi) = (pw.min(wp), (pw + iw).min(wp));
+    s.padded.clear();
+    s.padded.resize(cg * vol, 0.0);
+    for c in 0..cg {
+        for zz in 0..dp {
+            let z = front + zz as isize;
+            if z < 0 || z as usize >= id {
+                continue;
+            }
+            for r in 0..hp {
+                let y = top + r as isize;
+                if y < 0 || y as usize >= ih {
+                    continue;
+                }
+                let src = &x[c * in_plane + (z as usize * ih + y as usize) * iw..][..hi - lo];
+                s.padded[c * vol + (zz * hp + r) * wp + lo..][..hi - lo].copy_from_slice(src);
+            }
+        }
+    }
+    s.offs.clear();
+    s.offs.extend((p0..p0 + len).map(|pos| {
+        let (row, ox) = (pos / ow, pos % ow);
+        ((row / oh - z0) * sd * hp + (row % oh - ya) * sh) * wp + ox * sw
+    }));
+    // The largest offset plus the largest tap stays inside a channel's padded volume.
+    let far = s.offs.iter().max().copied().unwrap_or(0);
+    assert!(far + ((kd - 1) * dd * hp + (kh - 1) * dh) * wp + (kw - 1) * dw < vol);
     let mut r = 0;
-    for c in 0..p.cg() {
-        let xc = &x[c * in_plane..(c + 1) * in_plane];
+    for c in 0..cg {
+        let chan = &s.padded[c * vol..(c + 1) * vol];
         for a in 0..kd {
             for bb in 0..kh {
-                for &(off, vlo, vhi) in &cols {
-                    let mut row = PackedRow::<M>::new(packed, kdim, r);
-                    for sg in &s.segs {
-                        let z = (sg.oz * sd + a * dd) as isize - pd;
-                        let y = (sg.oy * sh + bb * dh) as isize - ph;
-                        if z < 0 || z >= id as isize || y < 0 || y >= ih as isize {
-                            row.zero(sg.col, sg.len);
-                            continue;
+                for cc in 0..kw {
+                    let tap = (a * dd * hp + bb * dh) * wp + cc * dw;
+                    for (q, offs) in s.offs.chunks(NR).enumerate() {
+                        let d = &mut packed[(q * kdim + r) * NR..][..NR];
+                        for (v, &o) in d.iter_mut().zip(offs) {
+                            // SAFETY: tap + o <= tap + far < chan.len(), asserted above.
+                            *v = unsafe { *chan.get_unchecked(tap + o) };
                         }
-                        let xr = &xc[(z as usize * ih + y as usize) * iw..][..iw];
-                        let end = sg.ox0 + sg.len;
-                        let lo = vlo.clamp(sg.ox0, end);
-                        let hi = vhi.clamp(lo, end);
-                        if sw == 1 {
-                            let first = sg.ox0 as isize + off;
-                            row.window(sg.col, sg.len, xr, first, (lo - sg.ox0, hi - sg.ox0));
-                            continue;
-                        }
-                        row.zero(sg.col, lo - sg.ox0);
-                        row.zero(sg.col + hi - sg.ox0, end - hi);
-                        if hi > lo {
-                            // In bounds: lo >= the first valid column, so this is >= 0.
-                            let start = ((lo * sw) as isize + off) as usize;
-                            row.copy(sg.col + lo - sg.ox0, hi - lo, &xr[start..], sw);
-                        }
+                        zero_short(&mut d[offs.len()..]);
                     }
-                    row.zero_tail(len);
                     r += 1;
                 }
             }
         }
     }
-}
-
-/// The output columns `lo..hi` whose input column `ox * stride + off` lies in `0..iw`.
-#[inline(always)]
-fn valid_cols(off: isize, stride: usize, iw: usize, ow: usize) -> (usize, usize) {
-    let s = stride as isize;
-    // lo = ceil(-off / s) when off < 0; hi = floor((iw - 1 - off) / s) + 1, clamped to ow.
-    let lo = if off < 0 {
-        ((-off + s - 1) / s) as usize
-    } else {
-        0
-    };
-    let last = iw as isize - 1 - off;
-    let hi = if last < 0 {
-        0
-    } else {
-        ow.min((last / s) as usize + 1)
-    };
-    (lo.min(ow), hi)
 }
 
 #[cfg(test)]
@@ -473,11 +251,16 @@ mod tests {
             (&[1, 3, 9, 13], &[3, 3], &[1, 1], &[1, 1], &[1, 1, 1, 1]),
             (&[1, 2, 56, 56], &[3, 3], &[1, 1], &[1, 1], &[1, 1, 1, 1]),
             (&[1, 2, 15, 17], &[3, 3], &[2, 2], &[1, 1], &[1, 1, 1, 1]),
+            (&[1, 2, 9, 70], &[3, 3], &[2, 2], &[1, 1], &[1, 1, 1, 1]),
+            (&[1, 2, 6, 40], &[1, 5], &[1, 1], &[1, 1], &[0, 2, 0, 2]),
             (&[1, 3, 23, 23], &[7, 7], &[2, 2], &[1, 1], &[3, 3, 3, 3]),
             (&[1, 2, 11, 40], &[3, 5], &[1, 3], &[2, 1], &[0, 2, 3, 1]),
             (&[1, 2, 7, 7], &[1, 1], &[1, 1], &[1, 1], &[0, 0, 0, 0]),
             (&[1, 2, 5, 6], &[3, 3], &[1, 1], &[1, 1], &[2, 2, 2, 2]),
             (&[1, 2, 33], &[4], &[1], &[1], &[2, 1]),
+            // Pads wider than the kernel reaches; a row that reads only padding.
+            (&[1, 2, 4, 4], &[3, 3], &[1, 1], &[1, 1], &[3, 3, 3, 3]),
+            (&[1, 1, 3, 1], &[1, 1], &[1, 10], &[1, 1], &[0, 5, 0, 0]),
             (
                 &[1, 1, 4, 5, 6],
                 &[2, 3, 3],
@@ -504,14 +287,14 @@ mod tests {
                 let want = naive(&p, &x, p0, len);
                 let mut s = Scratch::default();
                 let mut got = vec![f32::NAN; sgemm::packed_b_len(kdim, len)];
-                pack_body::<Portable>(&p, &x, (p0, len), pointwise, &mut s, &mut got);
-                assert_eq!(got, want, "portable {xs:?} {ks:?} block {p0}+{len}");
+                pack_body(&p, &x, (p0, len), pointwise, &mut s, &mut got);
+                assert_eq!(got, want, "baseline {xs:?} {ks:?} block {p0}+{len}");
                 #[cfg(target_arch = "x86_64")]
-                if sgemm::Kernel::detect() == sgemm::Kernel::Avx512 {
+                if std::arch::is_x86_feature_detected!("avx2") {
                     got.fill(f32::NAN);
-                    // SAFETY: the CPU has AVX-512F.
-                    unsafe { pack_patches_avx512(&p, &x, (p0, len), pointwise, &mut s, &mut got) };
-                    assert_eq!(got, want, "avx512 {xs:?} {ks:?} block {p0}+{len}");
+                    // SAFETY: the CPU has AVX2.
+                    unsafe { pack_avx2(&p, &x, (p0, len), pointwise, &mut s, &mut got) };
+                    assert_eq!(got, want, "avx2 {xs:?} {ks:?} block {p0}+{len}");
                 }
             }
         }
