@@ -294,16 +294,24 @@ pub fn prepare(attrs: &ConvAttrs, w: &Tensor) -> Option<Prepared> {
 /// A group's weights packed for one orientation.
 pub(super) trait PackWeights: Sized {
     fn pack_group(m: usize, k: usize, w: &[f32]) -> Self;
-    /// The `m x k` matrix of elements `f(row, kk)`.
-    fn from_fn(m: usize, k: usize, f: impl FnMut(usize, usize) -> f32) -> Self;
+    /// `N` `m x k` matrices, element `(row, kk)` of matrix `t` being `f(row, kk)[t]`.
+    fn from_fn_n<const N: usize>(
+        m: usize,
+        k: usize,
+        f: impl FnMut(usize, usize) -> [f32; N],
+    ) -> [Self; N];
 }
 
 impl PackWeights for PackedA {
     fn pack_group(m: usize, k: usize, w: &[f32]) -> Self {
         PackedA::pack(m, k, w, k)
     }
-    fn from_fn(m: usize, k: usize, f: impl FnMut(usize, usize) -> f32) -> Self {
-        PackedA::from_fn(m, k, f)
+    fn from_fn_n<const N: usize>(
+        m: usize,
+        k: usize,
+        f: impl FnMut(usize, usize) -> [f32; N],
+    ) -> [Self; N] {
+        PackedA::from_fn_n(m, k, f)
     }
 }
 
@@ -311,8 +319,12 @@ impl PackWeights for PackedCols {
     fn pack_group(m: usize, k: usize, w: &[f32]) -> Self {
         PackedCols::pack(m, k, w, k)
     }
-    fn from_fn(m: usize, k: usize, f: impl FnMut(usize, usize) -> f32) -> Self {
-        PackedCols::from_fn(m, k, f)
+    fn from_fn_n<const N: usize>(
+        m: usize,
+        k: usize,
+        f: impl FnMut(usize, usize) -> [f32; N],
+    ) -> [Self; N] {
+        PackedCols::from_fn_n(m, k, f)
     }
 }
 

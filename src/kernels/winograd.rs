@@ -109,30 +109,44 @@ const G: [[f64; 3]; 4] = [
     [0.0, 0.0, 1.0],
 ];
 
-/// Element `ξ = 4i + j` of the transformed kernel, `(G g G^T)[i][j]`, for the 3x3 kernel
-/// `g` (row-major); computed in f64 and rounded once.
-fn transformed(g: &[f32], xi: usize) -> f32 {
-    let (i, j) = (xi / 4, xi % 4);
-    let mut sum = 0f64;
-    for r in 0..3 {
-        for s in 0..3 {
-            sum += G[i][r] * g[r * 3 + s] as f64 * G[j][s];
+/// The coefficient of kernel tap `(r, s)` (row-major `t = 3r + s`) in element `ξ = 4i + j`
+/// of `G g G^T`: `G[i][r] * G[j][s]`, exact (0, ±1, ±1/2 or 1/4).
+const COEF: [[f64; 9]; XI] = {
+    let mut c = [[0f64; 9]; XI];
+    let mut xi = 0;
+    while xi < XI {
+        let mut t = 0;
+        while t < 9 {
+            c[xi][t] = G[xi / 4][t / 3] * G[xi % 4][t % 3];
+            t += 1;
+        }
+        xi += 1;
+    }
+    c
+};
+
+/// The 16 elements of the transformed kernel `G g G^T` of the 3x3 kernel `g` (row-major),
+/// element `ξ = 4i + j` at index ξ; each summed over the taps in order in f64 (every product
+/// exact) and rounded once.
+fn transformed(g: &[f32]) -> [f32; XI] {
+    let mut u = [0f64; XI];
+    for (t, &gt) in g[..9].iter().enumerate() {
+        for (u, c) in u.iter_mut().zip(&COEF) {
+            *u += c[t] * gt as f64;
         }
     }
-    sum as f32
+    u.map(|v| v as f32)
 }
 
 /// The 16 transformed weight matrices `U[ξ]` of `w` (`M x C x 3 x 3`): `U[ξ][o][c]` is
 /// element ξ of the transformed kernel of output `o` and input `c`, packed for the sgemm in
-/// orientation `P`. Packed one ξ at a time from the formula, so no unpacked copy of all 16
-/// (1.8 times the weights) is ever held.
+/// orientation `P`. All 16 are packed together from each kernel's transform (each kernel
+/// read and transformed once), with no unpacked copy of them (1.8 times the weights) held.
 pub(super) fn pack_weights<P: super::conv::PackWeights>(w: &ArrayD<f32>) -> Vec<P> {
     let (m, c) = (w.shape()[0], w.shape()[1]);
     let w = w.as_standard_layout();
     let wd = w.as_slice().expect("standard layout");
-    (0..XI)
-        .map(|xi| P::from_fn(m, c, |o, ci| transformed(&wd[(o * c + ci) * 9..][..9], xi)))
-        .collect()
+    P::from_fn_n(m, c, |o, ci| transformed(&wd[(o * c + ci) * 9..][..9])).into()
 }
 
 /// The conv: `out` (`N x M x OH x OW`) from `x` (`N x C x H x W`), the transformed weights
@@ -605,7 +619,7 @@ mod tests {
         ];
         for (i, row) in want.iter().enumerate() {
             for (j, &v) in row.iter().enumerate() {
-                assert_eq!(transformed(&g, 4 * i + j), v, "({i}, {j})");
+                assert_eq!(transformed(&g)[4 * i + j], v, "({i}, {j})");
             }
         }
     }

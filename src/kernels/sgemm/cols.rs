@@ -36,17 +36,29 @@ impl PackedCols {
     /// Packs the `m x k` matrix whose element `(j, kk)` is `f(j, kk)`, as
     /// [`super::PackedA::from_fn`].
     pub fn from_fn(m: usize, k: usize, mut f: impl FnMut(usize, usize) -> f32) -> PackedCols {
+        let [a] = PackedCols::from_fn_n(m, k, |j, kk| [f(j, kk)]);
+        a
+    }
+
+    /// `N` matrices at once, as [`super::PackedA::from_fn_n`].
+    pub fn from_fn_n<const N: usize>(
+        m: usize,
+        k: usize,
+        mut f: impl FnMut(usize, usize) -> [f32; N],
+    ) -> [PackedCols; N] {
         let panels = m.div_ceil(NR);
-        let mut data = vec![0f32; panels * k * NR];
+        let mut data: [Vec<f32>; N] = std::array::from_fn(|_| vec![0f32; panels * k * NR]);
         for q in 0..panels {
-            let dst = &mut data[q * k * NR..(q + 1) * k * NR];
             for j in 0..NR.min(m - q * NR) {
                 for kk in 0..k {
-                    dst[kk * NR + j] = f(q * NR + j, kk);
+                    let at = q * k * NR + kk * NR + j;
+                    for (d, v) in data.iter_mut().zip(f(q * NR + j, kk)) {
+                        d[at] = v;
+                    }
                 }
             }
         }
-        PackedCols { m, k, data }
+        data.map(|data| PackedCols { m, k, data })
     }
 
     pub fn m(&self) -> usize {

@@ -24,17 +24,31 @@ impl PackedA {
     /// Packs the `m x k` matrix whose element `(i, kk)` is `f(i, kk)` (called once each, row
     /// by row), for A's that exist only as a formula (Winograd's transformed weights).
     pub fn from_fn(m: usize, k: usize, mut f: impl FnMut(usize, usize) -> f32) -> PackedA {
+        let [a] = PackedA::from_fn_n(m, k, |i, kk| [f(i, kk)]);
+        a
+    }
+
+    /// `N` matrices at once: element `(i, kk)` of matrix `t` is `f(i, kk)[t]`, `f` called once
+    /// per `(i, kk)`, row by row (Winograd computes the 16 transformed values of a kernel
+    /// together, reading the kernel once).
+    pub fn from_fn_n<const N: usize>(
+        m: usize,
+        k: usize,
+        mut f: impl FnMut(usize, usize) -> [f32; N],
+    ) -> [PackedA; N] {
         let panels = m.div_ceil(MR);
-        let mut data = vec![0f32; panels * k * MR];
+        let mut data: [Vec<f32>; N] = std::array::from_fn(|_| vec![0f32; panels * k * MR]);
         for p in 0..panels {
-            let dst = &mut data[p * k * MR..(p + 1) * k * MR];
             for i in 0..MR.min(m - p * MR) {
                 for kk in 0..k {
-                    dst[kk * MR + i] = f(p * MR + i, kk);
+                    let at = p * k * MR + kk * MR + i;
+                    for (d, v) in data.iter_mut().zip(f(p * MR + i, kk)) {
+                        d[at] = v;
+                    }
                 }
             }
         }
-        PackedA { m, k, data }
+        data.map(|data| PackedA { m, k, data })
     }
 
     pub fn m(&self) -> usize {
