@@ -43,10 +43,13 @@ pub struct Args {
     pipeline: super::pipeline::PipelineArgs,
     #[arg(long)]
     json: bool,
-    /// Time each node: milliseconds per op type and the 10 slowest nodes, GFLOP/s for Conv,
-    /// MatMul and Gemm.
+    /// Time each node: milliseconds per op type and the slowest nodes (`--top`), GFLOP/s for
+    /// Conv, MatMul and Gemm.
     #[arg(long)]
     profile: bool,
+    /// How many of the slowest nodes `--profile` lists.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
@@ -103,7 +106,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         Some(s) => Some(summarize(s)?),
         None => None,
     };
-    let report = profile.map(|p| p.report(&case.graph, 10));
+    let report = profile.map(|p| p.report(&case.graph, a.top));
 
     if a.json {
         let mut doc = json!({

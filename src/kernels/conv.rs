@@ -14,6 +14,7 @@
 //! Everything is written for 3 spatial dims; 1-D and 2-D convs are lifted to 3-D by adding
 //! leading spatial dims of size 1, which changes neither the data layout nor the math.
 
+use super::conv_direct;
 use super::depthwise;
 use super::gemm::SendPtr;
 use super::im2col::{pack_patches, Scratch};
@@ -163,7 +164,11 @@ pub fn conv_f32_with(
         } else {
             let prepared = prepared.filter(|pr| pr.w_shape == w.shape() && pr.group == p.group);
             let bias = bias.as_deref();
-            if winograd::applies(&p) {
+            if conv_direct::applies(&p) {
+                let w = w.as_standard_layout();
+                let wd = w.as_slice().expect("standard layout");
+                conv_direct::conv(&p, xd, wd, bias, act, &mut out);
+            } else if winograd::applies(&p) {
                 let slots = prepared.map(|pr| &pr.winograd);
                 with_weights(
                     slots,
@@ -388,6 +393,24 @@ const M_CHUNK_PANELS: usize = 4;
 /// are packed first, in parallel over (unit, B panel), and the products then split over
 /// (unit, chunk of M panels). Each output element is computed by the same tile calls either
 /// way.
+/// The im2col path on its own, weights packed for this call in the chosen orientation (the
+/// other paths' tests compare against it).
+#[cfg(test)]
+pub(super) fn im2col_path(
+    p: &Plan,
+    x: &[f32],
+    w: &ArrayD<f32>,
+    bias: Option<&[f32]>,
+    act: Activation,
+    cols: bool,
+) -> Vec<f32> {
+    let mut out = vec![f32::NAN; p.out_shape.iter().product()];
+    with_weights(None, cols, Source::Direct(w, p.group), |ws| {
+        im2col_gemm(p, x, ws, bias, act, &mut out)
+    });
+    out
+}
+
 fn im2col_gemm(
     p: &Plan,
     x: &[f32],

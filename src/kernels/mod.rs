@@ -7,6 +7,7 @@
 
 pub mod activation;
 pub mod conv;
+mod conv_direct;
 pub mod conv_transpose;
 mod depthwise;
 #[cfg(target_arch = "x86_64")]

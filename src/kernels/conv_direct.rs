@@ -1,0 +1,416 @@
+//! Direct conv for convs with few input channels: the stems of image nets, which read the
+//! 3 colour planes through a 7x7 or 3x3 kernel at stride 2.
+//!
+//! Through im2col these are short products (27 to 147 reduction steps) over a patch matrix
+//! 9 to 49 times the input, and ran at 12 to 35 GFLOP/s, about half onnxruntime's speed
+//! (the slowest node of SqueezeNet, ShuffleNet and MobileNet). Here the output is computed
+//! in place instead: 24 consecutive positions of one output row (three 8-float vectors)
+//! times 4 output channels in 12 registers, each tap adding one weight (broadcast) times
+//! the 24 input values it reads. To make those 24 values one contiguous run whatever the
+//! stride, the input is first copied into a zero-padded buffer with each row split by
+//! column phase (`x mod stride`): column `X` of a padded row is element `X / s` of phase
+//! `X mod s`, so positions `x .. x + 24` at tap column `kx` read elements
+//! `x + (kx * d) / s ..` of phase `(kx * d) mod s`.
+//!
+//! Each output is the FMA chain `w * x` over the taps in im2col's order (channel, then
+//! kernel row, then kernel column) from +0.0, then `+ bias`, then the clamp: the same
+//! operations in the same order as the sgemm's micro-kernels, so the same bits as the
+//! im2col path, on any number of threads (every output is computed by one task alone).
+
+use super::conv::Plan;
+use super::gemm::SendPtr;
+use super::sgemm::Activation;
+use rayon::prelude::*;
+
+/// Most input channels for this path. With more, im2col's patch matrix is reused by
+/// enough output channels, and the packed sgemm is as fast.
+const MAX_INPUTS: usize = 4;
+
+/// Output channels per register block.
+const R_MAX: usize = 4;
+
+/// Whether the conv takes this path: one group, at most [`MAX_INPUTS`] input channels, at
+/// most 2 spatial dims (depth 1, kernel depth 1), output rows of at least one vector, on a
+/// CPU with AVX2 and FMA.
+pub(super) fn applies(p: &Plan) -> bool {
+    available()
+        && p.group == 1
+        && p.c <= MAX_INPUTS
+        && p.input[0] == 1
+        && p.kernel[0] == 1
+        && p.output[0] == 1
+        && p.output[2] >= 8
+}
+
+fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The padded, phase-split input of one batch item: `C x rows x s x wq` floats.
+#[derive(Clone, Copy, Debug)]
+struct Padded {
+    /// Padded rows: the rows the output rows' taps read.
+    rows: usize,
+    /// Column stride `s` (the number of phases).
+    s: usize,
+    /// Elements per phase: the output row rounded up to whole vectors plus the kernel's
+    /// reach, so every lane of every block reads inside the buffer.
+    wq: usize,
+}
+
+impl Padded {
+    fn of(p: &Plan) -> Padded {
+        let [_, oh, ow] = p.output;
+        let [_, kh, kw] = p.kernel;
+        let [_, sh, s] = p.strides;
+        let [_, dh, dw] = p.dilations;
+        Padded {
+            rows: (oh - 1) * sh + (kh - 1) * dh + 1,
+            s,
+            wq: ow.next_multiple_of(8) + (kw - 1) * dw / s + 1,
+        }
+    }
+    fn len(&self, c: usize) -> usize {
+        c * self.rows * self.s * self.wq
+    }
+    /// The offset of each tap (channel, kernel row, kernel column, in im2col's order) from
+    /// an output row's first element.
+    fn taps(&self, p: &Plan) -> Vec<usize> {
+        let [_, kh, kw] = p.kernel;
+        let [_, dh, dw] = p.dilations;
+        let mut t = Vec::with_capacity(p.c * kh * kw);
+        for c in 0..p.c {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let (phase, j) = ((kx * dw) % self.s, (kx * dw) / self.s);
+                    t.push(((c * self.rows + ky * dh) * self.s + phase) * self.wq + j);
+                }
+            }
+        }
+        t
+    }
+}
+
+/// The conv: `out` (`N x M x OH x OW`) from `x` (`N x C x H x W`) and `w` (`M x C x KH x
+/// KW`), bias and activation applied as each output is stored.
+pub(super) fn conv(
+    p: &Plan,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    out: &mut [f32],
+) {
+    debug_assert!(applies(p));
+    let pd = Padded::of(p);
+    let taps = pd.taps(p);
+    let k = taps.len();
+    // Weights regrouped as [block of 4 channels][tap][4], zero past the last channel, so a
+    // tap's 4 broadcasts read one 16-byte run.
+    let blocks = p.m.div_ceil(R_MAX);
+    let mut wp = vec![0f32; blocks * k * R_MAX];
+    for o in 0..p.m {
+        for t in 0..k {
+            wp[((o / R_MAX) * k + t) * R_MAX + o % R_MAX] = w[o * k + t];
+        }
+    }
+    let mut padded = vec![0f32; pd.len(p.c)];
+    let [_, oh, ow] = p.output;
+    let outp = SendPtr(out.as_mut_ptr());
+    for n in 0..p.n {
+        fill(
+            p,
+            pd,
+            &x[n * p.c * p.in_plane()..][..p.c * p.in_plane()],
+            &mut padded,
+        );
+        let padded = &padded;
+        (0..oh).into_par_iter().for_each(|oy| {
+            let row = Row {
+                x: &padded[oy * p.strides[1] * pd.s * pd.wq..],
+                taps: &taps,
+                w: &wp,
+                bias,
+                act,
+                m: p.m,
+                ow,
+                // SAFETY: output row oy of batch item n, all channels: inside `out`, and
+                // written by this task only.
+                out: SendPtr(unsafe { outp.get().add(n * p.m * oh * ow + oy * ow) }),
+                channel_stride: oh * ow,
+            };
+            // SAFETY: `applies` checked the CPU has AVX2 and FMA; `Row` holds what
+            // `row_avx2` reads (see there).
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                row_avx2(&row)
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            unreachable!("the direct conv is only selected on x86-64: {}", row.m)
+        });
+    }
+}
+
+/// Copies the batch item's input `x` (`C x H x W`) into `buf` padded and phase-split (see
+/// [`Padded`]); zeros outside the input.
+fn fill(p: &Plan, pd: Padded, x: &[f32], buf: &mut [f32]) {
+    let [_, h, w] = p.input;
+    let (pt, pl) = (p.pads[1], p.pads[2]);
+    let row_len = pd.s * pd.wq;
+    buf.par_chunks_mut(row_len)
+        .enumerate()
+        .for_each(|(i, dst)| {
+            let (c, yy) = (i / pd.rows, i % pd.rows);
+            dst.fill(0.0);
+            let Some(y) = yy.checked_sub(pt).filter(|&y| y < h) else {
+                return;
+            };
+            let src = &x[(c * h + y) * w..][..w];
+            for (phase, dst) in dst.chunks_exact_mut(pd.wq).enumerate() {
+                // Element j is padded column j * s + phase, input column that minus pl.
+                for (j, d) in dst.iter_mut().enumerate() {
+                    if let Some(&v) = (j * pd.s + phase)
+                        .checked_sub(pl)
+                        .and_then(|xi| src.get(xi))
+                    {
+                        *d = v;
+                    }
+                }
+            }
+        });
+}
+
+/// One output row's work, all output channels.
+struct Row<'a> {
+    /// The padded input from the row's first tap row on.
+    x: &'a [f32],
+    taps: &'a [usize],
+    /// Regrouped weights (see [`conv`]).
+    w: &'a [f32],
+    bias: Option<&'a [f32]>,
+    act: Activation,
+    m: usize,
+    ow: usize,
+    /// Channel 0's output row; channel `o`'s is `channel_stride * o` further.
+    out: SendPtr<f32>,
+    channel_stride: usize,
+}
+
+/// # Safety
+/// The CPU must have AVX2 and FMA; `row.out` must be valid for writes of `ow` floats at
+/// each of the `m` channel offsets. (Every load is inside `row.x`: the largest tap offset
+/// plus the rounded-up row stays inside the padded buffer by [`Padded`]'s sizes; checked
+/// below in debug builds.)
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn row_avx2(row: &Row) {
+    debug_assert!(row
+        .taps
+        .iter()
+        .all(|&t| t + row.ow.next_multiple_of(8) <= row.x.len()));
+    let k = row.taps.len();
+    let mut o0 = 0;
+    while o0 < row.m {
+        let r = (row.m - o0).min(R_MAX);
+        let w = row.w.as_ptr().add(o0 * k);
+        match r {
+            4 => imp::channels::<4>(row, o0, w),
+            3 => imp::channels::<3>(row, o0, w),
+            2 => imp::channels::<2>(row, o0, w),
+            _ => imp::channels::<1>(row, o0, w),
+        }
+        o0 += r;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod imp {
+    use super::{Row, R_MAX};
+    use crate::kernels::sgemm::clamp_avx2 as clamp;
+    use std::arch::x86_64::*;
+
+    /// Output channels `o0 .. o0 + R` of the row, in blocks of up to 24 positions.
+    #[inline(always)]
+    pub(super) unsafe fn channels<const R: usize>(row: &Row, o0: usize, w: *const f32) {
+        let mut x0 = 0;
+        while x0 < row.ow {
+            let v = (row.ow - x0).div_ceil(8).min(3);
+            match v {
+                3 => block::<R, 3>(row, o0, x0, w),
+                2 => block::<R, 2>(row, o0, x0, w),
+                _ => block::<R, 1>(row, o0, x0, w),
+            }
+            x0 += 8 * v;
+        }
+    }
+
+    /// Positions `x0 .. x0 + 8V` (stored up to the row's end) of channels `o0 .. o0 + R`.
+    #[inline(always)]
+    unsafe fn block<const R: usize, const V: usize>(
+        row: &Row,
+        o0: usize,
+        x0: usize,
+        w: *const f32,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); V]; R];
+        let xb = row.x.as_ptr().add(x0);
+        for (t, &off) in row.taps.iter().enumerate() {
+            let xs = xb.add(off);
+            let xv: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(xs.add(8 * v)));
+            let wt = w.add(t * R_MAX);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let wv = _mm256_broadcast_ss(&*wt.add(r));
+                for (a, &xv) in acc.iter_mut().zip(&xv) {
+                    *a = _mm256_fmadd_ps(wv, xv, *a);
+                }
+            }
+        }
+        let valid = (row.ow - x0).min(8 * V);
+        for (r, acc) in acc.iter().enumerate() {
+            let b = row.bias.map(|b| _mm256_set1_ps(b[o0 + r]));
+            let dst = row.out.get().add((o0 + r) * row.channel_stride + x0);
+            for (v, &a) in acc.iter().enumerate() {
+                let a = match b {
+                    Some(b) => _mm256_add_ps(a, b),
+                    None => a,
+                };
+                let y = clamp(a, row.act);
+                if 8 * v + 8 <= valid {
+                    _mm256_storeu_ps(dst.add(8 * v), y);
+                } else if 8 * v < valid {
+                    let mut buf = [0f32; 8];
+                    _mm256_storeu_ps(buf.as_mut_ptr(), y);
+                    let n = valid - 8 * v;
+                    std::ptr::copy_nonoverlapping(buf.as_ptr(), dst.add(8 * v), n);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::conv::{im2col_path, plan};
+    use super::super::test_data::{conv_attrs, noise, on_threads};
+    use super::*;
+
+    /// The direct conv against the im2col path in both sgemm orientations, bit for bit.
+    fn check(xs: &[usize], ws: &[usize], strides: &[usize], dil: &[usize], pads: &[usize]) {
+        let a = conv_attrs(1, strides, dil, pads);
+        let (x, w, b) = (noise(xs, 1), noise(ws, 2), noise(&[ws[0]], 3));
+        let p = plan(xs, ws, Some(&[ws[0]]), &a).unwrap();
+        assert!(applies(&p), "{xs:?} {ws:?} should take the direct path");
+        let clip = Activation {
+            lo: Some(-20.0),
+            hi: Some(30.0),
+        };
+        let (xd, wd, bd) = (
+            x.as_slice().unwrap(),
+            w.as_slice().unwrap(),
+            b.as_slice().unwrap(),
+        );
+        for (bias, act) in [
+            (None, Activation::NONE),
+            (Some(bd), Activation::RELU),
+            (Some(bd), clip),
+        ] {
+            let mut got = vec![f32::NAN; p.out_shape.iter().product()];
+            conv(&p, xd, wd, bias, act, &mut got);
+            for cols in [false, true] {
+                let want = im2col_path(&p, xd, &w, bias, act, cols);
+                for (i, (g, r)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(
+                        g.to_bits(),
+                        r.to_bits(),
+                        "{g} vs {r} at {i}: {xs:?} {ws:?} s{strides:?} d{dil:?} p{pads:?} cols {cols}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn same_bits_as_im2col() {
+        if !available() {
+            eprintln!("no AVX2 + FMA: the direct conv is not used on this CPU");
+            return;
+        }
+        // ResNet's stem, smaller: 7x7 stride 2 pad 3.
+        check(&[1, 3, 40, 44], &[8, 3, 7, 7], &[2, 2], &[], &[3, 3, 3, 3]);
+        // MobileNet's: 3x3 stride 2 pad 1, odd sizes; 6 channels (a block of 4 and one of 2).
+        check(&[1, 3, 29, 35], &[6, 3, 3, 3], &[2, 2], &[], &[1, 1, 1, 1]);
+        // SqueezeNet's: no padding, 111-wide rows (a 24-block tail of one partial vector).
+        check(&[1, 3, 31, 223], &[5, 3, 3, 3], &[2, 2], &[], &[0, 0, 0, 0]);
+        // Stride 1 and 3, dilation 2, asymmetric pads, one channel, batch 2, 1x5 kernel.
+        check(
+            &[2, 1, 12, 30],
+            &[7, 1, 3, 3],
+            &[1, 1],
+            &[2, 2],
+            &[0, 2, 3, 1],
+        );
+        check(
+            &[1, 2, 17, 50],
+            &[3, 2, 1, 5],
+            &[3, 3],
+            &[1, 2],
+            &[1, 4, 0, 2],
+        );
+        check(&[1, 4, 9, 9], &[9, 4, 2, 2], &[1, 1], &[], &[0, 0, 0, 0]);
+        // 1-D.
+        check(&[2, 3, 70], &[4, 3, 5], &[2], &[], &[2, 1]);
+    }
+
+    #[test]
+    fn same_bits_on_one_and_two_threads() {
+        if !available() {
+            return;
+        }
+        let (xs, ws) = ([1, 3, 64, 64], [16, 3, 7, 7]);
+        let a = conv_attrs(1, &[2, 2], &[], &[3, 3, 3, 3]);
+        let (x, w) = (noise(&xs, 4), noise(&ws, 5));
+        let p = plan(&xs, &ws, None, &a).unwrap();
+        let run = || {
+            let mut out = vec![f32::NAN; p.out_shape.iter().product()];
+            conv(
+                &p,
+                x.as_slice().unwrap(),
+                w.as_slice().unwrap(),
+                None,
+                Activation::NONE,
+                &mut out,
+            );
+            out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        assert_eq!(on_threads(1, run), on_threads(2, run));
+    }
+
+    #[test]
+    fn which_convs_take_the_path() {
+        if !available() {
+            return;
+        }
+        let takes = |xs: &[usize], ws: &[usize], group: usize| {
+            let a = conv_attrs(group, &[], &[], &[]);
+            applies(&plan(xs, ws, None, &a).unwrap())
+        };
+        assert!(takes(&[1, 3, 16, 16], &[8, 3, 3, 3], 1));
+        assert!(
+            !takes(&[1, 5, 16, 16], &[8, 5, 3, 3], 1),
+            "5 input channels"
+        );
+        assert!(!takes(&[1, 4, 16, 16], &[8, 2, 3, 3], 2), "grouped");
+        assert!(
+            !takes(&[1, 3, 16, 9], &[8, 3, 3, 3], 1),
+            "7-wide output rows"
+        );
+        assert!(!takes(&[1, 3, 4, 16, 16], &[8, 3, 3, 3, 3], 1), "3-D");
+    }
+}
