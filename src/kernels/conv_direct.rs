@@ -4,13 +4,17 @@
 //! Through im2col these are short products (27 to 147 reduction steps) over a patch matrix
 //! 9 to 49 times the input, and ran at 12 to 35 GFLOP/s, about half onnxruntime's speed
 //! (the slowest node of SqueezeNet, ShuffleNet and MobileNet). Here the output is computed
-//! in place instead: 24 consecutive positions of one output row (three 8-float vectors)
-//! times 4 output channels in 12 registers, each tap adding one weight (broadcast) times
-//! the 24 input values it reads. To make those 24 values one contiguous run whatever the
+//! in place instead: 16 consecutive positions of one output row (two 8-float vectors)
+//! times 6 output channels in 12 registers, each tap adding one weight (broadcast) times
+//! the 16 input values it reads. To make those 16 values one contiguous run whatever the
 //! stride, the input is first copied into a zero-padded buffer with each row split by
 //! column phase (`x mod stride`): column `X` of a padded row is element `X / s` of phase
-//! `X mod s`, so positions `x .. x + 24` at tap column `kx` read elements
+//! `X mod s`, so positions `x .. x + 16` at tap column `kx` read elements
 //! `x + (kx * d) / s ..` of phase `(kx * d) mod s`.
+//!
+//! 1x1 stride-1 unpadded convs with few input channels (up to 32: MobileNet's and
+//! EfficientNet's 16 -> 96 expansions on 112x112) are the same products with one tap per
+//! channel and rows of the whole plane; they read the input in place.
 //!
 //! Each output is the FMA chain `w * x` over the taps in im2col's order (channel, then
 //! kernel row, then kernel column) from +0.0, then `+ bias`, then the clamp: the same
@@ -21,18 +25,44 @@ use super::conv::Plan;
 use super::gemm::SendPtr;
 use super::sgemm::Activation;
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Most input channels for this path. With more, im2col's patch matrix is reused by
 /// enough output channels, and the packed sgemm is as fast.
 const MAX_INPUTS: usize = 4;
 
-/// Output channels per register block.
-const R_MAX: usize = 4;
+/// Output channels per register block: 6 channels x 2 vectors of positions is 12
+/// accumulators, plus 2 input vectors and a broadcast weight, within the 16 ymm registers
+/// (4 x 3, one more input vector, made LLVM spill an accumulator in the tap loop, and
+/// the store and reload put the loop at the speed of the im2col path).
+const R_MAX: usize = 6;
 
-/// Whether the conv takes this path: one group, at most [`MAX_INPUTS`] input channels, at
-/// most 2 spatial dims (depth 1, kernel depth 1), output rows of at least one vector, on a
-/// CPU with AVX2 and FMA.
+/// Most input channels of a [`flat`] conv on this path: its reduction is that short, and
+/// through the sgemm such a product is mostly tile overhead (16 -> 96 channels on 112x112
+/// ran at 15 GFLOP/s).
+const MAX_FLAT_INPUTS: usize = 32;
+
+/// Positions per task of a [`flat`] conv.
+const FLAT_CHUNK: usize = 512;
+
+/// Whether the conv is a 1x1, stride-1, unpadded one over planes of whole vectors: then the
+/// plane is one long row, read in place (no padded copy; every vector read is inside it).
+fn flat(p: &Plan) -> bool {
+    p.kernel == [1; 3]
+        && p.strides == [1; 3]
+        && p.pads == [0; 3]
+        && p.input == p.output
+        && p.out_plane().is_multiple_of(8)
+}
+
+/// Whether the conv takes this path: one group, on a CPU with AVX2 and FMA, and either
+/// [`flat`] with at most [`MAX_FLAT_INPUTS`] input channels, or at most [`MAX_INPUTS`] input
+/// channels, at most 2 spatial dims (depth 1, kernel depth 1) and output rows of at least
+/// one vector.
 pub(super) fn applies(p: &Plan) -> bool {
+    if available() && p.group == 1 && flat(p) && p.c <= MAX_FLAT_INPUTS {
+        return true;
+    }
     available()
         && p.group == 1
         && p.c <= MAX_INPUTS
@@ -109,11 +139,16 @@ pub(super) fn conv(
     out: &mut [f32],
 ) {
     debug_assert!(applies(p));
+    let (in_plane, out_plane) = (p.in_plane(), p.out_plane());
+    let flat = flat(p);
     let pd = Padded::of(p);
-    let taps = pd.taps(p);
+    let taps = match flat {
+        true => (0..p.c).map(|c| c * in_plane).collect(),
+        false => pd.taps(p),
+    };
     let k = taps.len();
-    // Weights regrouped as [block of 4 channels][tap][4], zero past the last channel, so a
-    // tap's 4 broadcasts read one 16-byte run.
+    // Weights regrouped as [block of 6 channels][tap][6], zero past the last channel, so a
+    // tap's 6 broadcasts read one 24-byte run.
     let blocks = p.m.div_ceil(R_MAX);
     let mut wp = vec![0f32; blocks * k * R_MAX];
     for o in 0..p.m {
@@ -121,39 +156,61 @@ pub(super) fn conv(
             wp[((o / R_MAX) * k + t) * R_MAX + o % R_MAX] = w[o * k + t];
         }
     }
-    let mut padded = vec![0f32; pd.len(p.c)];
     let [_, oh, ow] = p.output;
     let outp = SendPtr(out.as_mut_ptr());
+    let run = |row: Row| {
+        // SAFETY: `applies` checked the CPU has AVX2 and FMA; `Row` holds what `row_avx2`
+        // reads (see there).
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            row_avx2(&row)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("the direct conv is only selected on x86-64: {}", row.m)
+    };
+    // A task's row, but for its input (set by the caller).
+    let row = |n: usize, at: usize, span: Range<usize>| Row {
+        x: &[],
+        taps: &taps,
+        w: &wp,
+        bias,
+        act,
+        m: p.m,
+        span,
+        // SAFETY: batch item n's output plane, channel 0, from position `at`: inside `out`
+        // (the callers' spans stay inside the plane).
+        out: SendPtr(unsafe { outp.get().add(n * p.m * out_plane + at) }),
+        channel_stride: out_plane,
+    };
+    if flat {
+        // The plane as one row, in chunks of FLAT_CHUNK positions; the input as it is.
+        let chunks = out_plane.div_ceil(FLAT_CHUNK);
+        (0..p.n * chunks).into_par_iter().for_each(|u| {
+            let (n, ch) = (u / chunks, u % chunks);
+            let span = ch * FLAT_CHUNK..((ch + 1) * FLAT_CHUNK).min(out_plane);
+            run(Row {
+                x: &x[n * p.c * in_plane..][..p.c * in_plane],
+                ..row(n, 0, span)
+            })
+        });
+        return;
+    }
+    let mut padded = vec![0f32; pd.len(p.c)];
     for n in 0..p.n {
         fill(
             p,
             pd,
-            &x[n * p.c * p.in_plane()..][..p.c * p.in_plane()],
+            &x[n * p.c * in_plane..][..p.c * in_plane],
             &mut padded,
         );
         let padded = &padded;
+        // One task per output row (each writes that row of every channel).
         (0..oh).into_par_iter().for_each(|oy| {
-            let row = Row {
-                x: &padded[oy * p.strides[1] * pd.s * pd.wq..],
-                taps: &taps,
-                w: &wp,
-                bias,
-                act,
-                m: p.m,
-                ow,
-                // SAFETY: output row oy of batch item n, all channels: inside `out`, and
-                // written by this task only.
-                out: SendPtr(unsafe { outp.get().add(n * p.m * oh * ow + oy * ow) }),
-                channel_stride: oh * ow,
-            };
-            // SAFETY: `applies` checked the CPU has AVX2 and FMA; `Row` holds what
-            // `row_avx2` reads (see there).
-            #[cfg(target_arch = "x86_64")]
-            unsafe {
-                row_avx2(&row)
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            unreachable!("the direct conv is only selected on x86-64: {}", row.m)
+            let x = &padded[oy * p.strides[1] * pd.s * pd.wq..];
+            run(Row {
+                x,
+                ..row(n, oy * ow, 0..ow)
+            })
         });
     }
 }
@@ -197,30 +254,35 @@ struct Row<'a> {
     bias: Option<&'a [f32]>,
     act: Activation,
     m: usize,
-    ow: usize,
-    /// Channel 0's output row; channel `o`'s is `channel_stride * o` further.
+    /// The positions of the row this task computes.
+    span: Range<usize>,
+    /// Channel 0's output row (its position 0); channel `o`'s is `channel_stride * o`
+    /// further.
     out: SendPtr<f32>,
     channel_stride: usize,
 }
 
 /// # Safety
-/// The CPU must have AVX2 and FMA; `row.out` must be valid for writes of `ow` floats at
-/// each of the `m` channel offsets. (Every load is inside `row.x`: the largest tap offset
-/// plus the rounded-up row stays inside the padded buffer by [`Padded`]'s sizes; checked
-/// below in debug builds.)
+/// The CPU must have AVX2 and FMA; `row.out` must be valid for writes of the positions
+/// `span` at each of the `m` channel offsets. (Every load is inside `row.x`: the largest
+/// tap offset plus the span's end rounded up to a vector stays inside the padded buffer by
+/// [`Padded`]'s sizes, or inside the plane for [`flat`] convs; checked below in debug
+/// builds.)
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn row_avx2(row: &Row) {
     debug_assert!(row
         .taps
         .iter()
-        .all(|&t| t + row.ow.next_multiple_of(8) <= row.x.len()));
+        .all(|&t| t + row.span.end.next_multiple_of(8) <= row.x.len()));
     let k = row.taps.len();
     let mut o0 = 0;
     while o0 < row.m {
         let r = (row.m - o0).min(R_MAX);
         let w = row.w.as_ptr().add(o0 * k);
         match r {
+            6 => imp::channels::<6>(row, o0, w),
+            5 => imp::channels::<5>(row, o0, w),
             4 => imp::channels::<4>(row, o0, w),
             3 => imp::channels::<3>(row, o0, w),
             2 => imp::channels::<2>(row, o0, w),
@@ -236,14 +298,13 @@ mod imp {
     use crate::kernels::sgemm::clamp_avx2 as clamp;
     use std::arch::x86_64::*;
 
-    /// Output channels `o0 .. o0 + R` of the row, in blocks of up to 24 positions.
+    /// Output channels `o0 .. o0 + R` of the row, in blocks of up to 16 positions.
     #[inline(always)]
     pub(super) unsafe fn channels<const R: usize>(row: &Row, o0: usize, w: *const f32) {
-        let mut x0 = 0;
-        while x0 < row.ow {
-            let v = (row.ow - x0).div_ceil(8).min(3);
+        let mut x0 = row.span.start;
+        while x0 < row.span.end {
+            let v = (row.span.end - x0).div_ceil(8).min(2);
             match v {
-                3 => block::<R, 3>(row, o0, x0, w),
                 2 => block::<R, 2>(row, o0, x0, w),
                 _ => block::<R, 1>(row, o0, x0, w),
             }
@@ -272,7 +333,7 @@ mod imp {
                 }
             }
         }
-        let valid = (row.ow - x0).min(8 * V);
+        let valid = (row.span.end - x0).min(8 * V);
         for (r, acc) in acc.iter().enumerate() {
             let b = row.bias.map(|b| _mm256_set1_ps(b[o0 + r]));
             let dst = row.out.get().add((o0 + r) * row.channel_stride + x0);
@@ -344,9 +405,9 @@ mod tests {
         }
         // ResNet's stem, smaller: 7x7 stride 2 pad 3.
         check(&[1, 3, 40, 44], &[8, 3, 7, 7], &[2, 2], &[], &[3, 3, 3, 3]);
-        // MobileNet's: 3x3 stride 2 pad 1, odd sizes; 6 channels (a block of 4 and one of 2).
-        check(&[1, 3, 29, 35], &[6, 3, 3, 3], &[2, 2], &[], &[1, 1, 1, 1]);
-        // SqueezeNet's: no padding, 111-wide rows (a 24-block tail of one partial vector).
+        // MobileNet's: 3x3 stride 2 pad 1, odd sizes; 8 channels (a block of 6 and one of 2).
+        check(&[1, 3, 29, 35], &[8, 3, 3, 3], &[2, 2], &[], &[1, 1, 1, 1]);
+        // SqueezeNet's: no padding, 111-wide rows (the last 16-position block stores 15).
         check(&[1, 3, 31, 223], &[5, 3, 3, 3], &[2, 2], &[], &[0, 0, 0, 0]);
         // Stride 1 and 3, dilation 2, asymmetric pads, one channel, batch 2, 1x5 kernel.
         check(
@@ -366,6 +427,10 @@ mod tests {
         check(&[1, 4, 9, 9], &[9, 4, 2, 2], &[1, 1], &[], &[0, 0, 0, 0]);
         // 1-D.
         check(&[2, 3, 70], &[4, 3, 5], &[2], &[], &[2, 1]);
+        // Flat 1x1 convs: 16 -> 13 channels on a plane of 3 chunks (the last one partial),
+        // batch 2; 32 -> 7 on a 1-D plane of 24.
+        check(&[2, 16, 40, 30], &[13, 16, 1, 1], &[], &[], &[0, 0, 0, 0]);
+        check(&[1, 32, 24], &[7, 32, 1], &[], &[], &[0, 0]);
     }
 
     #[test]
@@ -412,5 +477,15 @@ mod tests {
             "7-wide output rows"
         );
         assert!(!takes(&[1, 3, 4, 16, 16], &[8, 3, 3, 3, 3], 1), "3-D");
+        assert!(takes(&[1, 32, 8, 8], &[64, 32, 1, 1], 1), "flat, 32 inputs");
+        assert!(
+            !takes(&[1, 33, 8, 8], &[64, 33, 1, 1], 1),
+            "flat, 33 inputs"
+        );
+        assert!(
+            !takes(&[1, 16, 7, 7], &[64, 16, 1, 1], 1),
+            "1x1 on 49 positions"
+        );
+        assert!(takes(&[1, 8, 3, 4, 4], &[8, 8, 1, 1, 1], 1), "flat 3-D");
     }
 }
