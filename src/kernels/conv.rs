@@ -168,6 +168,7 @@ pub fn conv_f32_with(
             let prepared = prepared.filter(|pr| pr.w_shape == w.shape() && pr.group == p.group);
             let bias = bias.as_deref();
             if conv_direct::applies(&p) {
+                crate::tensor::limits::check_alloc(&conv_direct::scratch_dims(&p), DType::F32)?;
                 let w = w.as_standard_layout();
                 let wd = w.as_slice().expect("standard layout");
                 conv_direct::conv(&p, xd, wd, bias, act, &mut out);

@@ -45,14 +45,11 @@ const MAX_FLAT_INPUTS: usize = 32;
 /// Positions per task of a [`flat`] conv.
 const FLAT_CHUNK: usize = 512;
 
-/// Whether the conv is a 1x1, stride-1, unpadded one over planes of whole vectors: then the
-/// plane is one long row, read in place (no padded copy; every vector read is inside it).
+/// Whether the conv is a 1x1, stride-1, unpadded one: then the plane is one long row, read
+/// in place when it is whole vectors long (else from a copy with planes padded to whole
+/// vectors, so that every vector read is inside the buffer).
 fn flat(p: &Plan) -> bool {
-    p.kernel == [1; 3]
-        && p.strides == [1; 3]
-        && p.pads == [0; 3]
-        && p.input == p.output
-        && p.out_plane().is_multiple_of(8)
+    p.kernel == [1; 3] && p.strides == [1; 3] && p.pads == [0; 3] && p.input == p.output
 }
 
 /// Whether the conv takes this path: one group, on a CPU with AVX2 and FMA, and either
@@ -128,6 +125,19 @@ impl Padded {
     }
 }
 
+/// The dims of the padded input copy [`conv`] allocates (for [`flat`] convs only when
+/// their planes are not whole vectors), for the caller's size check: with a large stride
+/// and few output channels it can exceed the output.
+pub(super) fn scratch_dims(p: &Plan) -> [usize; 4] {
+    match flat(p) {
+        true => [p.c, p.in_plane().next_multiple_of(8), 1, 1],
+        false => {
+            let pd = Padded::of(p);
+            [p.c, pd.rows, pd.s, pd.wq]
+        }
+    }
+}
+
 /// The conv: `out` (`N x M x OH x OW`) from `x` (`N x C x H x W`) and `w` (`M x C x KH x
 /// KW`), bias and activation applied as each output is stored.
 pub(super) fn conv(
@@ -143,7 +153,7 @@ pub(super) fn conv(
     let flat = flat(p);
     let pd = Padded::of(p);
     let taps = match flat {
-        true => (0..p.c).map(|c| c * in_plane).collect(),
+        true => (0..p.c).map(|c| c * in_plane.next_multiple_of(8)).collect(),
         false => pd.taps(p),
     };
     let k = taps.len();
@@ -183,16 +193,32 @@ pub(super) fn conv(
         channel_stride: out_plane,
     };
     if flat {
-        // The plane as one row, in chunks of FLAT_CHUNK positions; the input as it is.
+        // The plane as one row, in chunks of FLAT_CHUNK positions; the input as it is when
+        // its planes are whole vectors, else copied with each plane zero-padded to whole
+        // vectors (so the last vector of the last plane reads inside the buffer).
         let chunks = out_plane.div_ceil(FLAT_CHUNK);
-        (0..p.n * chunks).into_par_iter().for_each(|u| {
-            let (n, ch) = (u / chunks, u % chunks);
-            let span = ch * FLAT_CHUNK..((ch + 1) * FLAT_CHUNK).min(out_plane);
-            run(Row {
-                x: &x[n * p.c * in_plane..][..p.c * in_plane],
-                ..row(n, 0, span)
-            })
-        });
+        let stride = in_plane.next_multiple_of(8);
+        let mut copy = Vec::new();
+        for n in 0..p.n {
+            let xn = &x[n * p.c * in_plane..][..p.c * in_plane];
+            let xs: &[f32] = match stride == in_plane {
+                true => xn,
+                false => {
+                    copy.resize(p.c * stride, 0.0);
+                    for (d, s) in copy.chunks_exact_mut(stride).zip(xn.chunks_exact(in_plane)) {
+                        d[..in_plane].copy_from_slice(s);
+                    }
+                    &copy
+                }
+            };
+            (0..chunks).into_par_iter().for_each(|ch| {
+                let span = ch * FLAT_CHUNK..((ch + 1) * FLAT_CHUNK).min(out_plane);
+                run(Row {
+                    x: xs,
+                    ..row(n, 0, span)
+                })
+            });
+        }
         return;
     }
     let mut padded = vec![0f32; pd.len(p.c)];
@@ -431,6 +457,9 @@ mod tests {
         // batch 2; 32 -> 7 on a 1-D plane of 24.
         check(&[2, 16, 40, 30], &[13, 16, 1, 1], &[], &[], &[0, 0, 0, 0]);
         check(&[1, 32, 24], &[7, 32, 1], &[], &[], &[0, 0]);
+        // Planes of 49 and 196 positions (copied, each padded to whole vectors), batch 2.
+        check(&[2, 24, 7, 7], &[10, 24, 1, 1], &[], &[], &[0, 0, 0, 0]);
+        check(&[1, 5, 14, 14], &[8, 5, 1, 1], &[], &[], &[0, 0, 0, 0]);
     }
 
     #[test]
@@ -483,7 +512,7 @@ mod tests {
             "flat, 33 inputs"
         );
         assert!(
-            !takes(&[1, 16, 7, 7], &[64, 16, 1, 1], 1),
+            takes(&[1, 16, 7, 7], &[64, 16, 1, 1], 1),
             "1x1 on 49 positions"
         );
         assert!(takes(&[1, 8, 3, 4, 4], &[8, 8, 1, 1, 1], 1), "flat 3-D");
