@@ -217,7 +217,7 @@ unsafe fn plane_avx2(
 
 /// `src`'s (even, odd) pairs into `even` and `odd`: a de-interleave the compiler vectorizes.
 #[inline(always)]
-fn split_pairs(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+pub(super) fn split_pairs(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
     for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(src.chunks_exact(2)) {
         *e = pair[0];
         *o = pair[1];

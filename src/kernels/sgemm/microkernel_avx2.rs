@@ -3,7 +3,10 @@
 //! accumulators), so the tile is computed in three passes over the same K steps: rows 0..6
 //! as two 6 x 16 passes (12 accumulators, two vectors of B and one broadcast of A per step)
 //! and rows 6..8 as one 2 x 32 pass, K cut in chunks that keep both operands in L1 across
-//! the passes.
+//! the passes. An edge tile (fewer than 32 columns stored, the last panel of most blocks of
+//! output positions) runs only the 8-column vectors its columns need and stores the last
+//! one masked, in place: through a zeroed buffer with whole passes it cost almost a whole
+//! tile for a few columns (nets 4-14% faster without, in-process A/B).
 //!
 //! Each output element is the same FMA chain, in the same order, as in the AVX-512 kernel,
 //! so the two give the same bits.
@@ -51,10 +54,11 @@ mod imp {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn tile(t: &Tile, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
         debug_assert!(!(t.transposed && t.accumulate));
-        // A whole, untransposed tile is loaded and stored in place; any other goes through
-        // a tile-sized buffer on the stack, copied element by element at the edges.
-        let direct = !t.transposed && t.rows == MR && t.cols == NR;
-        // Only edge and transposed tiles zero one (1 KiB per tile call adds up).
+        // An untransposed tile of all MR rows is loaded and stored in place, its columns
+        // past `cols` left alone by masked loads and stores; any other goes through a
+        // tile-sized buffer on the stack, copied element by element.
+        let direct = !t.transposed && t.rows == MR;
+        // Only buffered tiles zero one (1 KiB per tile call adds up).
         let mut buf = if direct { None } else { Some([[0f32; NR]; MR]) };
         if let Some(buf) = buf.as_mut().filter(|_| t.accumulate) {
             for (i, row) in buf.iter_mut().enumerate().take(t.rows) {
@@ -71,8 +75,10 @@ mod imp {
         // operands' chunks stay in L1 across the passes (a transposed tile runs the whole K,
         // thousands of steps); the partial sums wait in C or the buffer, stored and reloaded
         // as f32, which changes no bit. Passes cover the stored part of the tile only (its
-        // rows and columns past `rows` and `cols` are zero padding of the packed operands);
-        // the two row halves of a column half run one after the other, sharing its B.
+        // rows and columns past `rows` and `cols` are zero padding of the packed operands),
+        // in as few 8-column vectors as it needs; the two row halves of a column half run
+        // one after the other, sharing its B.
+        let cols = t.cols;
         let mut k0 = 0;
         loop {
             let kn = KCH.min(t.kc - k0);
@@ -82,15 +88,24 @@ mod imp {
                 last: k0 + kn == t.kc,
             };
             let (a, b) = (a.add(k0 * t.a_step), b.add(k0 * NR));
-            // Rows 0..6 in two 6 x 16 passes (12 accumulators: enough independent FMA
-            // chains to cover the FMA latency, which 8 barely do), rows 6..8 in one 2 x 32.
+            // Rows 0..6 in 6 x 16 passes (12 accumulators: enough independent FMA chains
+            // to cover the FMA latency, which 8 barely do), rows 6..8 in one 2 x 32.
             for c0 in [0, 16] {
-                if c0 < t.cols {
-                    pass::<6, 2>(t, &chunk, a, b.add(c0), dst.add(c0), ld, (0, c0));
+                let (b, dst, at) = (b.add(c0), dst.add(c0), (0, c0));
+                match cols.saturating_sub(c0) {
+                    0 => {}
+                    1..=8 => pass::<6, 1>(t, &chunk, a, b, dst, ld, at),
+                    _ => pass::<6, 2>(t, &chunk, a, b, dst, ld, at),
                 }
             }
             if t.rows > 6 {
-                pass::<2, 4>(t, &chunk, a.add(6), b, dst.add(6 * ld), ld, (6, 0));
+                let (a, dst, at) = (a.add(6), dst.add(6 * ld), (6, 0));
+                match cols {
+                    0..=8 => pass::<2, 1>(t, &chunk, a, b, dst, ld, at),
+                    9..=16 => pass::<2, 2>(t, &chunk, a, b, dst, ld, at),
+                    17..=24 => pass::<2, 3>(t, &chunk, a, b, dst, ld, at),
+                    _ => pass::<2, 4>(t, &chunk, a, b, dst, ld, at),
+                }
             }
             k0 += kn;
             if k0 >= t.kc {
@@ -137,11 +152,23 @@ mod imp {
         ldc: usize,
         (r0, c0): (usize, usize),
     ) {
+        // Lanes of each vector inside the tile's stored columns: all 8 in a buffered tile
+        // (the buffer is NR wide; what lands past `cols` is never copied out).
+        let buffered = t.transposed || t.rows < MR;
+        let lanes: [usize; V] = std::array::from_fn(|v| match buffered {
+            true => 8,
+            false => t.cols.saturating_sub(c0 + 8 * v).min(8),
+        });
+        let masks: [__m256i; V] = std::array::from_fn(|v| lane_mask(lanes[v]));
         let mut acc = [[_mm256_setzero_ps(); V]; R];
         if chunk.accumulate {
             for (i, row) in acc.iter_mut().enumerate() {
                 for (v, x) in row.iter_mut().enumerate() {
-                    *x = _mm256_loadu_ps(c.add(i * ldc + 8 * v));
+                    let at = c.add(i * ldc + 8 * v);
+                    *x = match lanes[v] {
+                        8 => _mm256_loadu_ps(at),
+                        _ => _mm256_maskload_ps(at, masks[v]),
+                    };
                 }
             }
         }
@@ -188,9 +215,20 @@ mod imp {
         }
         for (i, row) in acc.iter().enumerate() {
             for (v, &x) in row.iter().enumerate() {
-                _mm256_storeu_ps(c.add(i * ldc + 8 * v), x);
+                let at = c.add(i * ldc + 8 * v);
+                match lanes[v] {
+                    8 => _mm256_storeu_ps(at, x),
+                    _ => _mm256_maskstore_ps(at, masks[v], x),
+                }
             }
         }
+    }
+
+    /// The first `n` (at most 8) lanes set.
+    #[inline(always)]
+    unsafe fn lane_mask(n: usize) -> __m256i {
+        let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), idx)
     }
 
     /// `v < lo -> lo`, then `v > hi -> hi` (ordered compares: NaN stays NaN), as

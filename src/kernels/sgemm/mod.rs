@@ -112,6 +112,16 @@ impl Kernel {
         })
     }
 
+    /// The columns an edge tile (fewer than `NR` stored) is computed in steps of: the AVX2
+    /// kernel runs as few 8-column vectors as the stored columns need, the others the whole
+    /// panel.
+    pub fn col_step(self) -> usize {
+        match self {
+            Kernel::Avx2 => 8,
+            Kernel::Avx512 | Kernel::Portable => NR,
+        }
+    }
+
     /// Every kernel this CPU runs (the tests compare them).
     pub fn available() -> Vec<Kernel> {
         let mut ks = vec![Kernel::Portable];
