@@ -11,7 +11,9 @@
 //!    whatever the stride, dilation or padding: no bounds checks in the inner loop.
 //! 2. Output columns are computed LANES at a time: the taps are summed into a fixed-size
 //!    accumulator array (registers, once vectorized) and the row is written once, where an
-//!    axpy per tap would read and write the row kh * kw times.
+//!    axpy per tap would read and write the row kh * kw times. A 2-D plane of stride 1 with
+//!    short rows (7x7, 14x14, 28x28) is computed as one run along the padded rows instead
+//!    ([`flat_run`]), so its blocks hold 64 outputs, not one 16-column block per row.
 //!
 //! Per output element the taps are summed in (depth, row, column) order starting from +0.0,
 //! each as a separate multiply and add (no FMA, so every instruction set rounds alike), and
@@ -160,9 +162,9 @@ pub(super) fn depthwise_on(
     }
     debug_assert_eq!(out.len(), g.n * m * out_plane);
     let outp = SendPtr(out.as_mut_ptr());
-    (0..g.n * m)
-        .into_par_iter()
-        .for_each_init(Vec::new, |scratch, p| {
+    (0..g.n * m).into_par_iter().for_each_init(
+        <(Vec<f32>, Vec<f32>)>::default,
+        |(scratch, flat), p| {
             let (b, o) = (p / m, p % m);
             let xc = &x[(b * g.c + o / g.mult) * in_plane..][..in_plane];
             let wk = &w[o * kp..(o + 1) * kp];
@@ -177,10 +179,11 @@ pub(super) fn depthwise_on(
                     depthwise_avx512::plane(g, xc, wk, bv, act, scratch, dst)
                 },
                 // SAFETY: as above.
-                Path::Avx2 => unsafe { plane_avx2(g, xc, wk, bv, act, scratch, dst) },
-                Path::Portable => plane::<Portable>(g, xc, wk, bv, act, scratch, dst),
+                Path::Avx2 => unsafe { plane_avx2(g, xc, wk, bv, act, (scratch, flat), dst) },
+                Path::Portable => plane::<Portable>(g, xc, wk, bv, act, (scratch, flat), dst),
             }
-        });
+        },
+    );
 }
 
 /// [`plane`] with the AVX2 blocks, compiled for AVX2 (the crate is built for baseline
@@ -196,7 +199,7 @@ pub(super) unsafe fn plane_avx2(
     w: &[f32],
     bias: f32,
     act: Activation,
-    scratch: &mut Vec<f32>,
+    scratch: (&mut Vec<f32>, &mut Vec<f32>),
     dst: &mut [f32],
 ) {
     plane::<depthwise_avx2::Avx2>(g, x, w, bias, act, scratch, dst);
@@ -209,7 +212,7 @@ unsafe fn plane_avx2(
     _: &[f32],
     _: f32,
     _: Activation,
-    _: &mut Vec<f32>,
+    _: (&mut Vec<f32>, &mut Vec<f32>),
     _: &mut [f32],
 ) {
     unreachable!("the AVX2 path is only chosen on x86-64")
@@ -352,7 +355,24 @@ fn block<const NB: usize>(
     }
 }
 
-/// One (batch, output channel) plane; see the module doc.
+/// Most outputs a plane computes as one flat run (see [`flat_run`]).
+const FLAT_MAX: usize = 1024;
+
+/// For a 2-D plane of stride 1 whose rows are short, the length of the flat run: output
+/// positions counted along the padded rows (`lay.row` apart), so that output `(oy, ox)` is
+/// run element `oy * lay.row + ox` and each tap reads the scratch at a fixed offset from it,
+/// as within one row. Computed as one long row, in blocks of 64 (eight independent sums)
+/// where a row of 7 or 14 outputs alone would run one 16-column block of two sums waiting
+/// on each other's adds; the columns past `ow` of each padded row are computed and dropped.
+/// The run stops at the last output, so its reads stay inside the scratch and its slack.
+fn flat_run(g: &Geometry, lay: &Padded) -> Option<usize> {
+    let [od, oh, ow] = g.output;
+    let n = (oh - 1) * lay.row + ow;
+    (od == 1 && g.strides[1..] == [1, 1] && ow < 4 * LANES && n <= FLAT_MAX).then_some(n)
+}
+
+/// One (batch, output channel) plane; see the module doc. `scratch` is the padded input's
+/// and the flat run's, both reused between planes of a conv.
 #[inline(always)]
 fn plane<B: Blocks>(
     g: &Geometry,
@@ -360,7 +380,7 @@ fn plane<B: Blocks>(
     w: &[f32],
     bias: f32,
     act: Activation,
-    scratch: &mut Vec<f32>,
+    (scratch, flat): (&mut Vec<f32>, &mut Vec<f32>),
     dst: &mut [f32],
 ) {
     let lay = g.layout();
@@ -371,33 +391,68 @@ fn plane<B: Blocks>(
     let [dd, dh, dw] = g.dilations;
     let [od, oh, ow] = g.output;
     // Scratch offset of tap (a, b, cc) for output (oz, oy, 0), minus the row's own offset:
-    // the column part `(cc * dw) % sw * plen + (cc * dw) / sw` per kernel column.
-    let col_off: Vec<usize> = (0..kw)
-        .map(|cc| (cc * dw) % sw * lay.plen + (cc * dw) / sw)
-        .collect();
+    // the column part `(cc * dw) % sw * plen + (cc * dw) / sw` per kernel column. On the
+    // stack for the usual kernel widths (a heap allocation per plane cost 8% of a 7x7 conv).
+    let mut col_buf = [0usize; 16];
+    let mut col_vec: Vec<usize>;
+    let col_off: &mut [usize] = if kw <= col_buf.len() {
+        &mut col_buf[..kw]
+    } else {
+        col_vec = vec![0; kw];
+        &mut col_vec
+    };
+    for (cc, off) in col_off.iter_mut().enumerate() {
+        *off = (cc * dw) % sw * lay.plen + (cc * dw) / sw;
+    }
+    let col_off: &[usize] = col_off;
+    let epi = (bias, act);
+    if let Some(n) = flat_run(g, &lay) {
+        // Every element is written before it is read: no zeroing between planes.
+        flat.resize(n, 0.0);
+        let flat = &mut flat[..n];
+        let tap = |a: usize, b: usize| (a * dd * lay.hp + b * dh) * lay.row;
+        run::<B>(flat, xp, w, col_off, [kd, kh], tap, epi);
+        for (oy, row) in dst.chunks_exact_mut(ow).enumerate() {
+            copy_short(row, &flat[oy * lay.row..][..ow]);
+        }
+        return;
+    }
     for oz in 0..od {
         for oy in 0..oh {
             let row = &mut dst[(oz * oh + oy) * ow..][..ow];
             // The scratch row of each (a, b) tap row, for this output row.
-            let tap_row =
+            let tap =
                 |a: usize, b: usize| ((oz * sd + a * dd) * lay.hp + oy * sh + b * dh) * lay.row;
-            // Four independent accumulators where the row allows: one alone would wait on
-            // the latency of each add (4 cycles) for every tap. The last block is computed
-            // whole (its extra columns read the scratch's slack) and written in part.
-            let mut ox0 = 0;
-            while ox0 < ow {
-                let at = |a, b| tap_row(a, b) + ox0;
-                let dst = &mut row[ox0..];
-                let geo = [kd, kh];
-                // (No 3-register block: LLVM leaves that one scalar.)
-                match (ow - ox0).div_ceil(LANES) {
-                    1 => B::block::<1>(dst, xp, w, &col_off, geo, at, (bias, act)),
-                    2 => B::block::<2>(dst, xp, w, &col_off, geo, at, (bias, act)),
-                    _ => B::block::<4>(dst, xp, w, &col_off, geo, at, (bias, act)),
-                }
-                ox0 += 4 * LANES;
-            }
+            run::<B>(row, xp, w, col_off, [kd, kh], tap, epi);
         }
+    }
+}
+
+/// The outputs `out`, consecutive columns of one row (or a flat run), output `j` reading
+/// tap row `(a, b)` at `tap(a, b) + j`. Four independent accumulators where the run allows:
+/// one alone would wait on the latency of each add (4 cycles) for every tap. The last
+/// block is computed whole (its extra columns read the scratch's slack) and written in part.
+#[inline(always)]
+fn run<B: Blocks>(
+    out: &mut [f32],
+    xp: &[f32],
+    w: &[f32],
+    col_off: &[usize],
+    geo: [usize; 2],
+    tap: impl Fn(usize, usize) -> usize,
+    epi: (f32, Activation),
+) {
+    let mut j0 = 0;
+    while j0 < out.len() {
+        let at = |a, b| tap(a, b) + j0;
+        let dst = &mut out[j0..];
+        // (No 3-register block: LLVM leaves that one scalar.)
+        match dst.len().div_ceil(LANES) {
+            1 => B::block::<1>(dst, xp, w, col_off, geo, at, epi),
+            2 => B::block::<2>(dst, xp, w, col_off, geo, at, epi),
+            _ => B::block::<4>(dst, xp, w, col_off, geo, at, epi),
+        }
+        j0 += 4 * LANES;
     }
 }
 
@@ -460,6 +515,46 @@ mod tests {
             &[4, 1, 5, 5],
             &attrs(4, &[2, 2], &[], &[2, 2, 2, 2]),
         );
+    }
+
+    /// Planes of stride 1 with short rows run as one flat run (`flat_run`), wide ones row
+    /// by row: the same plane on the left of an 80-column one (zeros beyond, where the
+    /// narrow one has padding) gives the bits of its columns.
+    #[test]
+    fn flat_run_gives_the_bits_of_rows() {
+        for (k, d, p, h, w) in [
+            (3, 1, 1, 7, 7),
+            (3, 1, 1, 14, 14),
+            (5, 1, 2, 7, 7),
+            (3, 2, 2, 9, 12),
+            (3, 1, 0, 28, 28),
+            (1, 1, 0, 5, 3),
+        ] {
+            let a = attrs(4, &[1, 1], &[d, d], &[p, p, p, p]);
+            let (x, wt, b) = (
+                data(&[2, 4, h, w], 7),
+                data(&[8, 1, k, k], 8),
+                data(&[8], 9),
+            );
+            let wide = ArrayD::from_shape_fn(IxDyn(&[2, 4, h, 80]), |i| {
+                if i[3] < w {
+                    x[[i[0], i[1], i[2], i[3]]]
+                } else {
+                    0.0
+                }
+            });
+            let narrow = conv_f32(&x, &wt, Some(&b), &a).unwrap();
+            let wide = conv_f32(&wide, &wt, Some(&b), &a).unwrap();
+            assert!(wide.shape()[3] >= 64, "the wide plane runs row by row");
+            for (i, v) in narrow.indexed_iter() {
+                let u = wide[[i[0], i[1], i[2], i[3]]];
+                assert_eq!(
+                    v.to_bits(),
+                    u.to_bits(),
+                    "k {k} d {d} p {p} {h}x{w} at {i:?}"
+                );
+            }
+        }
     }
 
     #[test]
