@@ -6,7 +6,7 @@
 //! the passes. An edge tile (fewer than 32 columns stored, the last panel of most blocks of
 //! output positions) runs only the 8-column vectors its columns need and stores the last
 //! one masked, in place: through a zeroed buffer with whole passes it cost almost a whole
-//! tile for a few columns (the nine nets of the README 0.92-1.0 of the time without, geomean
+//! tile for a few columns (the nine nets of the README 0.92-1.01 of the time without, geomean
 //! 0.96, in-process A/B).
 //!
 //! Each output element is the same FMA chain, in the same order, as in the AVX-512 kernel,
