@@ -227,6 +227,37 @@ pub(super) fn split_pairs(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
     }
 }
 
+/// `src`, the columns `lo ..` of a row, into the row's two column phases: column `r` goes
+/// to `even[r / 2]` or `odd[r / 2]`; the (even, odd) pairs through `split_pairs` (the
+/// portable or an AVX-512 de-interleave).
+#[inline(always)]
+pub(super) fn split_row(
+    src: &[f32],
+    lo: usize,
+    even: &mut [f32],
+    odd: &mut [f32],
+    split_pairs: &impl Fn(&[f32], &mut [f32], &mut [f32]),
+) {
+    let (mut r, mut src) = (lo, src);
+    if r % 2 == 1 {
+        let Some((&first, rest)) = src.split_first() else {
+            return;
+        };
+        odd[r / 2] = first;
+        (r, src) = (r + 1, rest);
+    }
+    let pairs = src.len() / 2;
+    let j = r / 2;
+    split_pairs(
+        &src[..2 * pairs],
+        &mut even[j..][..pairs],
+        &mut odd[j..][..pairs],
+    );
+    if src.len() % 2 == 1 {
+        even[j + pairs] = src[2 * pairs];
+    }
+}
+
 /// Copies input plane `x` into the padded, phase-split `scratch` (see the module doc), with
 /// `split_pairs(src, even, odd)` for the de-interleave of stride 2 (`src` in (even, odd)
 /// pairs, as many as `even` and `odd` hold at least).
@@ -259,21 +290,9 @@ pub(super) fn pad_plane(
                 // cost a sixth of a 28x28 conv's time.
                 1 => copy_short(&mut dst[pw..pw + iw], src),
                 2 => {
-                    // Padded column c = k + pw goes to phase c % 2, index c / 2. Starting at
-                    // the first k whose column is even, the rest comes in (even, odd) pairs.
+                    // Padded column c = k + pw goes to phase c % 2, index c / 2.
                     let (even, odd) = dst.split_at_mut(lay.plen);
-                    let k0 = pw % 2;
-                    if k0 == 1 && iw > 0 {
-                        odd[pw / 2] = src[0];
-                    }
-                    let rest = &src[k0.min(iw)..];
-                    let j0 = (k0 + pw) / 2;
-                    let pairs = rest.chunks_exact(2);
-                    if let [last] = pairs.remainder() {
-                        even[j0 + rest.len() / 2] = *last;
-                    }
-                    let n = rest.len() / 2;
-                    split_pairs(&rest[..2 * n], &mut even[j0..][..n], &mut odd[j0..][..n]);
+                    split_row(src, pw, even, odd, &split_pairs);
                 }
                 _ => {
                     for (k, &v) in src.iter().enumerate() {

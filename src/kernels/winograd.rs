@@ -16,7 +16,7 @@
 //! transformed values are still in cache.
 
 use super::conv::{cols_cheaper, Plan, Weights, MIN_UNITS};
-use super::depthwise::split_pairs;
+use super::depthwise::{split_pairs, split_row};
 use super::gemm::SendPtr;
 use super::im2col::copy_short;
 use super::sgemm::{self, Activation, Epilogue, Kernel, NR};
@@ -317,7 +317,7 @@ unsafe fn input_channel(
             let hi = (w as isize - x0).clamp(0, 2 * hn as isize) as usize;
             if lo < hi {
                 let src = &plane[y as usize * w + (x0 + lo as isize) as usize..][..hi - lo];
-                split_row(src, lo, even, odd);
+                split_row(src, lo, even, odd, &split_pairs);
             }
         }
         // B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3; column by column, so on each phase.
@@ -373,32 +373,6 @@ unsafe fn input_channel(
     for xi in 0..XI {
         let tail = len.next_multiple_of(NR) - len;
         put(xi, len, &[0.0; NR][..tail]);
-    }
-}
-
-/// `src`, the columns `lo ..` of a row, into the row's even and odd columns: column `r`
-/// goes to `even[r / 2]` or `odd[r / 2]`.
-#[inline(always)]
-fn split_row(src: &[f32], lo: usize, even: &mut [f32], odd: &mut [f32]) {
-    let (mut r, mut src) = (lo, src);
-    if r % 2 == 1 {
-        let Some((&first, rest)) = src.split_first() else {
-            return;
-        };
-        odd[r / 2] = first;
-        (r, src) = (r + 1, rest);
-    }
-    let pairs = src.len() / 2;
-    let j = r / 2;
-    split_pairs(
-        &src[..2 * pairs],
-        &mut even[j..][..pairs],
-        &mut odd[j..][..pairs],
-    );
-    if let [.., last] = src {
-        if src.len() % 2 == 1 {
-            even[j + pairs] = *last;
-        }
     }
 }
 
