@@ -11,9 +11,10 @@
 //!    whatever the stride, dilation or padding: no bounds checks in the inner loop.
 //! 2. Output columns are computed LANES at a time: the taps are summed into a fixed-size
 //!    accumulator array (registers, once vectorized) and the row is written once, where an
-//!    axpy per tap would read and write the row kh * kw times. A 2-D plane of stride 1 with
-//!    short rows (7x7, 14x14, 28x28) is computed as one run along the padded rows instead
-//!    ([`flat_run`]), so its blocks hold 64 outputs, not one 16-column block per row.
+//!    axpy per tap would read and write the row kh * kw times. A 2-D plane with short
+//!    output rows (7x7, 14x14, 28x28; any stride) is computed as one run along the padded
+//!    rows instead ([`flat_run`]), so its blocks hold 64 outputs, not one 16-column block
+//!    per row.
 //!
 //! Per output element the taps are summed in (depth, row, column) order starting from +0.0,
 //! each as a separate multiply and add (no FMA, so every instruction set rounds alike), and
@@ -88,15 +89,48 @@ pub struct Geometry {
     pub output: [usize; 3],
 }
 
-/// The padded, phase-split scratch layout of one input plane.
+/// The padded, phase-split scratch layout of one input plane: padded column `c` of a row
+/// is element `c / sw` of the row's column phase `c % sw`. Two arrangements of the rows:
+/// - the row layout ([`Geometry::layout`]): padded rows one after another, each row's
+///   phases side by side (`plen` apart), so a row is `sw * plen` elements;
+/// - the flat layout ([`Geometry::flat_layout`], for [`flat_run`]s): the plane is further
+///   split by row phase (`r % sh`), each column phase holding its row phases one after the
+///   other, each a run of rows `plen` apart. Output row `oy` then reads the rows
+///   `oy + (b * dh) / sh` of one (row, column) phase: consecutive output rows are `plen`
+///   apart whatever the stride, so a flat run wastes only the few padded columns per row.
+///
+/// Both agree for stride 1.
 pub(super) struct Padded {
-    /// Padded height (rows of the scratch per depth slice).
+    /// Padded height (rows per depth slice, all row phases).
     pub hp: usize,
-    /// Elements per phase of one padded row.
+    /// Elements per column phase of one padded row.
     pub plen: usize,
-    /// Elements per padded row, all phases: `stride * plen`.
+    /// Distance between consecutive rows of one row phase: `sw * plen` in the row layout,
+    /// `plen` in the flat layout.
     pub row: usize,
     pub len: usize,
+    /// Distance between column phases.
+    col_phase: usize,
+    /// Row phases (1 in the row layout, `sh` in the flat one) and the distance between them.
+    row_phases: (usize, usize),
+    /// Distance between depth slices.
+    depth: usize,
+}
+
+impl Padded {
+    /// Offset of padded row `r` of depth slice `z`, column phase 0 (phase `p` starts
+    /// `p * col_phase` later).
+    #[inline(always)]
+    fn at(&self, z: usize, r: usize) -> usize {
+        let (rp, rp_dist) = self.row_phases;
+        z * self.depth + (r % rp) * rp_dist + (r / rp) * self.row
+    }
+
+    /// Offset of padded column `c` within its row.
+    #[inline(always)]
+    fn col(&self, c: usize, sw: usize) -> usize {
+        (c % sw) * self.col_phase + c / sw
+    }
 }
 
 impl Geometry {
@@ -119,6 +153,7 @@ impl Geometry {
         reach.max(self.input[i] + self.pads[i])
     }
 
+    /// The row layout (see [`Padded`]).
     pub(super) fn layout(&self) -> Padded {
         let (dp, hp, wp) = (self.padded(0), self.padded(1), self.padded(2));
         let plen = wp.div_ceil(self.strides[2]);
@@ -128,6 +163,27 @@ impl Geometry {
             plen,
             row,
             len: dp * hp * row,
+            col_phase: plen,
+            row_phases: (1, 0),
+            depth: hp * row,
+        }
+    }
+
+    /// The flat layout (see [`Padded`]).
+    fn flat_layout(&self) -> Padded {
+        let (dp, hp, wp) = (self.padded(0), self.padded(1), self.padded(2));
+        let [_, sh, sw] = self.strides;
+        let plen = wp.div_ceil(sw);
+        let rp_dist = hp.div_ceil(sh) * plen;
+        let col_phase = sh * rp_dist;
+        Padded {
+            hp,
+            plen,
+            row: plen,
+            len: dp * sw * col_phase,
+            col_phase,
+            row_phases: (sh, rp_dist),
+            depth: sw * col_phase,
         }
     }
 }
@@ -284,20 +340,19 @@ pub(super) fn pad_plane(
     for z in 0..id {
         for y in 0..ih {
             let src = &x[(z * ih + y) * iw..][..iw];
-            let dst = &mut scratch[((z + pd) * lay.hp + y + ph) * lay.row..][..lay.row];
+            let dst = &mut scratch[lay.at(z + pd, y + ph)..];
             match sw {
                 // Not `copy_from_slice`: a libc memmove call per row of 7 to 112 floats
                 // cost a sixth of a 28x28 conv's time.
                 1 => copy_short(&mut dst[pw..pw + iw], src),
                 2 => {
                     // Padded column c = k + pw goes to phase c % 2, index c / 2.
-                    let (even, odd) = dst.split_at_mut(lay.plen);
-                    split_row(src, pw, even, odd, &split_pairs);
+                    let (even, odd) = dst.split_at_mut(lay.col_phase);
+                    split_row(src, pw, &mut even[..lay.plen], odd, &split_pairs);
                 }
                 _ => {
                     for (k, &v) in src.iter().enumerate() {
-                        let c = k + pw;
-                        dst[(c % sw) * lay.plen + c / sw] = v;
+                        dst[lay.col(k + pw, sw)] = v;
                     }
                 }
             }
@@ -377,17 +432,19 @@ fn block<const NB: usize>(
 /// Most outputs a plane computes as one flat run (see [`flat_run`]).
 const FLAT_MAX: usize = 1024;
 
-/// For a 2-D plane of stride 1 whose rows are short, the length of the flat run: output
-/// positions counted along the padded rows (`lay.row` apart), so that output `(oy, ox)` is
-/// run element `oy * lay.row + ox` and each tap reads the scratch at a fixed offset from it,
-/// as within one row. Computed as one long row, in blocks of 64 (eight independent sums)
-/// where a row of 7 or 14 outputs alone would run one 16-column block of two sums waiting
-/// on each other's adds; the columns past `ow` of each padded row are computed and dropped.
-/// The run stops at the last output, so its reads stay inside the scratch and its slack.
-fn flat_run(g: &Geometry, lay: &Padded) -> Option<usize> {
+/// For a 2-D plane whose rows are short, the flat layout and the length of the flat run:
+/// output positions counted along the layout's padded rows (`lay.row` apart), so that
+/// output `(oy, ox)` is run element `oy * lay.row + ox` and each tap reads the scratch at a
+/// fixed offset from it, as within one row (with stride 2 too: see [`Padded`]). Computed as
+/// one long row, in blocks of 64 (eight independent sums) where a row of 7 or 14 outputs
+/// alone would run one 16-column block of two sums waiting on each other's adds; the
+/// columns past `ow` of each padded row are computed and dropped. The run stops at the last
+/// output, so its reads stay inside the scratch and its slack.
+fn flat_run(g: &Geometry) -> Option<(Padded, usize)> {
     let [od, oh, ow] = g.output;
+    let lay = g.flat_layout();
     let n = (oh - 1) * lay.row + ow;
-    (od == 1 && g.strides[1..] == [1, 1] && ow < 4 * LANES && n <= FLAT_MAX).then_some(n)
+    (od == 1 && ow < 4 * LANES && n <= FLAT_MAX).then_some((lay, n))
 }
 
 /// One (batch, output channel) plane; see the module doc. `scratch` is the padded input's
@@ -402,7 +459,11 @@ fn plane<B: Blocks>(
     (scratch, flat): (&mut Vec<f32>, &mut Vec<f32>),
     dst: &mut [f32],
 ) {
-    let lay = g.layout();
+    let flat_n = flat_run(g);
+    let (lay, flat_n) = match flat_n {
+        Some((lay, n)) => (lay, Some(n)),
+        None => (g.layout(), None),
+    };
     pad_plane(g, &lay, x, scratch, split_pairs);
     let xp: &[f32] = scratch;
     let [kd, kh, kw] = g.kernel;
@@ -410,7 +471,7 @@ fn plane<B: Blocks>(
     let [dd, dh, dw] = g.dilations;
     let [od, oh, ow] = g.output;
     // Scratch offset of tap (a, b, cc) for output (oz, oy, 0), minus the row's own offset:
-    // the column part `(cc * dw) % sw * plen + (cc * dw) / sw` per kernel column. On the
+    // the column part `lay.col(cc * dw, sw)` per kernel column. On the
     // stack for the usual kernel widths (a heap allocation per plane cost 8% of a 7x7 conv).
     let mut col_buf = [0usize; 16];
     let mut col_vec: Vec<usize>;
@@ -421,15 +482,15 @@ fn plane<B: Blocks>(
         &mut col_vec
     };
     for (cc, off) in col_off.iter_mut().enumerate() {
-        *off = (cc * dw) % sw * lay.plen + (cc * dw) / sw;
+        *off = lay.col(cc * dw, sw);
     }
     let col_off: &[usize] = col_off;
     let epi = (bias, act);
-    if let Some(n) = flat_run(g, &lay) {
+    if let Some(n) = flat_n {
         // Every element is written before it is read: no zeroing between planes.
         flat.resize(n, 0.0);
         let flat = &mut flat[..n];
-        let tap = |a: usize, b: usize| (a * dd * lay.hp + b * dh) * lay.row;
+        let tap = |a: usize, b: usize| lay.at(a * dd, b * dh);
         run::<B>(flat, xp, w, col_off, [kd, kh], tap, epi);
         for (oy, row) in dst.chunks_exact_mut(ow).enumerate() {
             copy_short(row, &flat[oy * lay.row..][..ow]);
@@ -440,8 +501,7 @@ fn plane<B: Blocks>(
         for oy in 0..oh {
             let row = &mut dst[(oz * oh + oy) * ow..][..ow];
             // The scratch row of each (a, b) tap row, for this output row.
-            let tap =
-                |a: usize, b: usize| ((oz * sd + a * dd) * lay.hp + oy * sh + b * dh) * lay.row;
+            let tap = |a: usize, b: usize| lay.at(oz * sd + a * dd, oy * sh + b * dh);
             run::<B>(row, xp, w, col_off, [kd, kh], tap, epi);
         }
     }
@@ -536,26 +596,35 @@ mod tests {
         );
     }
 
-    /// Planes of stride 1 with short rows run as one flat run (`flat_run`), wide ones row
-    /// by row: the same plane on the left of an 80-column one (zeros beyond, where the
-    /// narrow one has padding) gives the bits of its columns.
+    /// Planes with short rows run as one flat run (`flat_run`), wide ones row by row: the
+    /// same plane on the left of one 80 columns per unit of stride (zeros beyond, where the
+    /// narrow one has padding) gives the bits of its columns. Strides 1 to 3, odd and even
+    /// sizes (so the row and column phases differ in length), kernels 1 to 5, dilation.
     #[test]
     fn flat_run_gives_the_bits_of_rows() {
-        for (k, d, p, h, w) in [
-            (3, 1, 1, 7, 7),
-            (3, 1, 1, 14, 14),
-            (5, 1, 2, 7, 7),
-            (3, 2, 2, 9, 12),
-            (3, 1, 0, 28, 28),
-            (1, 1, 0, 5, 3),
+        for (k, s, d, p, h, w) in [
+            (3, 1, 1, 1, 7, 7),
+            (3, 1, 1, 1, 14, 14),
+            (5, 1, 1, 2, 7, 7),
+            (3, 1, 2, 2, 9, 12),
+            (3, 1, 1, 0, 28, 28),
+            (1, 1, 1, 0, 5, 3),
+            (3, 2, 1, 1, 14, 14),
+            (3, 2, 1, 1, 28, 28),
+            (3, 2, 1, 1, 56, 56),
+            (5, 2, 1, 2, 14, 14),
+            (5, 2, 1, 2, 15, 13),
+            (3, 2, 2, 1, 11, 9),
+            (3, 3, 1, 0, 13, 14),
+            (1, 2, 1, 0, 7, 7),
         ] {
-            let a = attrs(4, &[1, 1], &[d, d], &[p, p, p, p]);
+            let a = attrs(4, &[s, s], &[d, d], &[p, p, p, p]);
             let (x, wt, b) = (
                 data(&[2, 4, h, w], 7),
                 data(&[8, 1, k, k], 8),
                 data(&[8], 9),
             );
-            let wide = ArrayD::from_shape_fn(IxDyn(&[2, 4, h, 80]), |i| {
+            let wide = ArrayD::from_shape_fn(IxDyn(&[2, 4, h, 80 * s]), |i| {
                 if i[3] < w {
                     x[[i[0], i[1], i[2], i[3]]]
                 } else {
@@ -563,6 +632,18 @@ mod tests {
                 }
             });
             let narrow = conv_f32(&x, &wt, Some(&b), &a).unwrap();
+            let g = super::Geometry {
+                n: 2,
+                c: 4,
+                mult: 2,
+                input: [1, h, w],
+                kernel: [1, k, k],
+                strides: [1, s, s],
+                dilations: [1, d, d],
+                pads: [0, p, p],
+                output: [1, narrow.shape()[2], narrow.shape()[3]],
+            };
+            assert!(super::flat_run(&g).is_some(), "{g:?} runs flat");
             let wide = conv_f32(&wide, &wt, Some(&b), &a).unwrap();
             assert!(wide.shape()[3] >= 64, "the wide plane runs row by row");
             for (i, v) in narrow.indexed_iter() {
@@ -570,7 +651,7 @@ mod tests {
                 assert_eq!(
                     v.to_bits(),
                     u.to_bits(),
-                    "k {k} d {d} p {p} {h}x{w} at {i:?}"
+                    "k {k} s {s} d {d} p {p} {h}x{w} at {i:?}"
                 );
             }
         }
