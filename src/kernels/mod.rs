@@ -8,6 +8,8 @@
 pub mod activation;
 pub mod conv;
 mod conv_direct;
+#[cfg(target_arch = "x86_64")]
+mod conv_direct_avx512;
 pub mod conv_transpose;
 mod depthwise;
 #[cfg(target_arch = "x86_64")]
