@@ -258,10 +258,12 @@ pub(super) enum Weights<'a> {
 /// positions into tiles of 8 rather than panels of 32 (49 positions: 56 rather than 64), and
 /// the output channels into 32s rather than 8s (64 channels: no loss; 24: 32 rather than
 /// 24). Asked to win by 10%, as its transposed stores cost a little; and not for short
-/// reductions, where they cost more than the padding. On a kernel that computes a panel's
-/// edge in steps of 8 columns (AVX2, [`Kernel::col_step`]) the ordinary orientation pads
-/// no more than this one and is always kept: forcing each way in turn, it was 1.05-1.25x
-/// faster on every 1x1, 3x3, strided, grouped and Winograd conv of 7x7 to 28x28 tried.
+/// reductions, where they cost more than the padding. Only on the portable kernel
+/// ([`Kernel::transposed_pays`]): on AVX2 the ordinary orientation pads no more (edge tiles
+/// in 8-column steps) and was 1.05-1.25x faster on every 7x7 to 28x28 conv forced each way;
+/// on AVX-512, which computes edge panels whole, keeping the ordinary one anyway made
+/// ResNet-50 0.96-0.98 and GoogLeNet 0.98 of the time, the other nets 0.99-1.00 (a
+/// transposed tile runs the whole reduction unblocked, its A operand a cache line per step).
 fn prefer_cols(p: &Plan) -> bool {
     let plane = p.out_plane();
     let n_blocks = plane.div_ceil(BLOCK);
@@ -272,13 +274,12 @@ fn prefer_cols(p: &Plan) -> bool {
 /// The rule of [`prefer_cols`] for products of `m` rows, a reduction of `k`, and blocks of
 /// `lens` columns (Winograd's products use it too).
 pub(super) fn cols_cheaper(m: usize, k: usize, lens: impl Iterator<Item = usize>) -> bool {
-    let step = Kernel::detect().col_step();
     let (mut rows, mut cols) = (0, 0);
     for len in lens {
-        rows += m.next_multiple_of(sgemm::MR) * len.next_multiple_of(step);
+        rows += m.next_multiple_of(sgemm::MR) * len.next_multiple_of(sgemm::NR);
         cols += m.next_multiple_of(sgemm::NR) * len.next_multiple_of(sgemm::MR);
     }
-    k >= 64 && cols * 10 < rows * 9
+    Kernel::detect().transposed_pays() && k >= 64 && cols * 10 < rows * 9
 }
 
 /// The slots for a Conv's packed weights, filled by the first [`eval_with`] that uses them
@@ -867,8 +868,8 @@ mod tests {
         assert_eq!(run(1), run(3));
     }
 
-    /// Small output planes take the transposed orientation (`gemm_cols`) on kernels that
-    /// compute edge panels whole (AVX-512, portable), the ordinary one on AVX2; either way
+    /// Small output planes take the transposed orientation (`gemm_cols`) on the portable
+    /// kernel, the ordinary one on AVX2 and AVX-512; either way
     /// the transposed orientation matches the reference and gives the bits of the ordinary
     /// one, with groups, strides, a batch, several blocks and a fused clamp.
     #[test]
@@ -904,7 +905,7 @@ mod tests {
             let p = plan(&xs, &ws, Some(&[ws[0]]), &a).unwrap();
             assert_eq!(
                 prefer_cols(&p),
-                Kernel::detect().col_step() == sgemm::NR,
+                Kernel::detect().transposed_pays(),
                 "{xs:?} {ws:?}: the orientation chosen"
             );
             check(&xs, &ws, true, a.clone());

@@ -112,14 +112,12 @@ impl Kernel {
         })
     }
 
-    /// The columns an edge tile (fewer than `NR` stored) is computed in steps of: the AVX2
-    /// kernel runs as few 8-column vectors as the stored columns need, the others the whole
-    /// panel.
-    pub fn col_step(self) -> usize {
-        match self {
-            Kernel::Avx2 => 8,
-            Kernel::Avx512 | Kernel::Portable => NR,
-        }
+    /// Whether [`gemm_cols`] (the transposed orientation) can beat [`gemm_packed`] on small
+    /// planes: only on the portable kernel. The AVX2 kernel computes an edge tile in as few
+    /// 8-column vectors as it stores, so the ordinary orientation pads no more; on AVX-512
+    /// it pads more but ran faster all the same (measured in `conv::cols_cheaper`).
+    pub fn transposed_pays(self) -> bool {
+        self == Kernel::Portable
     }
 
     /// Every kernel this CPU runs (the tests compare them).
