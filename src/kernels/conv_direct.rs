@@ -5,8 +5,9 @@
 //! 9 to 49 times the input, and ran at 12 to 35 GFLOP/s, about half onnxruntime's speed
 //! (the slowest node of SqueezeNet, ShuffleNet and MobileNet). Here the output is computed
 //! in place instead: 16 consecutive positions of one output row (two 8-float vectors)
-//! times 6 output channels in 12 registers, each tap adding one weight (broadcast) times
-//! the 16 input values it reads. To make those 16 values one contiguous run whatever the
+//! times 6 output channels in 12 registers (AVX2; on AVX-512, 32 positions x 12 channels in
+//! 24, `conv_direct_avx512.rs`), each tap adding one weight (broadcast) times the 16 input
+//! values it reads. To make those 16 values one contiguous run whatever the
 //! stride, the input is first copied into a zero-padded buffer with each row split by
 //! column phase (`x mod stride`): column `X` of a padded row is element `X / s` of phase
 //! `X mod s`, so positions `x .. x + 16` at tap column `kx` read elements
