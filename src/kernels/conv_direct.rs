@@ -24,6 +24,7 @@
 
 use super::conv::{with_pack_buffer, Plan};
 use super::gemm::SendPtr;
+use super::pool_flat::strided_copy;
 use super::sgemm::{Activation, Kernel};
 use rayon::prelude::*;
 use std::ops::Range;
@@ -303,8 +304,8 @@ fn conv_on(
 /// [`Padded`]); zeros outside the input. Writes every float of `buf[..pd.len(C)]`.
 fn fill(p: &Plan, pd: Padded, x: &[f32], buf: &mut [f32]) {
     let [_, h, w] = p.input;
-    let (pt, pl, s) = (p.pads[1], p.pads[2], pd.s);
-    let row_len = s * pd.wq;
+    let (pt, pl, s, wq) = (p.pads[1], p.pads[2], pd.s, pd.wq);
+    let row_len = s * wq;
     buf[..pd.len(p.c)]
         .par_chunks_mut(row_len)
         .with_min_len(16)
@@ -316,49 +317,22 @@ fn fill(p: &Plan, pd: Padded, x: &[f32], buf: &mut [f32]) {
                 return;
             };
             let src = &x[(c * h + y) * w..][..w];
-            dst.fill(0.0);
-            // Input column xi is padded column X = xi + pl: element X / s of phase X % s.
-            let wq = pd.wq;
-            match s {
-                1 => {
-                    let n = w.min(wq.saturating_sub(pl));
-                    dst[pl.min(wq)..][..n].copy_from_slice(&src[..n]);
+            for (phase, dst) in dst.chunks_exact_mut(wq).enumerate() {
+                // Element j is padded column j * s + phase, input column that minus pl:
+                // inside the input for j in lo..hi, from input column `first` on.
+                let lo = pl.saturating_sub(phase).div_ceil(s).min(wq);
+                let hi = match w + pl > phase {
+                    true => ((w + pl - phase - 1) / s + 1).clamp(lo, wq),
+                    false => lo,
+                };
+                dst[..lo].fill(0.0);
+                dst[hi..].fill(0.0);
+                if lo < hi {
+                    let first = lo * s + phase - pl;
+                    strided_copy(&mut dst[lo..hi], &src[first..], s);
                 }
-                2 => {
-                    // Input columns in pairs: the even one goes to phase pl % 2 from
-                    // element pl / 2, the odd one to the other phase from (pl + 1) / 2 (a
-                    // loop LLVM vectorizes; by single elements it was a third of a 3x3
-                    // stem's time).
-                    let (p0, p1) = dst.split_at_mut(wq);
-                    let (ev, od) = if pl % 2 == 0 { (p0, p1) } else { (p1, p0) };
-                    let (e0, o0) = (pl / 2, pl.div_ceil(2));
-                    let pairs = (w / 2).min(wq.saturating_sub(o0));
-                    let (ev, od) = (&mut ev[e0..][..pairs], &mut od[o0..][..pairs]);
-                    for ((e, o), pr) in ev.iter_mut().zip(od.iter_mut()).zip(src.chunks_exact(2)) {
-                        *e = pr[0];
-                        *o = pr[1];
-                    }
-                    scatter(&src[2 * pairs..], 2 * pairs + pl, s, wq, dst);
-                }
-                _ => scatter(src, pl, s, wq, dst),
             }
         });
-}
-
-/// Input columns `src` from padded column `x0` on into the phases of `dst` (`s` phases of
-/// `wq` elements), one by one; columns past the phases' ends are dropped.
-fn scatter(src: &[f32], x0: usize, s: usize, wq: usize, dst: &mut [f32]) {
-    let (mut phase, mut j) = (x0 % s, x0 / s);
-    for &v in src {
-        if j >= wq {
-            break;
-        }
-        dst[phase * wq + j] = v;
-        phase += 1;
-        if phase == s {
-            (phase, j) = (0, j + 1);
-        }
-    }
 }
 
 /// One output row's work, all output channels.

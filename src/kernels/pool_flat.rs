@@ -109,8 +109,9 @@ fn fill_scratch<T: Elem>(g: &Geometry, l: &Layout, src: &[T], fill: T, scratch: 
 
 /// `dst[j] = src[j * step]`. Stride 2 (the usual pooling stride) as a loop over pairs that
 /// compiles to vector shuffles; an iterator with a run-time step stays scalar, and this copy
-/// was most of a stride-2 MaxPool's time.
-fn strided_copy<T: Copy>(dst: &mut [T], src: &[T], step: usize) {
+/// was most of a stride-2 MaxPool's time (and a third of a 3x3 stride-2 stem's in
+/// `conv_direct`'s phase split).
+pub(super) fn strided_copy<T: Copy>(dst: &mut [T], src: &[T], step: usize) {
     #[inline(always)]
     fn body<T: Copy, const S: usize>(dst: &mut [T], src: &[T]) {
         let full = dst.len().min(src.len() / S);
@@ -127,6 +128,7 @@ fn strided_copy<T: Copy>(dst: &mut [T], src: &[T], step: usize) {
         body::<T, 2>(dst, src)
     }
     match step {
+        1 => dst.copy_from_slice(&src[..dst.len()]),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has AVX2, checked in the guard.
         2 if std::arch::is_x86_feature_detected!("avx2") => unsafe { pairs_avx2(dst, src) },
