@@ -1,12 +1,17 @@
 //! The AVX2 + FMA micro-kernel, for x86-64 CPUs without AVX-512 (AMD before Zen 4, most
 //! Intel client parts). Its 16 ymm registers cannot hold the `MR x NR` = 8 x 32 tile (32
-//! accumulators), so the tile is computed in three passes over the same K steps: rows 0..6
-//! as two 6 x 16 passes (12 accumulators, two vectors of B and one broadcast of A per step)
-//! and rows 6..8 as one 2 x 32 pass, K cut in chunks that keep both operands in L1 across
-//! the passes. An edge tile (fewer than 32 columns stored, the last panel of most blocks of
-//! output positions) runs only the 8-column vectors its columns need and stores the last
-//! one masked, in place: through a zeroed buffer with whole passes it cost almost a whole
-//! tile for a few columns (the nine nets of the README 0.92-1.01 of the time without, geomean
+//! accumulators), so the tile is computed in four 4 x 16 passes over the same K steps (8
+//! accumulators, two vectors of B and one broadcast of A per step), K cut in chunks that
+//! keep both operands in L1 across the passes. On Zen 3 these run at the FMA units' peak
+//! where the earlier two 6 x 16 passes and one 2 x 32 ran 8% below it (the same loops in
+//! C, operands in L1). A whole tile (all 8 rows and 32 columns, stored in place) runs its
+//! passes in `whole`, a function of its own whose accumulators never leave the registers;
+//! written inline, with runtime branches on them, they went through the stack around each
+//! K loop: `gemm_packed` on 256 x 64 x 3136 ran at 74-77 GFLOP/s that way, 87-92 now.
+//! An edge tile (fewer than 32 columns stored, the last panel of most blocks of output
+//! positions) runs only the 8-column vectors its columns need and stores the last one
+//! masked, in place: through a zeroed buffer with whole passes it cost almost a whole tile
+//! for a few columns (the nine nets of the README 0.92-1.01 of the time without, geomean
 //! 0.96, in-process A/B).
 //!
 //! Each output element is the same FMA chain, in the same order, as in the AVX-512 kernel,
@@ -79,7 +84,7 @@ mod imp {
         // rows and columns past `rows` and `cols` are zero padding of the packed operands),
         // in as few 8-column vectors as it needs; the two row halves of a column half run
         // one after the other, sharing its B.
-        let cols = t.cols;
+        let halves: &[usize] = if t.rows > 4 { &[0, 4] } else { &[0] };
         let mut k0 = 0;
         loop {
             let kn = KCH.min(t.kc - k0);
@@ -89,23 +94,36 @@ mod imp {
                 last: k0 + kn == t.kc,
             };
             let (a, b) = (a.add(k0 * t.a_step), b.add(k0 * NR));
-            // Rows 0..6 in 6 x 16 passes (12 accumulators: enough independent FMA chains
-            // to cover the FMA latency, which 8 barely do), rows 6..8 in one 2 x 32.
-            for c0 in [0, 16] {
-                let (b, dst, at) = (b.add(c0), dst.add(c0), (0, c0));
-                match cols.saturating_sub(c0) {
-                    0 => {}
-                    1..=8 => pass::<6, 1>(t, &chunk, a, b, dst, ld, at),
-                    _ => pass::<6, 2>(t, &chunk, a, b, dst, ld, at),
-                }
-            }
-            if t.rows > 6 {
-                let (a, dst, at) = (a.add(6), dst.add(6 * ld), (6, 0));
-                match cols {
-                    0..=8 => pass::<2, 1>(t, &chunk, a, b, dst, ld, at),
-                    9..=16 => pass::<2, 2>(t, &chunk, a, b, dst, ld, at),
-                    17..=24 => pass::<2, 3>(t, &chunk, a, b, dst, ld, at),
-                    _ => pass::<2, 4>(t, &chunk, a, b, dst, ld, at),
+            if direct && t.cols == NR {
+                // A whole tile stored in place: four passes without masks.
+                let epi = t.epilogue.as_ref().filter(|_| chunk.last);
+                let (c0, c4, st) = (dst, dst.add(4 * ld), t.a_step);
+                let run = match chunk.accumulate {
+                    true => whole::<true>,
+                    false => whole::<false>,
+                };
+                run(kn, st, epi, 0, a, b, c0, ld);
+                run(kn, st, epi, 4, a.add(4), b, c4, ld);
+                run(kn, st, epi, 0, a, b.add(16), c0.add(16), ld);
+                run(kn, st, epi, 4, a.add(4), b.add(16), c4.add(16), ld);
+            } else {
+                for c0 in [0, 16] {
+                    // The columns this pass stores: in place, up to `cols` (the last vector
+                    // masked); in the buffer, whole vectors (what lands past `cols` is never
+                    // copied out).
+                    let n = t.cols.saturating_sub(c0).min(16);
+                    let n = if direct { n } else { n.next_multiple_of(8) };
+                    for &r0 in halves {
+                        let (a, b, dst) = (a.add(r0), b.add(c0), dst.add(r0 * ld + c0));
+                        let at = (r0, c0);
+                        match (n, chunk.accumulate) {
+                            (0, _) => {}
+                            (1..=8, false) => pass::<1, false>(t, &chunk, a, b, dst, ld, at, n),
+                            (1..=8, true) => pass::<1, true>(t, &chunk, a, b, dst, ld, at, n),
+                            (_, false) => pass::<2, false>(t, &chunk, a, b, dst, ld, at, n),
+                            (_, true) => pass::<2, true>(t, &chunk, a, b, dst, ld, at, n),
+                        }
+                    }
                 }
             }
             k0 += kn;
@@ -138,13 +156,18 @@ mod imp {
         last: bool,
     }
 
+    /// Rows of a pass.
+    const R: usize = 4;
+
     /// `R` rows from `r0`, `V` vectors of 8 columns from `c0` of the tile over one chunk,
     /// with the epilogue after the last; `a`, `b` and `c` already point at the pass's first
-    /// row and column and the chunk's first K step. `R * V` accumulators, `V` vectors of B
-    /// and one broadcast of A: at most the 16 ymm registers.
-    #[inline(always)]
+    /// row and column and the chunk's first K step; `n` (at most `8 * V`) columns are loaded
+    /// and stored, the last vector masked when not whole; from C's values when `ACC`.
+    /// `R * V` accumulators, `V` vectors of B and one broadcast of A per step.
+    #[inline(never)]
+    #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn pass<const R: usize, const V: usize>(
+    unsafe fn pass<const V: usize, const ACC: bool>(
         t: &Tile,
         chunk: &Chunk,
         a: *const f32,
@@ -152,30 +175,23 @@ mod imp {
         c: *mut f32,
         ldc: usize,
         (r0, c0): (usize, usize),
+        n: usize,
     ) {
-        // The pass's columns in C when its last vector is not whole (an edge tile stored in
-        // place; a buffered tile's buffer is NR wide, and what lands past `cols` is never
-        // copied out). Such a pass loads and stores through the separate `*_edge`
-        // functions, whose masks would otherwise stay in registers across the K loop and
-        // push an accumulator out to the stack (measured: MobileNet 1.5x slower).
-        let buffered = t.transposed || t.rows < MR;
-        let edge = (!buffered && t.cols < c0 + 8 * V).then(|| t.cols - c0);
+        // As in `whole`: no runtime branch on the accumulators before the K loop.
         let mut acc = [[_mm256_setzero_ps(); V]; R];
-        if chunk.accumulate {
-            match edge {
-                Some(n) => acc = load_edge(c, ldc, n),
-                None => {
-                    for (i, row) in acc.iter_mut().enumerate() {
-                        for (v, x) in row.iter_mut().enumerate() {
-                            *x = _mm256_loadu_ps(c.add(i * ldc + 8 * v));
-                        }
-                    }
+        if ACC {
+            for (i, row) in acc.iter_mut().enumerate() {
+                for (v, x) in row.iter_mut().enumerate() {
+                    *x = load(c.add(i * ldc + 8 * v), n - 8 * v);
                 }
             }
         }
         let (mut a, mut b) = (a, b);
         for _ in 0..chunk.kc {
-            let bv: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(b.add(8 * v)));
+            let mut bv = [_mm256_setzero_ps(); V];
+            for (v, x) in bv.iter_mut().enumerate() {
+                *x = _mm256_loadu_ps(b.add(8 * v));
+            }
             for (i, row) in acc.iter_mut().enumerate() {
                 let av = _mm256_broadcast_ss(&*a.add(i));
                 for (x, &bv) in row.iter_mut().zip(&bv) {
@@ -186,76 +202,119 @@ mod imp {
             b = b.add(NR);
         }
         if let Some(e) = t.epilogue.as_ref().filter(|_| chunk.last) {
-            if let Some(bias) = e.bias {
-                if t.transposed {
-                    // Per tile column: the bias of the pass's columns (zero past `cols`;
-                    // those columns are never stored).
+            // One bias vector per row, or per column of a transposed tile (zero past
+            // `cols`: those columns are never stored); rows past `rows` are never stored.
+            let (mut rb, mut cb) = ([_mm256_setzero_ps(); R], [_mm256_setzero_ps(); V]);
+            let (rows_bias, cols_bias) = match e.bias {
+                Some(bias) if t.transposed => {
                     let mut bs = [0f32; NR];
                     let n = t.cols.saturating_sub(c0).min(8 * V);
                     bs[..n].copy_from_slice(&bias[c0..c0 + n]);
-                    let bv: [__m256; V] =
-                        std::array::from_fn(|v| _mm256_loadu_ps(bs.as_ptr().add(8 * v)));
-                    for row in acc.iter_mut() {
-                        for (x, &bv) in row.iter_mut().zip(&bv) {
-                            *x = _mm256_add_ps(*x, bv);
-                        }
+                    for (v, x) in cb.iter_mut().enumerate() {
+                        *x = _mm256_loadu_ps(bs.as_ptr().add(8 * v));
                     }
-                } else {
-                    let n = R.min(t.rows.saturating_sub(r0));
-                    for (row, &bias) in acc.iter_mut().zip(&bias[r0..r0 + n]) {
-                        let bv = _mm256_set1_ps(bias);
-                        for x in row.iter_mut() {
-                            *x = _mm256_add_ps(*x, bv);
-                        }
-                    }
+                    (false, true)
                 }
-            }
-            for x in acc.iter_mut().flatten() {
-                *x = clamp(*x, e.act);
-            }
-        }
-        match edge {
-            Some(n) => store_edge(acc, c, ldc, n),
-            None => {
-                for (i, row) in acc.iter().enumerate() {
-                    for (v, &x) in row.iter().enumerate() {
-                        _mm256_storeu_ps(c.add(i * ldc + 8 * v), x);
+                Some(bias) => {
+                    for (x, &b) in rb.iter_mut().zip(bias.iter().skip(r0)) {
+                        *x = _mm256_set1_ps(b);
                     }
+                    (true, false)
+                }
+                None => (false, false),
+            };
+            for (i, row) in acc.iter_mut().enumerate() {
+                for (v, x) in row.iter_mut().enumerate() {
+                    if rows_bias {
+                        *x = _mm256_add_ps(*x, rb[i]);
+                    }
+                    if cols_bias {
+                        *x = _mm256_add_ps(*x, cb[v]);
+                    }
+                    *x = clamp(*x, e.act);
                 }
             }
         }
-    }
-
-    /// `R` rows of `8 * V` columns from `c`, of which the first `n` are loaded (the rest 0).
-    #[inline(never)]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn load_edge<const R: usize, const V: usize>(
-        c: *const f32,
-        ldc: usize,
-        n: usize,
-    ) -> [[__m256; V]; R] {
-        std::array::from_fn(|i| {
-            std::array::from_fn(|v| {
-                let lanes = n.saturating_sub(8 * v).min(8);
-                _mm256_maskload_ps(c.add(i * ldc + 8 * v), lane_mask(lanes))
-            })
-        })
-    }
-
-    /// Stores the first `n` columns of `acc`'s `R` rows of `8 * V` into `c`.
-    #[inline(never)]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn store_edge<const R: usize, const V: usize>(
-        acc: [[__m256; V]; R],
-        c: *mut f32,
-        ldc: usize,
-        n: usize,
-    ) {
         for (i, row) in acc.iter().enumerate() {
             for (v, &x) in row.iter().enumerate() {
-                let lanes = n.saturating_sub(8 * v).min(8);
-                _mm256_maskstore_ps(c.add(i * ldc + 8 * v), lane_mask(lanes), x);
+                store(c.add(i * ldc + 8 * v), n - 8 * v, x);
             }
+        }
+    }
+
+    /// A 4 x 16 pass of a whole untransposed tile stored in place, rows `r0..r0 + 4`,
+    /// starting from C's values when `ACC`. A function of its own, with no branch on the
+    /// accumulators but the epilogue's: inlined into `tile`, or with `accumulate` a runtime
+    /// branch, its accumulators went through the stack around the K loop, which cost 12%
+    /// of a 256 x 64 x 3136 product.
+    #[inline(never)]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn whole<const ACC: bool>(
+        kc: usize,
+        a_step: usize,
+        epi: Option<&super::super::TileEpilogue>,
+        r0: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        if ACC {
+            for (i, row) in acc.iter_mut().enumerate() {
+                for (v, x) in row.iter_mut().enumerate() {
+                    *x = _mm256_loadu_ps(c.add(i * ldc + 8 * v));
+                }
+            }
+        }
+        let (mut a, mut b) = (a, b);
+        for _ in 0..kc {
+            let b0 = _mm256_loadu_ps(b);
+            let b1 = _mm256_loadu_ps(b.add(8));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*a.add(i));
+                row[0] = _mm256_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+            }
+            a = a.add(a_step);
+            b = b.add(NR);
+        }
+        if let Some(e) = epi {
+            for (i, row) in acc.iter_mut().enumerate() {
+                for x in row.iter_mut() {
+                    if let Some(bias) = e.bias {
+                        // The tile's bias holds its MR rows (a whole tile).
+                        *x = _mm256_add_ps(*x, _mm256_set1_ps(bias[r0 + i]));
+                    }
+                    *x = clamp(*x, e.act);
+                }
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            for (v, &x) in row.iter().enumerate() {
+                _mm256_storeu_ps(c.add(i * ldc + 8 * v), x);
+            }
+        }
+    }
+
+    /// 8 floats from `p`, or its first `lanes` (the rest 0) when fewer.
+    #[inline(always)]
+    unsafe fn load(p: *const f32, lanes: usize) -> __m256 {
+        if lanes >= 8 {
+            _mm256_loadu_ps(p)
+        } else {
+            _mm256_maskload_ps(p, lane_mask(lanes))
+        }
+    }
+
+    /// Stores `x` at `p`, only its first `lanes` when fewer than 8.
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, lanes: usize, x: __m256) {
+        if lanes >= 8 {
+            _mm256_storeu_ps(p, x)
+        } else {
+            _mm256_maskstore_ps(p, lane_mask(lanes), x)
         }
     }
 
@@ -268,7 +327,8 @@ mod imp {
 
     /// `v < lo -> lo`, then `v > hi -> hi` (ordered compares: NaN stays NaN), as
     /// `Activation::apply`; also the AVX2 depthwise blocks' epilogue.
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
     pub(crate) unsafe fn clamp(mut v: __m256, act: Activation) -> __m256 {
         if let Some(l) = act.lo {
             let lv = _mm256_set1_ps(l);
