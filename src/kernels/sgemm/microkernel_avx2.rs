@@ -328,7 +328,7 @@ mod imp {
     /// `v < lo -> lo`, then `v > hi -> hi` (ordered compares: NaN stays NaN), as
     /// `Activation::apply`; also the AVX2 depthwise blocks' epilogue.
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx")]
     pub(crate) unsafe fn clamp(mut v: __m256, act: Activation) -> __m256 {
         if let Some(l) = act.lo {
             let lv = _mm256_set1_ps(l);
