@@ -8,18 +8,30 @@
 //! The input the block reads is first copied into a zero-padded scratch, so that no tap
 //! needs a bounds test, and each block column gets its offset there; every patch-matrix row
 //! is then one indexed load per column, `padded[tap + offs[col]]`, whatever the stride,
-//! dilation or row length. (The copy run by run that this replaced cost a few dozen cycles
-//! per output row run whatever its length: 10 cycles per float for the 7-position rows of
-//! late layers, where 3x3 grouped convs spent three quarters of their time packing.)
+//! dilation or row length. Where those offsets form long runs (stride-1 output rows of 14
+//! or more positions), a row is copied run by run instead, in the short fixed-size moves
+//! of [`copy_short`]. (A run-by-run copy through memmove, before the indexed loads, cost a
+//! few dozen cycles per run whatever its length: 10 cycles per float for the 7-position
+//! rows of late layers, where 3x3 grouped convs spent three quarters of their time
+//! packing.)
 
 use super::conv::Plan;
 use super::sgemm::{self, NR};
 
 /// Per-task scratch: the padded input of the block and its columns' offsets there.
+/// Shortest mean run (floats) for the run-by-run copy. Output rows of 7 (mean runs of
+/// about 5 per 32-column panel) timed the same either way; from 28 wide on, the runs took
+/// 0.86-0.95 of the time of indexed loads (single 3x3 convs, 1 thread, in-process A/B).
+const MIN_RUN: usize = 8;
+
 #[derive(Default)]
 pub(super) struct Scratch {
     padded: Vec<f32>,
     offs: Vec<usize>,
+    /// Runs of consecutive offsets within a panel: (column in the panel, length, offset).
+    runs: Vec<(usize, usize, usize)>,
+    /// Where each panel's runs start in `runs` (one more entry than panels).
+    panel_runs: Vec<usize>,
 }
 
 /// `d = s[..d.len()]` for short runs, in fixed-size moves the compiler keeps inline:
@@ -178,6 +190,24 @@ fn pack_body(
     // The largest offset plus the largest tap stays inside a channel's padded volume.
     let far = s.offs.iter().max().copied().unwrap_or(0);
     assert!(far + ((kd - 1) * dd * hp + (kh - 1) * dh) * wp + (kw - 1) * dw < vol);
+    // Stride-1 rows are runs of consecutive offsets (an output row's positions read
+    // consecutive input columns): copied run by run when the runs are long enough.
+    s.runs.clear();
+    s.panel_runs.clear();
+    for offs in s.offs.chunks(NR) {
+        s.panel_runs.push(s.runs.len());
+        let mut j = 0;
+        while j < offs.len() {
+            let start = j;
+            j += 1;
+            while j < offs.len() && offs[j] == offs[start] + (j - start) {
+                j += 1;
+            }
+            s.runs.push((start, j - start, offs[start]));
+        }
+    }
+    s.panel_runs.push(s.runs.len());
+    let by_runs = s.runs.len() * MIN_RUN <= len;
     let mut r = 0;
     for c in 0..cg {
         let chan = &s.padded[c * vol..(c + 1) * vol];
@@ -185,6 +215,17 @@ fn pack_body(
             for bb in 0..kh {
                 for cc in 0..kw {
                     let tap = (a * dd * hp + bb * dh) * wp + cc * dw;
+                    if by_runs {
+                        for (q, w) in s.panel_runs.windows(2).enumerate() {
+                            let d = &mut packed[(q * kdim + r) * NR..][..NR];
+                            for &(at, n, o) in &s.runs[w[0]..w[1]] {
+                                copy_short(&mut d[at..at + n], &chan[tap + o..tap + o + n]);
+                            }
+                            zero_short(&mut d[NR.min(len - q * NR)..]);
+                        }
+                        r += 1;
+                        continue;
+                    }
                     for (q, offs) in s.offs.chunks(NR).enumerate() {
                         let d = &mut packed[(q * kdim + r) * NR..][..NR];
                         for (v, &o) in d.iter_mut().zip(offs) {
@@ -237,7 +278,7 @@ mod tests {
     /// Both move sets write every slot of the packed panels exactly as the definition says
     /// (the buffer starts as NaN, so a slot left unwritten fails), for strides, dilations,
     /// pads, kernels wider than the padding, rows cut at panel edges and blocks shorter
-    /// than a panel.
+    /// than a panel, by indexed loads and (long stride-1 rows) run by run.
     #[test]
     fn packed_patches_match_the_definition() {
         type Case<'a> = (
@@ -262,6 +303,14 @@ mod tests {
             // Pads wider than the kernel reaches; a row that reads only padding.
             (&[1, 2, 4, 4], &[3, 3], &[1, 1], &[1, 1], &[3, 3, 3, 3]),
             (&[1, 1, 3, 1], &[1, 1], &[1, 10], &[1, 1], &[0, 5, 0, 0]),
+            // Long stride-1 rows over depth slices (copied run by run).
+            (
+                &[1, 2, 3, 4, 20],
+                &[2, 3, 3],
+                &[1, 1, 1],
+                &[1, 1, 1],
+                &[1, 1, 1, 0, 1, 1],
+            ),
             (
                 &[1, 1, 4, 5, 6],
                 &[2, 3, 3],
