@@ -10,8 +10,10 @@
 //! K loop: `gemm_packed` on 256 x 64 x 3136 ran at 74-77 GFLOP/s that way, 87-92 now.
 //! An edge tile (fewer than 32 columns stored, the last panel of most blocks of output
 //! positions) runs only the 8-column vectors its columns need and stores the last one
-//! masked, in place: through a zeroed buffer with whole passes it cost almost a whole tile
-//! for a few columns (the nine nets of the README 0.92-1.01 of the time without, geomean
+//! masked, in place, a remainder of at most 8 columns as one 8 x 8 pass (two 4 x 8 ones
+//! have 4 FMA chains each and wait on the FMA latency: 1x1 convs on 7x7 planes, whose 49
+//! columns end in 17, took 1.06-1.15x as long). Through a zeroed buffer with whole passes
+//! an edge tile cost almost a whole tile for a few columns (the nine nets of the README 0.92-1.01 of the time without, geomean
 //! 0.96, in-process A/B).
 //!
 //! Each output element is the same FMA chain, in the same order, as in the AVX-512 kernel,
@@ -113,15 +115,27 @@ mod imp {
                     // copied out).
                     let n = t.cols.saturating_sub(c0).min(16);
                     let n = if direct { n } else { n.next_multiple_of(8) };
+                    // At most 8 columns of both row halves: one 8 x 8 pass (8 accumulators)
+                    // rather than two 4 x 8 (4 each, half the FMA rate: each waits on the
+                    // FMA latency).
+                    if n <= 8 && halves.len() == 2 {
+                        let (b, dst, at) = (b.add(c0), dst.add(c0), (0, c0));
+                        match (n, chunk.accumulate) {
+                            (0, _) => {}
+                            (_, false) => pass::<8, 1, false>(t, &chunk, a, b, dst, ld, at, n),
+                            (_, true) => pass::<8, 1, true>(t, &chunk, a, b, dst, ld, at, n),
+                        }
+                        continue;
+                    }
                     for &r0 in halves {
                         let (a, b, dst) = (a.add(r0), b.add(c0), dst.add(r0 * ld + c0));
                         let at = (r0, c0);
                         match (n, chunk.accumulate) {
                             (0, _) => {}
-                            (1..=8, false) => pass::<1, false>(t, &chunk, a, b, dst, ld, at, n),
-                            (1..=8, true) => pass::<1, true>(t, &chunk, a, b, dst, ld, at, n),
-                            (_, false) => pass::<2, false>(t, &chunk, a, b, dst, ld, at, n),
-                            (_, true) => pass::<2, true>(t, &chunk, a, b, dst, ld, at, n),
+                            (1..=8, false) => pass::<4, 1, false>(t, &chunk, a, b, dst, ld, at, n),
+                            (1..=8, true) => pass::<4, 1, true>(t, &chunk, a, b, dst, ld, at, n),
+                            (_, false) => pass::<4, 2, false>(t, &chunk, a, b, dst, ld, at, n),
+                            (_, true) => pass::<4, 2, true>(t, &chunk, a, b, dst, ld, at, n),
                         }
                     }
                 }
@@ -156,7 +170,7 @@ mod imp {
         last: bool,
     }
 
-    /// Rows of a pass.
+    /// Rows of a `whole` pass.
     const R: usize = 4;
 
     /// `R` rows from `r0`, `V` vectors of 8 columns from `c0` of the tile over one chunk,
@@ -167,7 +181,7 @@ mod imp {
     #[inline(never)]
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn pass<const V: usize, const ACC: bool>(
+    unsafe fn pass<const R: usize, const V: usize, const ACC: bool>(
         t: &Tile,
         chunk: &Chunk,
         a: *const f32,
