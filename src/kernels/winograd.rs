@@ -351,22 +351,26 @@ unsafe fn input_channel(
         }
         // (B^T d) B, per tile: e0 - e1, o0 + e1, e1 - o0, o0 - o1 of its 4 columns (e, o:
         // the even and odd ones; tile k's are phase elements k and k + 1), as four rows.
+        // Whole steps of L tiles (the lanes past `n` read what the scratch holds there,
+        // zeros or the row's next columns, and are not put): a remainder loop would run
+        // scalar, and rows of 4 or 7 tiles (7x7 and 14x14 outputs) are all remainder.
         let j0 = ty * grid.tw + txs.start - tiles.start;
+        let nl = n.next_multiple_of(L);
         for (i, vr) in vert.chunks_exact(width).enumerate() {
             let (ve, vo) = vr.split_at(half);
             let (q0, rest) = horiz.split_at_mut(half);
             let (q1, rest) = rest.split_at_mut(half);
             let (q2, q3) = rest.split_at_mut(half);
-            let (e0, e1, o0, o1) = (&ve[..n], &ve[1..=n], &vo[..n], &vo[1..=n]);
-            let (q0, q1, q2, q3) = (&mut q0[..n], &mut q1[..n], &mut q2[..n], &mut q3[..n]);
-            for k in 0..n {
+            let (e0, e1, o0, o1) = (&ve[..nl], &ve[1..=nl], &vo[..nl], &vo[1..=nl]);
+            let (q0, q1, q2, q3) = (&mut q0[..nl], &mut q1[..nl], &mut q2[..nl], &mut q3[..nl]);
+            for k in 0..nl {
                 q0[k] = e0[k] - e1[k];
                 q1[k] = o0[k] + e1[k];
                 q2[k] = e1[k] - o0[k];
                 q3[k] = o0[k] - o1[k];
             }
             for (jj, q) in [q0, q1, q2, q3].into_iter().enumerate() {
-                put(4 * i + jj, j0, q);
+                put(4 * i + jj, j0, &q[..n]);
             }
         }
     }
