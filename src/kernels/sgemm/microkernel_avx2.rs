@@ -13,8 +13,10 @@
 //! masked, in place, a remainder of at most 8 columns as one 8 x 8 pass (two 4 x 8 ones
 //! have 4 FMA chains each and wait on the FMA latency: 1x1 convs on 7x7 planes, whose 49
 //! columns end in 17, took 1.06-1.15x as long). Through a zeroed buffer with whole passes
-//! an edge tile cost almost a whole tile for a few columns (the nine nets of the README 0.92-1.01 of the time without, geomean
-//! 0.96, in-process A/B).
+//! an edge tile cost almost a whole tile for a few columns (the nine nets of the README
+//! 0.92-1.01 of the time without, geomean 0.96, in-process A/B). `whole` is `pass` for
+//! 4 x 16 without the masks, bias kinds and buffer: the tile run through the general pass
+//! alone was up to 10% slower on `gemm_packed` (256 x 64 x 3136: 83 against 92 GFLOP/s).
 //!
 //! Each output element is the same FMA chain, in the same order, as in the AVX-512 kernel,
 //! so the two give the same bits.
