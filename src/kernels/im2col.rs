@@ -196,14 +196,10 @@ fn pack_body(
     s.panel_runs.clear();
     for offs in s.offs.chunks(NR) {
         s.panel_runs.push(s.runs.len());
-        let mut j = 0;
-        while j < offs.len() {
-            let start = j;
-            j += 1;
-            while j < offs.len() && offs[j] == offs[start] + (j - start) {
-                j += 1;
-            }
-            s.runs.push((start, j - start, offs[start]));
+        let mut at = 0;
+        for run in offs.chunk_by(|a, b| *b == a + 1) {
+            s.runs.push((at, run.len(), run[0]));
+            at += run.len();
         }
     }
     s.panel_runs.push(s.runs.len());
