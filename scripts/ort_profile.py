@@ -52,12 +52,19 @@ def main():
         with open(s.end_profiling()) as f:
             events = json.load(f)
     total = collections.defaultdict(float)
+    by_op = collections.defaultdict(lambda: [0, 0.0])
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
             total[e["name"][: -len("_kernel_time")]] += e["dur"]
+            op = by_op[e.get("args", {}).get("op_name", "?")]
+            op[0] += 1
+            op[1] += e["dur"]
     runs = a.warmup + a.iters
     print(f"{a.model}: onnxruntime median {statistics.median(times):.3f} ms over {a.iters} runs, 1 thread")
-    print("mean ms per run (all runs, warm-up included), slowest nodes:")
+    print("mean ms per run (all runs, warm-up included), per op type (onnxruntime's fused ops):")
+    for op, (n, us) in sorted(by_op.items(), key=lambda kv: -kv[1][1]):
+        print(f"{us / runs / 1000:9.3f}  {op} ({n // runs} nodes)")
+    print("slowest nodes:")
     for name, us in sorted(total.items(), key=lambda kv: -kv[1])[: a.top]:
         print(f"{us / runs / 1000:9.3f}  {name}")
 

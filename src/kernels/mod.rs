@@ -32,6 +32,8 @@ pub mod sgemm;
 mod test_data;
 pub mod variadic;
 pub(crate) mod vexp;
+#[cfg(target_arch = "x86_64")]
+mod vexp_avx2;
 mod winograd;
 
 use crate::ir::Op;

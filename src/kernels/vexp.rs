@@ -1,35 +1,45 @@
-//! exp and sigmoid on f32 slices, written so the compiler vectorizes them: no calls into
-//! libm, no branches (selects only), rounding by the 1.5 * 2^23 trick. The polynomial is
-//! Cephes' `expf` (about 1 ulp over the range); the loop is compiled twice, for the baseline
-//! x86-64 target and with AVX2, and the AVX2 copy is chosen at run time. Neither uses FMA
-//! (Rust does not contract `a * b + c`), so both give the same bits.
+//! exp, sigmoid and SiLU on f32 slices: no calls into libm, no branches (selects only),
+//! rounding by the 1.5 * 2^23 trick; the polynomial is Cephes' `expf` (about 1 ulp over the
+//! range). The scalar functions here state the arithmetic, fused multiply-adds included
+//! (`mul_add`); `vexp_avx2` computes the same operations eight lanes at a time with FMA, so
+//! both give the same bits, and a test holds them to it. CPUs without AVX2 and FMA run the
+//! scalar loop (`mul_add` is then a libm call: right, but slow).
 
-const LOG2E: f32 = std::f32::consts::LOG2_E;
+pub(super) const LOG2E: f32 = std::f32::consts::LOG2_E;
 // ln 2 split in two: `n * LN2_HI` is exact for the |n| <= 150 used here (9 + 8 bits).
-const LN2_HI: f32 = 0.693_359_4;
-const LN2_LO: f32 = -2.121_944_4e-4;
+pub(super) const LN2_HI: f32 = 0.693_359_4;
+pub(super) const LN2_LO: f32 = -2.121_944_4e-4;
 /// Adding it rounds a float of magnitude < 2^22 to an integer, which then sits in the low
 /// mantissa bits.
-const ROUND: f32 = 12_582_912.0;
-const ROUND_BITS: i32 = 0x4B40_0000;
+pub(super) const ROUND: f32 = 12_582_912.0;
+pub(super) const ROUND_BITS: i32 = 0x4B40_0000;
 /// Below this exp is under half the smallest subnormal (rounds to 0); above `HI` it is
 /// past f32::MAX (inf).
-const LO: f32 = -104.0;
-const HI: f32 = 88.8;
+pub(super) const LO: f32 = -104.0;
+pub(super) const HI: f32 = 88.8;
+/// The polynomial's coefficients, highest degree first.
+pub(super) const P: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
 
 /// exp(x) for x already in `[LO, HI]`.
 #[inline(always)]
 fn exp_in_range(x: f32) -> f32 {
-    let t = x * LOG2E + ROUND;
+    let t = x.mul_add(LOG2E, ROUND);
     let n = t - ROUND;
     let ni = (t.to_bits() as i32).wrapping_sub(ROUND_BITS);
-    let r = x - n * LN2_HI - n * LN2_LO;
+    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
     let z = r * r;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5;
-    let y = p * z + r + 1.0;
+    let mut p = P[0];
+    for c in &P[1..] {
+        p = p.mul_add(r, *c);
+    }
+    let y = p.mul_add(z, r) + 1.0;
     // 2^n in two halves, each a normal float for n in [-150, 128]; the second product
     // rounds once into the subnormals (or overflows to inf), as the true result would.
     let n1 = ni >> 1;
@@ -41,7 +51,7 @@ fn exp_in_range(x: f32) -> f32 {
 
 /// exp(x): inf past f32's range, 0 below, NaN for NaN.
 #[inline(always)]
-pub(crate) fn exp_f32(x: f32) -> f32 {
+fn exp_f32(x: f32) -> f32 {
     // `>=` is false for NaN, which takes the LO arm here and is put back at the end.
     let c = if x >= LO { x } else { LO };
     let c = if c > HI { HI } else { c };
@@ -53,10 +63,10 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     }
 }
 
-/// 1 / (1 + exp(-x)), as the scalar kernel computes it: through exp(-|x|), so nothing
-/// overflows, `1 / (1 + e)` for x >= 0 and `e / (1 + e)` below.
+/// 1 / (1 + exp(-x)), through exp(-|x|) so nothing overflows: `1 / (1 + e)` for x >= 0 and
+/// `e / (1 + e)` below.
 #[inline(always)]
-pub(crate) fn sigmoid_f32(x: f32) -> f32 {
+fn sigmoid_f32(x: f32) -> f32 {
     let m = -x.abs();
     let c = if m >= LO { m } else { LO };
     let e = exp_in_range(c);
@@ -70,100 +80,63 @@ pub(crate) fn sigmoid_f32(x: f32) -> f32 {
 }
 
 #[inline(always)]
-fn sigmoid_body(src: &[f32], dst: &mut [f32]) {
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d = sigmoid_f32(s);
+fn silu_f32(x: f32) -> f32 {
+    x * sigmoid_f32(x)
+}
+
+/// The kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kernel {
+    Exp,
+    Sigmoid,
+    /// `x * sigmoid(x)`: Mul(x, Sigmoid(x)) in one pass, the same bits as the two.
+    Silu,
+}
+
+impl Kernel {
+    fn scalar(self) -> fn(f32) -> f32 {
+        match self {
+            Kernel::Exp => exp_f32,
+            Kernel::Sigmoid => sigmoid_f32,
+            Kernel::Silu => silu_f32,
+        }
     }
 }
 
-#[inline(always)]
-fn exp_body(src: &[f32], dst: &mut [f32]) {
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d = exp_f32(s);
+/// `k` from `src` into `dst`, or over `dst` in place when `src` is `None`.
+fn dispatch(k: Kernel, src: Option<&[f32]>, dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::vexp_avx2::available() {
+        // SAFETY: the CPU has AVX2 and FMA, checked just above.
+        unsafe { super::vexp_avx2::run(k, src, dst) };
+        return;
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn sigmoid_avx2(src: &[f32], dst: &mut [f32]) {
-    sigmoid_body(src, dst)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn exp_avx2(src: &[f32], dst: &mut [f32]) {
-    exp_body(src, dst)
+    let f = k.scalar();
+    match src {
+        Some(s) => dst.iter_mut().zip(s).for_each(|(d, &x)| *d = f(x)),
+        None => dst.iter_mut().for_each(|d| *d = f(*d)),
+    }
 }
 
 /// `dst[i] = sigmoid(src[i])`.
 pub(crate) fn sigmoid_slice(src: &[f32], dst: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked just above.
-        unsafe { sigmoid_avx2(src, dst) };
-        return;
-    }
-    sigmoid_body(src, dst)
+    dispatch(Kernel::Sigmoid, Some(src), dst)
 }
 
 /// `dst[i] = exp(src[i])`.
 pub(crate) fn exp_slice(src: &[f32], dst: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked just above.
-        unsafe { exp_avx2(src, dst) };
-        return;
-    }
-    exp_body(src, dst)
+    dispatch(Kernel::Exp, Some(src), dst)
 }
 
 /// `buf[i] = sigmoid(buf[i])`: the same bits as [`sigmoid_slice`], no second buffer.
 pub(crate) fn sigmoid_in_place(buf: &mut [f32]) {
-    in_place(buf, sigmoid_f32)
+    dispatch(Kernel::Sigmoid, None, buf)
 }
 
 /// `buf[i] = buf[i] * sigmoid(buf[i])` (SiLU, i.e. Mul(x, Sigmoid(x)) in one pass): the same
 /// bits as the Sigmoid kernel followed by the Mul kernel.
 pub(crate) fn silu_in_place(buf: &mut [f32]) {
-    in_place(buf, |x| x * sigmoid_f32(x))
-}
-
-#[inline(always)]
-fn in_place_body(buf: &mut [f32], f: impl Fn(f32) -> f32) {
-    for v in buf.iter_mut() {
-        *v = f(*v);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn in_place_avx2(buf: &mut [f32], f: impl Fn(f32) -> f32) {
-    in_place_body(buf, f)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn in_place_avx512(buf: &mut [f32], f: impl Fn(f32) -> f32) {
-    in_place_body(buf, f)
-}
-
-/// `f` over `buf` in place, through the AVX-512 or AVX2 copy when the CPU has it (16 or 8
-/// lanes of the same IEEE operations, no FMA: the same bits as the baseline copy).
-#[inline(always)]
-fn in_place(buf: &mut [f32], f: impl Fn(f32) -> f32) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F, checked just above.
-        unsafe { in_place_avx512(buf, f) };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked just above.
-        unsafe { in_place_avx2(buf, f) };
-        return;
-    }
-    in_place_body(buf, f)
+    dispatch(Kernel::Silu, None, buf)
 }
 
 #[cfg(test)]
@@ -247,15 +220,27 @@ mod tests {
     }
 
     #[test]
-    fn avx2_and_baseline_give_the_same_bits() {
+    fn kernels_give_the_scalar_bits() {
+        // Every lane of the kernels (AVX2 where the CPU has it), tail included (the length is
+        // not a multiple of 8), in place or not, matches the scalar functions.
         let xs = inputs();
-        let mut a = vec![0f32; xs.len()];
-        let mut b = vec![0f32; xs.len()];
-        sigmoid_body(&xs, &mut a);
-        sigmoid_slice(&xs, &mut b);
-        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
-        exp_body(&xs, &mut a);
-        exp_slice(&xs, &mut b);
-        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+        assert_ne!(xs.len() % 8, 0);
+        let same = |got: &[f32], f: fn(f32) -> f32| {
+            assert!(xs
+                .iter()
+                .zip(got)
+                .all(|(&x, y)| f(x).to_bits() == y.to_bits()));
+        };
+        let mut out = vec![0f32; xs.len()];
+        sigmoid_slice(&xs, &mut out);
+        same(&out, sigmoid_f32);
+        exp_slice(&xs, &mut out);
+        same(&out, exp_f32);
+        let mut buf = xs.clone();
+        sigmoid_in_place(&mut buf);
+        same(&buf, sigmoid_f32);
+        let mut buf = xs.clone();
+        silu_in_place(&mut buf);
+        same(&buf, silu_f32);
     }
 }
