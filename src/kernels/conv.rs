@@ -10,8 +10,9 @@
 //! `depthwise.rs`, where a GEMM with a single output row would only add overhead.
 //! Ungrouped 2-D 3x3 stride-1 convs with enough channels go to Winograd F(2x2, 3x3) in
 //! `winograd.rs`, which runs 16 smaller products on the same sgemm. Convs with very short
-//! reductions (image stems with 3 input channels, 1x1 convs with at most 32) go to the
-//! direct kernel in `conv_direct.rs`, which gives the im2col path's bits without its
+//! reductions (image stems with 3 input channels, 1x1 convs with at most 32, grouped convs
+//! with at most 16 per group on rows of 28 or more) go to the direct kernel in
+//! `conv_direct.rs`, which gives the im2col path's bits without its
 //! patch matrix and per-tile overhead.
 //!
 //! Everything is written for 3 spatial dims; 1-D and 2-D convs are lifted to 3-D by adding
