@@ -324,12 +324,13 @@ pub(super) fn pool_planes<T: Elem>(g: &Geometry, xd: &[T], out: &mut [T], sum: O
     if super::par::worth_splitting(work) {
         // Whole planes per task; the split does not change any element's arithmetic.
         let per = super::par::units_per_task(g.out_plane.saturating_mul(l.taps.len()));
+        // The scratch per rayon job, not per task: tasks are often one plane, and a fresh
+        // scratch's fill (its `resize`) was a quarter of SqueezeNet's first MaxPool.
         out.par_chunks_mut(per * g.out_plane)
             .enumerate()
-            .for_each(|(i, chunk)| {
-                let mut s = new_scratch();
+            .for_each_init(new_scratch, |s, (i, chunk)| {
                 for (j, dst) in chunk.chunks_mut(g.out_plane).enumerate() {
-                    run_plane(i * per + j, dst, &mut s);
+                    run_plane(i * per + j, dst, s);
                 }
             });
     } else {
