@@ -26,6 +26,7 @@ pub(crate) mod par;
 pub mod pointwise;
 pub mod pool;
 mod pool_flat;
+mod pool_interleaved;
 pub mod reduce;
 pub mod sgemm;
 #[cfg(test)]

@@ -808,6 +808,61 @@ mod tests {
             .all(|(g, w)| g.to_bits() == w.to_bits()));
     }
 
+    /// MaxPool on small planes goes eight planes at a time through `pool_interleaved`, the
+    /// planes past the last whole group plane by plane: both against the element-by-element
+    /// definition, with NaN payloads and signed-zero ties inside a group, integers and f64.
+    #[test]
+    fn interleaved_groups_match_element_by_element() {
+        // Shape, kernel, strides, dilations, pads, ceil_mode.
+        type Case = (
+            &'static [usize],
+            [usize; 2],
+            [usize; 2],
+            [usize; 2],
+            [usize; 4],
+            bool,
+        );
+        let cases: [Case; 4] = [
+            (&[2, 13, 7, 7], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false), // 3 groups + 2
+            (&[1, 17, 14, 14], [3, 3], [2, 2], [1, 1], [0, 0, 0, 0], true), // GoogLeNet's 14 -> 7
+            (&[1, 8, 5, 6], [2, 3], [1, 2], [2, 1], [0, 1, 1, 0], true),   // dilation, pads
+            (&[1, 9, 3, 3], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false),  // 2x2 outputs
+        ];
+        for (i, (shape, ks, strides, dil, pads, ceil)) in cases.into_iter().enumerate() {
+            let mut x = noise(shape, 50 + i as u64);
+            let mut a = attrs(&ks, &strides, &pads, ceil, false);
+            a.window.dilations = dil.to_vec();
+            let g = Geometry::new(shape, &a, DType::F32, false).unwrap();
+            assert!(
+                super::super::pool_interleaved::applies(&g),
+                "case {i} is interleaved"
+            );
+            // Plane 3: two NaN payloads side by side (the first in window order stays);
+            // plane 5: signed zeros (ties keep the first).
+            x[[0, 3, 1, 1]] = f32::from_bits(0x7fc0_0001);
+            x[[0, 3, 1, 2]] = f32::from_bits(0xffc0_0002);
+            for j in 0..3 {
+                x[[0, 5, 1, j]] = if j % 2 == 0 { -0.0 } else { 0.0 };
+            }
+            let want = window_pool_impl(&x, &a, true, false).unwrap().0;
+            let got = window_pool(&x, &a, true).unwrap();
+            assert!(got.iter().any(|v| v.is_nan()), "case {i}");
+            assert!(same_bits(&got, &want), "case {i}: {got:?} vs {want:?}");
+            let xi = x.mapv(|v| if v.is_nan() { 7 } else { (v * 10.0) as i32 });
+            let want = window_pool_impl(&xi, &a, true, false).unwrap().0;
+            assert_eq!(window_pool(&xi, &a, true).unwrap(), want, "case {i} i32");
+            let xd = x.mapv(f64::from);
+            let want = window_pool_impl(&xd, &a, true, false).unwrap().0;
+            let got = window_pool(&xd, &a, true).unwrap();
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(g, w)| g.to_bits() == w.to_bits()),
+                "case {i} f64"
+            );
+        }
+    }
+
     #[test]
     fn same_bits_for_any_thread_count() {
         let x = noise(&[2, 40, 57, 61], 3);

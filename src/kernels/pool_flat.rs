@@ -153,7 +153,7 @@ const MAX_LANES_TAIL: usize = 16;
 /// the plane holds no NaN, and the rule is the plain `v > m` select that compiles to one
 /// vector max instruction; both forms give the same bits on NaN-free data.
 #[inline(always)]
-fn pick<T: Copy + PartialOrd, const NAN: bool>(m: T, v: T) -> T {
+pub(super) fn pick<T: Copy + PartialOrd, const NAN: bool>(m: T, v: T) -> T {
     // `!(v > m)`, not `m >= v`: the same on NaN-free data, and `v > m ? v : m` is exactly
     // the x86 max instruction, which the other form is not.
     #[allow(clippy::eq_op, clippy::neg_cmp_op_on_partial_ord)]
@@ -320,6 +320,14 @@ pub(super) fn pool_planes<T: Elem>(g: &Geometry, xd: &[T], out: &mut [T], sum: O
         ext: Vec::new(),
         sums: Vec::new(),
     };
+    // Small planes, eight at a time (`pool_interleaved`); the rest plane by plane below.
+    let first = match sum.is_none() && super::pool_interleaved::applies(g) {
+        true => super::pool_interleaved::max_planes(g, xd, out),
+        false => 0,
+    };
+    let out = &mut out[first * g.out_plane..];
+    let run_plane =
+        |plane: usize, dst: &mut [T], s: &mut Scratch<T>| run_plane(first + plane, dst, s);
     let work = out.len().saturating_mul(l.taps.len());
     if super::par::worth_splitting(work) {
         // Whole planes per task; the split does not change any element's arithmetic.
