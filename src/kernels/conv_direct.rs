@@ -238,8 +238,9 @@ fn conv_on(
     let r_max = isa.channels();
     let mg = p.mg();
     let group_len = mg.div_ceil(r_max) * k * r_max;
-    // Written in order, with no division per weight: that took a third of the samples of a
-    // 7x7 conv of 25 groups of 16 (scratch harness, 400 x 144 weights).
+    // Written in order, with no division per weight: with four per weight this loop took a
+    // third of the samples of a 25-group conv on 7x7 planes (400 x 144 weights; a flat-run
+    // form of this path that was then dropped, see README).
     let mut wp = vec![0f32; p.group * group_len];
     let mut dst = wp.chunks_exact_mut(r_max);
     for g in 0..p.group {

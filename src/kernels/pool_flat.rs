@@ -287,8 +287,15 @@ pub(super) fn pool_planes<T: Elem>(g: &Geometry, xd: &[T], out: &mut [T], sum: O
     } else {
         T::from_f64(f64::NEG_INFINITY)
     };
+    // Small planes, eight at a time (`pool_interleaved`); the rest plane by plane below,
+    // `plane` counted from the first of them.
+    let first = match sum.is_none() && super::pool_interleaved::applies(g) {
+        true => super::pool_interleaved::max_planes(g, xd, out),
+        false => 0,
+    };
+    let out = &mut out[first * g.out_plane..];
     let run_plane = |plane: usize, dst: &mut [T], s: &mut Scratch<T>| {
-        let src = &xd[plane * g.in_plane..(plane + 1) * g.in_plane];
+        let src = &xd[(first + plane) * g.in_plane..][..g.in_plane];
         s.padded.resize(l.scratch_len(), fill);
         fill_scratch(g, &l, src, fill, &mut s.padded);
         match sum {
@@ -320,14 +327,6 @@ pub(super) fn pool_planes<T: Elem>(g: &Geometry, xd: &[T], out: &mut [T], sum: O
         ext: Vec::new(),
         sums: Vec::new(),
     };
-    // Small planes, eight at a time (`pool_interleaved`); the rest plane by plane below.
-    let first = match sum.is_none() && super::pool_interleaved::applies(g) {
-        true => super::pool_interleaved::max_planes(g, xd, out),
-        false => 0,
-    };
-    let out = &mut out[first * g.out_plane..];
-    let run_plane =
-        |plane: usize, dst: &mut [T], s: &mut Scratch<T>| run_plane(first + plane, dst, s);
     let work = out.len().saturating_mul(l.taps.len());
     if super::par::worth_splitting(work) {
         // Whole planes per task; the split does not change any element's arithmetic.
