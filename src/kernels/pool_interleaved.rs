@@ -142,9 +142,8 @@ fn group<T: Elem, const NAN: bool>(
     let last_tap = l.taps.iter().max().copied().unwrap_or(0);
     assert!((oh - 1) * sy * l.wp + (ow - 1) * sx + last_tap < buf.len());
     assert!(dst.len() >= (GROUP - 1) * op + oh * ow);
-    let mut ox = 0;
     for oy in 0..oh {
-        ox = 0;
+        let mut ox = 0;
         // Four outputs at a time (four independent chains of max), then one at a time.
         while ox + 4 <= ow {
             fold::<T, NAN, 4>(l, buf, oy * sy * l.wp + ox * sx, sx, dst, op, oy * ow + ox);
@@ -155,7 +154,6 @@ fn group<T: Elem, const NAN: bool>(
             ox += 1;
         }
     }
-    debug_assert!(ow == 0 || ox == ow);
 }
 
 /// `Q` outputs of one row, `sx` positions apart from `base`, into the eight planes at `at`.
