@@ -24,10 +24,16 @@
 //! the common 2-D shapes (`depthwise_avx512.rs`: several output rows per pass, masked row
 //! tails), and the portable blocks below, autovectorized, for every other shape and CPU. Both
 //! sum in the order above, so they give the same bits.
+//!
+//! On AVX2 CPUs small 2-D planes (up to 56x56) skip all of this: `depthwise_interleaved.rs`
+//! computes eight channels at a time, their planes interleaved so that a register holds one
+//! position of all eight, again with the same sums.
 
 #[cfg(target_arch = "x86_64")]
 use super::depthwise_avx2;
 use super::depthwise_avx512;
+#[cfg(target_arch = "x86_64")]
+use super::depthwise_interleaved;
 use super::gemm::SendPtr;
 use super::im2col::copy_short;
 use super::sgemm::Activation;
@@ -43,6 +49,9 @@ pub(super) const SLACK: usize = 4 * LANES;
 pub(super) enum Path {
     /// `depthwise_avx512.rs` (x86-64 with AVX-512F, shapes it [supports](depthwise_avx512::supports)).
     Avx512,
+    /// `depthwise_interleaved.rs`: eight channels at a time (x86-64 with AVX2, small 2-D
+    /// planes it [supports](depthwise_interleaved::supports)).
+    Interleaved,
     /// [`plane`] with the AVX2 blocks of `depthwise_avx2.rs` (x86-64 with AVX2, any shape).
     Avx2,
     /// [`plane`] with the portable blocks, for any CPU.
@@ -54,10 +63,24 @@ impl Path {
     pub(super) fn choose(g: &Geometry) -> Path {
         if depthwise_avx512::available() && depthwise_avx512::supports(g) {
             Path::Avx512
+        } else if Path::interleaved_takes(g) {
+            Path::Interleaved
         } else if Path::avx2_available() {
             Path::Avx2
         } else {
             Path::Portable
+        }
+    }
+
+    fn interleaved_takes(g: &Geometry) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            depthwise_interleaved::available() && depthwise_interleaved::supports(g)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = g;
+            false
         }
     }
 
@@ -154,7 +177,7 @@ impl Geometry {
     }
 
     /// Extent of axis `i` once padded: enough for every tap of every output position.
-    fn padded(&self, i: usize) -> usize {
+    pub(super) fn padded(&self, i: usize) -> usize {
         let reach =
             (self.output[i] - 1) * self.strides[i] + (self.kernel[i] - 1) * self.dilations[i] + 1;
         reach.max(self.input[i] + self.pads[i])
@@ -224,6 +247,14 @@ pub(super) fn depthwise_on(
         return;
     }
     debug_assert_eq!(out.len(), g.n * m * out_plane);
+    if path == Path::Interleaved {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Path::choose` (or the test asking for it) checked the CPU and shape.
+        unsafe {
+            depthwise_interleaved::depthwise(g, x, w, bias, act, out)
+        };
+        return;
+    }
     // The AVX-512 path lays out its planes itself.
     let taps = (path != Path::Avx512).then(|| Taps::of(g));
     let outp = SendPtr(out.as_mut_ptr());
@@ -248,6 +279,7 @@ pub(super) fn depthwise_on(
                     let t = taps.as_ref().expect("computed for this path");
                     plane_avx2(g, t, xc, wk, (bv, act), (scratch, flat), dst)
                 },
+                Path::Interleaved => unreachable!("handled above"),
                 Path::Portable => {
                     let t = taps.as_ref().expect("computed for this path");
                     plane::<Portable>(g, t, xc, wk, (bv, act), (scratch, flat), dst)

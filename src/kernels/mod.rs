@@ -15,6 +15,8 @@ mod depthwise;
 #[cfg(target_arch = "x86_64")]
 mod depthwise_avx2;
 mod depthwise_avx512;
+#[cfg(target_arch = "x86_64")]
+mod depthwise_interleaved;
 pub mod elementwise;
 pub mod fill;
 pub mod gemm;
@@ -31,6 +33,8 @@ pub mod reduce;
 pub mod sgemm;
 #[cfg(test)]
 mod test_data;
+#[cfg(target_arch = "x86_64")]
+mod transpose_avx2;
 pub mod variadic;
 pub(crate) mod vexp;
 #[cfg(target_arch = "x86_64")]
