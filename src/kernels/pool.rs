@@ -822,11 +822,22 @@ mod tests {
             [usize; 4],
             bool,
         );
-        let cases: [Case; 4] = [
+        let cases: [Case; 6] = [
             (&[2, 13, 7, 7], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false), // 3 groups + 2
             (&[1, 17, 14, 14], [3, 3], [2, 2], [1, 1], [0, 0, 0, 0], true), // GoogLeNet's 14 -> 7
             (&[1, 8, 5, 6], [2, 3], [1, 2], [2, 1], [0, 1, 1, 0], true),   // dilation, pads
             (&[1, 9, 3, 3], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false),  // 2x2 outputs
+            // Rows of 21 (two whole transposes and 5 columns), 273 outputs (one past 34 x 8).
+            (
+                &[1, 17, 13, 21],
+                [3, 3],
+                [1, 1],
+                [1, 1],
+                [1, 1, 1, 1],
+                false,
+            ),
+            // Input columns and rows past the last window (not gathered), ceil.
+            (&[2, 8, 12, 19], [3, 2], [2, 3], [1, 1], [0, 0, 0, 0], false),
         ];
         for (i, (shape, ks, strides, dil, pads, ceil)) in cases.into_iter().enumerate() {
             let mut x = noise(shape, 50 + i as u64);

@@ -1,9 +1,12 @@
-//! MaxPool on small planes, eight planes at a time: the planes are interleaved into one
+//! MaxPool on planes up to 112x112, eight planes at a time: the planes are interleaved into one
 //! padded buffer whose position `(r, c)` holds the eight planes' values side by side, so
 //! every window tap is one 8-wide max at a fixed offset (what onnxruntime's NCHWc layout
 //! gives it), then spread back into the eight output planes. Plane by plane
 //! (`pool_flat`), 7x7 outputs spent most of their time in per-plane and per-row set-up:
 //! GoogLeNet's 14x14 -> 7x7 MaxPool on 832 planes took 0.34 ms, onnxruntime 0.03.
+//!
+//! For f32 on AVX2 the gather and the spread are 8x8 transposes in registers
+//! (`transpose_avx2.rs`), other types go element by element.
 //!
 //! Padding holds -inf (the integer minimum), as in `pool_flat`. Each output element folds
 //! its taps in window order from the first with `pool_flat`'s `pick` rule, so the bits are
@@ -16,13 +19,15 @@ use rayon::prelude::*;
 
 /// Planes per group (eight f32 lanes of an AVX2 register).
 pub(super) const GROUP: usize = 8;
-/// Largest output and input planes this path takes. In GoogLeNet (one thread, in the net)
-/// its 7x7 outputs took half the per-plane path's time (832 planes: 0.19 -> 0.10 ms, and
-/// 14x14 -> 7x7 at stride 2 0.34 -> 0.17), but its 14x14 outputs 1.2-1.4x as long (the
-/// scalar gather into the interleaved buffer and the scatter out cost more than the
-/// per-plane set-up they save), and 28x28 ones 1.6x.
-const MAX_OUT_PLANE: usize = 8 * 8;
-const MAX_IN_PLANE: usize = 16 * 16;
+/// Largest output and input planes this path takes: the 112x112 -> 56x56 MaxPools of
+/// GoogLeNet and SqueezeNet (a 400 KiB buffer) still gain. With the f32 gather and spread
+/// as 8x8 transposes, per node in the nets (one thread, min over 4 alternating runs):
+/// GoogLeNet 112 -> 56 0.45 -> 0.40 ms, 56 -> 28 0.42 -> 0.25, 28 -> 14 0.39 -> 0.16, its 14x14
+/// stride-1 ones 0.13 -> 0.10 and 7x7 0.09 -> 0.05 (MaxPool total 2.60 -> 1.80); SqueezeNet
+/// 0.84 -> 0.62. Gathered and spread element by element, 14x14 outputs had taken 1.2-1.4x
+/// the per-plane path's time.
+const MAX_OUT_PLANE: usize = 56 * 56;
+const MAX_IN_PLANE: usize = 114 * 114;
 
 /// Whether MaxPool on `g` (already 2-D, see `pool_flat::applies`) takes this path.
 pub(super) fn applies(g: &Geometry) -> bool {
@@ -58,7 +63,7 @@ pub(super) fn max_planes<T: Elem>(g: &Geometry, xd: &[T], out: &mut [T]) -> usiz
     let groups = planes / GROUP;
     let l = Layout::new(g);
     let group_out = GROUP * g.out_plane;
-    let run = |i: usize, dst: &mut [T], buf: &mut Vec<[T; GROUP]>| {
+    let run = |i: usize, dst: &mut [T], buf: &mut Scratch<T>| {
         let src = &xd[i * GROUP * g.in_plane..][..GROUP * g.in_plane];
         // A fold, not `any`: it vectorizes.
         #[allow(clippy::eq_op)]
@@ -73,9 +78,9 @@ pub(super) fn max_planes<T: Elem>(g: &Geometry, xd: &[T], out: &mut [T]) -> usiz
     if super::par::worth_splitting(work) {
         head.par_chunks_mut(group_out)
             .enumerate()
-            .for_each_init(Vec::new, |buf, (i, dst)| run(i, dst, buf));
+            .for_each_init(Scratch::default, |buf, (i, dst)| run(i, dst, buf));
     } else {
-        let mut buf = Vec::new();
+        let mut buf = Scratch::default();
         for (i, dst) in head.chunks_mut(group_out).enumerate() {
             run(i, dst, &mut buf);
         }
@@ -83,19 +88,36 @@ pub(super) fn max_planes<T: Elem>(g: &Geometry, xd: &[T], out: &mut [T]) -> usiz
     groups * GROUP
 }
 
+/// Per-task buffers, kept between the groups of one call.
+struct Scratch<T> {
+    /// The padded, interleaved input plane.
+    input: Vec<[T; GROUP]>,
+    /// The interleaved outputs (and `GROUP` more), before they are spread into the planes.
+    output: Vec<[T; GROUP]>,
+}
+
+impl<T> Default for Scratch<T> {
+    fn default() -> Self {
+        Scratch {
+            input: Vec::new(),
+            output: Vec::new(),
+        }
+    }
+}
+
 fn group_dispatch<T: Elem, const NAN: bool>(
     g: &Geometry,
     l: &Layout,
     src: &[T],
     dst: &mut [T],
-    buf: &mut Vec<[T; GROUP]>,
+    buf: &mut Scratch<T>,
 ) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
         return unsafe { group_avx2::<T, NAN>(g, l, src, dst, buf) };
     }
-    group::<T, NAN>(g, l, src, dst, buf)
+    group::<T, NAN, false>(g, l, src, dst, buf)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -105,19 +127,36 @@ fn group_avx2<T: Elem, const NAN: bool>(
     l: &Layout,
     src: &[T],
     dst: &mut [T],
-    buf: &mut Vec<[T; GROUP]>,
+    buf: &mut Scratch<T>,
 ) {
-    group::<T, NAN>(g, l, src, dst, buf)
+    group::<T, NAN, true>(g, l, src, dst, buf)
 }
 
-/// One group: `src` and `dst` hold `GROUP` planes each.
+/// `s` as f32, when `T` is f32 (for the AVX2 transposes).
+fn as_f32<T: Elem>(s: &[T]) -> Option<&[f32]> {
+    // SAFETY: the only `Elem` whose DTYPE is F32 is f32 itself.
+    (T::DTYPE == crate::tensor::DType::F32)
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
+}
+
+/// `s` as f32, when `T` is f32.
+fn as_f32_mut<T: Elem>(s: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: as in `as_f32`.
+    (T::DTYPE == crate::tensor::DType::F32)
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
+}
+
+/// One group: `src` and `dst` hold `GROUP` planes each. With `AVX2` (compiled and checked
+/// for it), f32 planes are gathered and spread by 8x8 transposes (`transpose_avx2.rs`),
+/// eight positions at a time; element by element, the 14x14 and 28x28 outputs took longer
+/// this way than plane by plane.
 #[inline(always)]
-fn group<T: Elem, const NAN: bool>(
+fn group<T: Elem, const NAN: bool, const AVX2: bool>(
     g: &Geometry,
     l: &Layout,
     src: &[T],
     dst: &mut [T],
-    buf: &mut Vec<[T; GROUP]>,
+    s: &mut Scratch<T>,
 ) {
     let fill = T::from_f64(f64::NEG_INFINITY);
     let [_, ih, iw] = g.input;
@@ -125,47 +164,144 @@ fn group<T: Elem, const NAN: bool>(
     let [_, sy, sx] = g.strides;
     let [_, oh, ow] = g.output;
     let (ip, op) = (g.in_plane, g.out_plane);
-    buf.clear();
-    buf.resize(l.hp * l.wp, [fill; GROUP]);
     // The padded interleaved plane: rows and columns inside the input gathered from the
-    // eight planes, the rest left at -inf.
-    let cols = pl.min(l.wp)..(iw + pl).min(l.wp);
-    for r in pt..(ih + pt).min(l.hp) {
-        let y = r - pt;
-        let row = &mut buf[r * l.wp..][..l.wp];
-        for j in cols.clone() {
-            let at = y * iw + j - pl;
-            row[j] = std::array::from_fn(|c| src[c * ip + at]);
+    // eight planes, the rest left at -inf. Every group of a call writes the same positions,
+    // so the padding is written once per task.
+    let buf = &mut s.input;
+    if buf.len() != l.hp * l.wp {
+        buf.clear();
+        buf.resize(l.hp * l.wp, [fill; GROUP]);
+    }
+    let (rows, cols) = (
+        ih.min(l.hp.saturating_sub(pt)),
+        iw.min(l.wp.saturating_sub(pl)),
+    );
+    #[cfg(target_arch = "x86_64")]
+    if let (true, Some(src)) = (AVX2, as_f32(src)) {
+        let buf = as_f32_mut(buf.as_flattened_mut()).expect("f32 like src");
+        // SAFETY: AVX2 was checked by the caller of `group_avx2`, the only one to pass
+        // AVX2; `src` holds the eight planes and `buf` the padded plane (asserted inside).
+        unsafe { avx2::gather(src, ip, iw, (rows, cols), (pt * l.wp + pl, l.wp), buf) };
+    }
+    if !(AVX2 && cfg!(target_arch = "x86_64") && T::DTYPE == crate::tensor::DType::F32) {
+        for y in 0..rows {
+            let row = &mut buf[(y + pt) * l.wp + pl..][..cols];
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = std::array::from_fn(|c| src[c * ip + y * iw + j]);
+            }
         }
     }
     // The last position any output's tap reads is inside the buffer.
     let last_tap = l.taps.iter().max().copied().unwrap_or(0);
     assert!((oh - 1) * sy * l.wp + (ow - 1) * sx + last_tap < buf.len());
     assert!(dst.len() >= (GROUP - 1) * op + oh * ow);
+    let out = &mut s.output;
+    out.resize(op + GROUP, [fill; GROUP]);
     for oy in 0..oh {
         let mut ox = 0;
         // Four outputs at a time (four independent chains of max), then one at a time.
         while ox + 4 <= ow {
-            fold::<T, NAN, 4>(l, buf, oy * sy * l.wp + ox * sx, sx, dst, op, oy * ow + ox);
+            fold::<T, NAN, 4>(l, buf, oy * sy * l.wp + ox * sx, sx, out, oy * ow + ox);
             ox += 4;
         }
         while ox < ow {
-            fold::<T, NAN, 1>(l, buf, oy * sy * l.wp + ox * sx, sx, dst, op, oy * ow + ox);
+            fold::<T, NAN, 1>(l, buf, oy * sy * l.wp + ox * sx, sx, out, oy * ow + ox);
             ox += 1;
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let (true, Some(dst)) = (AVX2, as_f32_mut(dst)) {
+        let out = as_f32(out.as_flattened()).expect("f32 like dst");
+        // SAFETY: as for the gather; `out` holds `op + GROUP` positions, `dst` the eight
+        // planes (asserted inside).
+        unsafe { avx2::spread(out, op, dst) };
+        return;
+    }
+    for (q, v) in out[..op].iter().enumerate() {
+        for (c, &v) in v.iter().enumerate() {
+            dst[c * op + q] = v;
         }
     }
 }
 
-/// `Q` outputs of one row, `sx` positions apart from `base`, into the eight planes at `at`.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::super::transpose_avx2::{lane_mask, transpose8};
+    use super::GROUP;
+    use std::arch::x86_64::*;
+
+    /// `rows x cols` positions of the eight planes of `src` (`ip` apart, rows `iw` long)
+    /// into the interleaved `buf`, position `(y, c)` to `at + y * wp + c`; eight columns of
+    /// a row at a time, transposed.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn gather(
+        src: &[f32],
+        ip: usize,
+        iw: usize,
+        (rows, cols): (usize, usize),
+        (at, wp): (usize, usize),
+        buf: &mut [f32],
+    ) {
+        if rows == 0 || cols == 0 {
+            return;
+        }
+        assert!(src.len() >= (GROUP - 1) * ip + (rows - 1) * iw + cols);
+        assert!(buf.len() >= (at + (rows - 1) * wp + cols) * GROUP);
+        let (s, b) = (src.as_ptr(), buf.as_mut_ptr());
+        for y in 0..rows {
+            let row = b.add((at + y * wp) * GROUP);
+            let mut c = 0;
+            while c < cols {
+                let n = GROUP.min(cols - c);
+                let mut v = [_mm256_setzero_ps(); GROUP];
+                for (k, v) in v.iter_mut().enumerate() {
+                    let p = s.add(k * ip + y * iw + c);
+                    *v = match n {
+                        GROUP => _mm256_loadu_ps(p),
+                        _ => _mm256_maskload_ps(p, lane_mask(n)),
+                    };
+                }
+                for (j, v) in transpose8(v).into_iter().enumerate().take(n) {
+                    _mm256_storeu_ps(row.add((c + j) * GROUP), v);
+                }
+                c += GROUP;
+            }
+        }
+    }
+
+    /// The interleaved outputs `out` (`op` positions and `GROUP` more, read and dropped)
+    /// into the eight planes of `dst`, eight positions at a time, transposed.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn spread(out: &[f32], op: usize, dst: &mut [f32]) {
+        assert!(out.len() >= (op + GROUP) * GROUP && dst.len() >= GROUP * op);
+        let (o, d) = (out.as_ptr(), dst.as_mut_ptr());
+        let mut q = 0;
+        while q < op {
+            let n = GROUP.min(op - q);
+            let mut v = [_mm256_setzero_ps(); GROUP];
+            for (j, v) in v.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(o.add((q + j) * GROUP));
+            }
+            for (c, v) in transpose8(v).into_iter().enumerate() {
+                let p = d.add(c * op + q);
+                match n {
+                    GROUP => _mm256_storeu_ps(p, v),
+                    _ => _mm256_maskstore_ps(p, lane_mask(n), v),
+                }
+            }
+            q += GROUP;
+        }
+    }
+}
+
+/// `Q` outputs of one row, `sx` positions apart from `base`, into `out` from `at`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn fold<T: Elem, const NAN: bool, const Q: usize>(
     l: &Layout,
     buf: &[[T; GROUP]],
     base: usize,
     sx: usize,
-    dst: &mut [T],
-    op: usize,
+    out: &mut [[T; GROUP]],
     at: usize,
 ) {
     let (t0, rest) = l.taps.split_first().expect("a window has taps");
@@ -181,9 +317,5 @@ fn fold<T: Elem, const NAN: bool, const Q: usize>(
             }
         }
     }
-    for (q, acc) in acc.iter().enumerate() {
-        for (c, &a) in acc.iter().enumerate() {
-            dst[c * op + at + q] = a;
-        }
-    }
+    out[at..at + Q].copy_from_slice(&acc);
 }
