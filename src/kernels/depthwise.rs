@@ -25,7 +25,7 @@
 //! tails), and the portable blocks below, autovectorized, for every other shape and CPU. Both
 //! sum in the order above, so they give the same bits.
 //!
-//! On AVX2 CPUs small 2-D planes (up to 56x56) skip all of this: `depthwise_interleaved.rs`
+//! On AVX2 CPUs 2-D planes up to 112x112 skip all of this: `depthwise_interleaved.rs`
 //! computes eight channels at a time, their planes interleaved so that a register holds one
 //! position of all eight, again with the same sums.
 

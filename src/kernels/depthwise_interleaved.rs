@@ -1,4 +1,4 @@
-//! Depthwise convs on small 2-D planes, eight channels at a time (x86-64 with AVX2): the
+//! Depthwise convs on 2-D planes up to 112x112, eight channels at a time (x86-64 with AVX2): the
 //! eight input planes are interleaved into one zero-padded buffer whose position `(r, c)`
 //! holds the eight channels' values side by side, every kernel tap is then one 8-wide
 //! multiply and add at a fixed offset for any stride, dilation or padding (the layout
@@ -23,10 +23,11 @@ use rayon::prelude::*;
 const GROUP: usize = 8;
 /// Most kernel taps (7x7).
 const MAX_TAPS: usize = 49;
-/// Largest padded input plane (positions) this path takes: 56x56 planes with their pads.
-/// MobileNet v2's 112x112 -> 56x56 one (96 channels) took 1.2x as long this way: the
-/// gather into a 400 KiB buffer cost more than the per-plane set-up it saves.
-const MAX_PADDED: usize = 58 * 58;
+/// Largest padded input plane (positions) this path takes: 112x112 planes with their pads
+/// (a 400 KiB buffer). MobileNet v2 in the net, one thread, min over 4 alternating runs:
+/// its 112x112 ones 0.36 -> 0.31 ms (32 channels) and 0.46 -> 0.39 (96, stride 2), 56x56
+/// 0.65 -> 0.48 (144), 14x14 0.17 -> 0.10, 7x7 0.12 -> 0.06.
+const MAX_PADDED: usize = 114 * 114;
 /// Positions past the padded plane that the last outputs of a row may read: a row is
 /// computed in whole chunks of eight outputs, the last one up to seven past the row's end.
 const SLACK: usize = 8 * 2;
@@ -37,7 +38,7 @@ pub(super) fn available() -> bool {
 }
 
 /// Whether the path takes `g`: 2-D, column stride 1 or 2, at most 7x7 taps, padded input
-/// planes up to 58x58.
+/// planes up to 114x114.
 pub(super) fn supports(g: &Geometry) -> bool {
     g.input[0] == 1
         && g.kernel[0] == 1
@@ -295,8 +296,8 @@ mod tests {
         assert!(!supports(&g), "column stride 3");
         let g = geometry(1, 1, 9, (1, 1), (1, 1), [4; 4], (5, 5)).unwrap();
         assert!(!supports(&g), "9x9");
-        let g = geometry(1, 1, 3, (1, 1), (1, 1), [1; 4], (57, 56)).unwrap();
-        assert!(!supports(&g), "more than 58x58 padded positions");
+        let g = geometry(1, 1, 3, (1, 1), (1, 1), [1; 4], (113, 112)).unwrap();
+        assert!(!supports(&g), "more than 114x114 padded positions");
         let mut g = geometry(1, 1, 3, (1, 1), (1, 1), [1; 4], (5, 5)).unwrap();
         g.kernel[0] = 2;
         g.input[0] = 2;
