@@ -13,12 +13,16 @@
 //! reductions (image stems with 3 input channels, 1x1 convs with at most 32, grouped convs
 //! with at most 16 per group on rows of 28 or more) go to the direct kernel in
 //! `conv_direct.rs`, which gives the im2col path's bits without its
-//! patch matrix and per-tile overhead.
+//! patch matrix and per-tile overhead. On AVX2 CPUs, 2-D grouped convs whose groups have a
+//! multiple of 8 output channels go to `conv_grouped.rs` (output channels in the vector
+//! lanes), again with the im2col path's bits.
 //!
 //! Everything is written for 3 spatial dims; 1-D and 2-D convs are lifted to 3-D by adding
 //! leading spatial dims of size 1, which changes neither the data layout nor the math.
 
 use super::conv_direct;
+#[cfg(target_arch = "x86_64")]
+use super::conv_grouped;
 use super::depthwise;
 use super::gemm::SendPtr;
 use super::im2col::{pack_patches, Scratch};
@@ -168,7 +172,9 @@ pub fn conv_f32_with(
         } else {
             let prepared = prepared.filter(|pr| pr.w_shape == w.shape() && pr.group == p.group);
             let bias = bias.as_deref();
-            if conv_direct::applies(&p) {
+            if grouped_applies(&p) {
+                grouped(&p, xd, w, prepared, bias, act, &mut out);
+            } else if conv_direct::applies(&p) {
                 crate::tensor::limits::check_alloc(&conv_direct::scratch_dims(&p), DType::F32)?;
                 let w = w.as_standard_layout();
                 let wd = w.as_slice().expect("standard layout");
@@ -192,6 +198,47 @@ pub fn conv_f32_with(
     Ok(ArrayD::from_shape_vec(IxDyn(&p.out_shape), out)?)
 }
 
+/// Whether `conv_grouped` takes `p` (x86-64 only).
+fn grouped_applies(p: &Plan) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        conv_grouped::applies(p)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = p;
+        false
+    }
+}
+
+/// `conv_grouped` with the weights packed for it by `prepared` (once per Conv) or now.
+fn grouped(
+    p: &Plan,
+    xd: &[f32],
+    w: &ArrayD<f32>,
+    prepared: Option<&Prepared>,
+    bias: Option<&[f32]>,
+    act: Activation,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let pack = || {
+            let w = w.as_standard_layout();
+            conv_grouped::pack_weights(p, w.as_slice().expect("standard layout"))
+        };
+        match prepared {
+            Some(pr) => conv_grouped::conv(p, xd, pr.grouped.get_or_init(pack), bias, act, out),
+            None => conv_grouped::conv(p, xd, &pack(), bias, act, out),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (p, xd, w, prepared, bias, act, out);
+        unreachable!("grouped_applies is false off x86-64")
+    }
+}
+
 /// Conv weights packed once for the sgemm, so that runs of a graph whose weights are
 /// constants skip the packing: for im2col, one `PackedA` or `PackedCols` per group; for
 /// Winograd, one per transformed position (16). Each in the orientation the first run's
@@ -204,6 +251,8 @@ pub struct Prepared {
     group: usize,
     direct: Slots,
     winograd: Slots,
+    /// `conv_grouped`'s layout, packed on first use.
+    grouped: OnceLock<Vec<f32>>,
 }
 
 /// Packed weights in either orientation, each packed on first use.
@@ -303,6 +352,7 @@ pub fn prepare(attrs: &ConvAttrs, w: &Tensor) -> Option<Prepared> {
         group: g,
         direct: Slots::default(),
         winograd: Slots::default(),
+        grouped: OnceLock::new(),
     })
 }
 

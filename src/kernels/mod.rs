@@ -10,6 +10,8 @@ pub mod conv;
 mod conv_direct;
 #[cfg(target_arch = "x86_64")]
 mod conv_direct_avx512;
+#[cfg(target_arch = "x86_64")]
+mod conv_grouped;
 pub mod conv_transpose;
 mod depthwise;
 #[cfg(target_arch = "x86_64")]
