@@ -16,6 +16,8 @@
 //! its sum, so callers may split the rows and columns over threads at any fixed boundaries.
 
 mod cols;
+#[cfg(target_arch = "x86_64")]
+mod column_avx2;
 mod microkernel_avx2;
 mod microkernel_avx512;
 #[cfg(target_arch = "x86_64")]
@@ -195,6 +197,33 @@ pub unsafe fn gemm_packed(
         for q in 0..nq {
             let cols = NR.min(n - q * NR);
             let bq = b.as_ptr().add((q * k + k0) * NR);
+            // On AVX2, the last one or two columns past whole 8-column vectors go down the
+            // panels one column at a time (`column_avx2.rs`), when there are panels enough
+            // to keep its chains busy.
+            let single = match kernel {
+                Kernel::Avx2 if panels.len() >= 4 && matches!(cols % 8, 1 | 2) => cols % 8,
+                _ => 0,
+            };
+            #[cfg(target_arch = "x86_64")]
+            for j in cols - single..cols {
+                let epi = last.then_some(column_avx2::ColumnEpilogue {
+                    bias: epi.bias,
+                    act: epi.act,
+                });
+                columns(
+                    kc,
+                    (a, k0),
+                    panels.clone(),
+                    bq.add(j),
+                    (c.add(q * NR + j), ldc),
+                    kb > 0,
+                    epi.as_ref(),
+                );
+            }
+            let cols = cols - single;
+            if cols == 0 {
+                continue;
+            }
             for p in panels.clone() {
                 let r0 = p * MR;
                 let rows = MR.min(m - r0);
@@ -215,6 +244,42 @@ pub unsafe fn gemm_packed(
                 kernel.tile(&tile, ap, bq, cp, ldc);
             }
         }
+    }
+}
+
+/// Column `b` of one K block (`kc` steps from `k0`) times the A panels `panels`, into C's
+/// column `c`, eight panels (chains) at a time; see `column_avx2.rs`.
+///
+/// # Safety
+/// AVX2 and FMA; as [`gemm_packed`] for the pointers.
+#[cfg(target_arch = "x86_64")]
+unsafe fn columns(
+    kc: usize,
+    (a, k0): (&PackedA, usize),
+    panels: Range<usize>,
+    b: *const f32,
+    (c, ldc): (*mut f32, usize),
+    accumulate: bool,
+    epi: Option<&column_avx2::ColumnEpilogue>,
+) {
+    use column_avx2::column;
+    let panel_len = a.k() * MR;
+    let mut p = panels.start;
+    while p < panels.end {
+        let n = 8.min(panels.end - p);
+        let ap = (a.panels_from(p).as_ptr().add(k0 * MR), panel_len);
+        let rows = (p * MR, a.m());
+        macro_rules! run {
+            ($($n:literal)*) => {
+                match (n, accumulate) {
+                    $(($n, false) => column::<$n, false>(kc, ap, b, (c, ldc), rows, epi),
+                      ($n, true) => column::<$n, true>(kc, ap, b, (c, ldc), rows, epi),)*
+                    _ => unreachable!("1 to 8 panels"),
+                }
+            };
+        }
+        run!(1 2 3 4 5 6 7 8);
+        p += n;
     }
 }
 

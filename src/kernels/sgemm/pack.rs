@@ -60,6 +60,10 @@ impl PackedA {
     pub fn panels(&self) -> usize {
         self.m.div_ceil(MR)
     }
+    /// Panels `p ..` to the last, one after another.
+    pub(super) fn panels_from(&self, p: usize) -> &[f32] {
+        &self.data[p * self.k * MR..]
+    }
     /// Panel `p`: `k x MR` floats.
     pub fn panel(&self, p: usize) -> &[f32] {
         &self.data[p * self.k * MR..(p + 1) * self.k * MR]

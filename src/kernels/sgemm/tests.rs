@@ -283,8 +283,19 @@ fn fma_kernels_give_the_bits_of_an_fma_chain() {
         .filter(|k| *k != Kernel::Portable)
         .collect();
     for kernel in fma_kernels {
-        // 53 columns: an edge of 21, whose last 5 run as one 8 x 8 pass on AVX2.
-        for (m, n, k) in [(8, 32, 5), (70, 45, 600), (13, 7, 33), (13, 53, 600)] {
+        // 53 columns: an edge of 21, whose last 5 run as one 8 x 8 pass on AVX2. 49, 1, 34
+        // and 10 columns with 4 or more panels: the last one or two go down the panels
+        // (`column_avx2.rs`), over several K blocks, with a partial last panel, 8 + 1 panels.
+        for (m, n, k) in [
+            (8, 32, 5),
+            (70, 45, 600),
+            (13, 7, 33),
+            (13, 53, 600),
+            (70, 49, 600),
+            (37, 1, 300),
+            (70, 34, 40),
+            (29, 10, 5),
+        ] {
             let (a, b) = (data(m * k, 32), data(k * n, 33));
             let epi = Epilogue {
                 bias: Some(&bias),
