@@ -10,7 +10,8 @@
 //! K loop: `gemm_packed` on 256 x 64 x 3136 ran at 74-77 GFLOP/s that way, 87-92 now.
 //! An edge tile (fewer than 32 columns stored, the last panel of most blocks of output
 //! positions) runs only the 8-column vectors its columns need and stores the last one
-//! masked, in place, a remainder of at most 8 columns as one 8 x 8 pass (two 4 x 8 ones
+//! masked, in place, a remainder of at most 8 columns as one 8 x 8 pass (unless it is the
+//! last one or two columns and there are panels enough: `column_avx2.rs`; two 4 x 8 ones
 //! have 4 FMA chains each and wait on the FMA latency: 1x1 convs on 7x7 planes, whose 49
 //! columns end in 17, took 1.06-1.15x as long). Through a zeroed buffer with whole passes
 //! an edge tile cost almost a whole tile for a few columns (the nine nets of the README
