@@ -49,8 +49,8 @@ pub(super) const SLACK: usize = 4 * LANES;
 pub(super) enum Path {
     /// `depthwise_avx512.rs` (x86-64 with AVX-512F, shapes it [supports](depthwise_avx512::supports)).
     Avx512,
-    /// `depthwise_interleaved.rs`: eight channels at a time (x86-64 with AVX2, small 2-D
-    /// planes it [supports](depthwise_interleaved::supports)).
+    /// `depthwise_interleaved.rs`: eight channels at a time (x86-64 with AVX2, 2-D planes
+    /// up to 112x112 it [supports](depthwise_interleaved::supports)).
     Interleaved,
     /// [`plane`] with the AVX2 blocks of `depthwise_avx2.rs` (x86-64 with AVX2, any shape).
     Avx2,

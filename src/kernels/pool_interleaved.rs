@@ -132,17 +132,21 @@ fn group_avx2<T: Elem, const NAN: bool>(
     group::<T, NAN, true>(g, l, src, dst, buf)
 }
 
-/// `s` as f32, when `T` is f32 (for the AVX2 transposes).
+/// Whether `T` is f32 (then the AVX2 transposes apply).
+fn is_f32<T: Elem>() -> bool {
+    std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+}
+
+/// `s` as f32, when `T` is f32.
 fn as_f32<T: Elem>(s: &[T]) -> Option<&[f32]> {
-    // SAFETY: the only `Elem` whose DTYPE is F32 is f32 itself.
-    (T::DTYPE == crate::tensor::DType::F32)
-        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
+    // SAFETY: `T` is f32 itself.
+    is_f32::<T>().then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
 }
 
 /// `s` as f32, when `T` is f32.
 fn as_f32_mut<T: Elem>(s: &mut [T]) -> Option<&mut [f32]> {
     // SAFETY: as in `as_f32`.
-    (T::DTYPE == crate::tensor::DType::F32)
+    is_f32::<T>()
         .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
 }
 
@@ -183,7 +187,7 @@ fn group<T: Elem, const NAN: bool, const AVX2: bool>(
         // AVX2; `src` holds the eight planes and `buf` the padded plane (asserted inside).
         unsafe { avx2::gather(src, ip, iw, (rows, cols), (pt * l.wp + pl, l.wp), buf) };
     }
-    if !(AVX2 && cfg!(target_arch = "x86_64") && T::DTYPE == crate::tensor::DType::F32) {
+    if !(AVX2 && cfg!(target_arch = "x86_64") && is_f32::<T>()) {
         for y in 0..rows {
             let row = &mut buf[(y + pt) * l.wp + pl..][..cols];
             for (j, v) in row.iter_mut().enumerate() {
