@@ -144,7 +144,7 @@ struct Job<'a> {
 mod imp {
     use super::super::im2col::copy_short;
     use super::super::sgemm::clamp_avx2 as clamp;
-    use super::super::transpose_avx2::{lane_mask, transpose8};
+    use super::super::transpose_avx2::spread;
     use super::{Job, Scratch, SendPtr, LANES, MAX_R};
     use std::arch::x86_64::*;
 
@@ -214,25 +214,10 @@ mod imp {
                 }
             }
         }
-        // Spread: per 8 channels, eight consecutive positions transposed into the planes.
-        let o = out.get();
+        // Spread: per 8 channels, transposed into their planes.
         for c0 in (0..mg).step_by(LANES) {
-            let mut q = 0;
-            while q < out_plane {
-                let n = LANES.min(out_plane - q);
-                let mut v = [_mm256_setzero_ps(); LANES];
-                for (i, v) in v.iter_mut().enumerate() {
-                    *v = _mm256_loadu_ps(op.add((q + i) * mg + c0));
-                }
-                for (l, v) in transpose8(v).into_iter().enumerate() {
-                    let d = o.add((b * p.m + g * mg + c0 + l) * out_plane + q);
-                    match n {
-                        LANES => _mm256_storeu_ps(d, v),
-                        _ => _mm256_maskstore_ps(d, lane_mask(n), v),
-                    }
-                }
-                q += LANES;
-            }
+            let dst = out.get().add((b * p.m + g * mg + c0) * out_plane);
+            spread((op.add(c0), mg), out_plane, LANES, (dst, out_plane));
         }
     }
 

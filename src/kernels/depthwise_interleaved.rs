@@ -113,7 +113,7 @@ pub(super) unsafe fn depthwise(
 mod imp {
     use super::super::gemm::SendPtr;
     use super::super::sgemm::{clamp_avx2 as clamp, Activation};
-    use super::super::transpose_avx2::{lane_mask, transpose8};
+    use super::super::transpose_avx2::{lane_mask, spread, transpose8};
     use super::{Geometry, Layout, Scratch, GROUP, MAX_TAPS, SLACK};
     use std::arch::x86_64::*;
 
@@ -213,24 +213,9 @@ mod imp {
             }
         }
 
-        // Spread: eight consecutive outputs of the eight channels, transposed, to the planes.
-        let outp = out.get();
-        let mut q = 0;
-        while q < out_plane {
-            let n = GROUP.min(out_plane - q);
-            let mut rows = [_mm256_setzero_ps(); GROUP];
-            for (j, r) in rows.iter_mut().enumerate() {
-                *r = _mm256_loadu_ps(obuf.add((q + j) * GROUP));
-            }
-            for (l, v) in transpose8(rows).into_iter().enumerate().take(lanes) {
-                let d = outp.add((b * m + o0 + l) * out_plane + q);
-                match n {
-                    GROUP => _mm256_storeu_ps(d, v),
-                    _ => _mm256_maskstore_ps(d, lane_mask(n), v),
-                }
-            }
-            q += GROUP;
-        }
+        // Spread: the eight channels' outputs, transposed, to their planes.
+        let dst = out.get().add((b * m + o0) * out_plane);
+        spread((obuf, GROUP), out_plane, lanes, (dst, out_plane));
     }
 }
 

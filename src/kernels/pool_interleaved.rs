@@ -278,23 +278,12 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn spread(out: &[f32], op: usize, dst: &mut [f32]) {
         assert!(out.len() >= (op + GROUP) * GROUP && dst.len() >= GROUP * op);
-        let (o, d) = (out.as_ptr(), dst.as_mut_ptr());
-        let mut q = 0;
-        while q < op {
-            let n = GROUP.min(op - q);
-            let mut v = [_mm256_setzero_ps(); GROUP];
-            for (j, v) in v.iter_mut().enumerate() {
-                *v = _mm256_loadu_ps(o.add((q + j) * GROUP));
-            }
-            for (c, v) in transpose8(v).into_iter().enumerate() {
-                let p = d.add(c * op + q);
-                match n {
-                    GROUP => _mm256_storeu_ps(p, v),
-                    _ => _mm256_maskstore_ps(p, lane_mask(n), v),
-                }
-            }
-            q += GROUP;
-        }
+        super::super::transpose_avx2::spread(
+            (out.as_ptr(), GROUP),
+            op,
+            GROUP,
+            (dst.as_mut_ptr(), op),
+        );
     }
 }
 

@@ -42,6 +42,38 @@ pub(super) unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
     ]
 }
 
+/// Spreads `positions` interleaved positions into `planes` (at most 8) planes: lane `l` of
+/// the 8 floats at `src + q * stride` goes to `dst + l * plane_len + q`; eight positions at
+/// a time, transposed, the last eight stores masked. Reads whole groups of eight positions,
+/// so `src` must hold `positions.next_multiple_of(8)` of them.
+///
+/// # Safety
+/// AVX2; `src` readable and `dst` writable over those extents, `dst` untouched by others.
+#[inline(always)]
+pub(super) unsafe fn spread(
+    (src, stride): (*const f32, usize),
+    positions: usize,
+    planes: usize,
+    (dst, plane_len): (*mut f32, usize),
+) {
+    let mut q = 0;
+    while q < positions {
+        let n = 8.min(positions - q);
+        let mut v = [_mm256_setzero_ps(); 8];
+        for (j, v) in v.iter_mut().enumerate() {
+            *v = _mm256_loadu_ps(src.add((q + j) * stride));
+        }
+        for (l, v) in transpose8(v).into_iter().enumerate().take(planes) {
+            let d = dst.add(l * plane_len + q);
+            match n {
+                8 => _mm256_storeu_ps(d, v),
+                _ => _mm256_maskstore_ps(d, lane_mask(n), v),
+            }
+        }
+        q += 8;
+    }
+}
+
 /// The first `n` (at most 8) lanes set, for masked loads and stores.
 ///
 /// # Safety
