@@ -14,7 +14,7 @@
 //! `x + (kx * d) / s ..` of phase `(kx * d) mod s`.
 //!
 //! Grouped convs with at most 16 input channels per group and rows of 28 or more (RegNet's
-//! 3x3 convs of 16 channels per group; on AVX2 CPUs `conv_grouped.rs` takes those whose
+//! 3x3 convs of 16 channels per group; on AVX2 CPUs `conv_lanes.rs` takes those whose
 //! groups have a multiple of 8 output channels) run group by group: a group's taps start at its first
 //! input channel, its output channels form their own blocks.
 //!

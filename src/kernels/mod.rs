@@ -11,7 +11,7 @@ mod conv_direct;
 #[cfg(target_arch = "x86_64")]
 mod conv_direct_avx512;
 #[cfg(target_arch = "x86_64")]
-mod conv_grouped;
+mod conv_lanes;
 pub mod conv_transpose;
 mod depthwise;
 #[cfg(target_arch = "x86_64")]

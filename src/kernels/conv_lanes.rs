@@ -1,0 +1,489 @@
+//! Convs on AVX2 + FMA with the output channels in the vector lanes: 16 (or 8, or 24)
+//! output channels times up to 6 (4) positions in 12 registers, each reduction step one
+//! broadcast input value per position times one weight vector per 8 channels. That is the
+//! layout onnxruntime's NCHWc kernels use; it needs no patch matrix and wastes no lanes on
+//! short rows. It takes grouped convs (RegNet's 3x3 convs of 16 channels per group, where
+//! im2col ran the 14x14 and 7x7 ones at 1.7-1.9x onnxruntime's time) and the ungrouped
+//! ones it runs faster than im2col or Winograd ([`ungrouped_pays`]: few input channels, or
+//! few output channels on a small plane, as DenseNet's 3x3 convs).
+//!
+//! The input planes are copied once per call into a zero-padded buffer (unpadded convs read
+//! them in place); each task computes a band of positions (across rows, in output order)
+//! for some of a group's channels into an interleaved buffer (position by position, the
+//! channels side by side) and spreads it into the output planes by 8x8 transposes.
+//!
+//! Each output is the FMA chain `w * x` over the reduction in im2col's order (channel, then
+//! kernel row, then kernel column) from +0.0, then `+ bias` (only with one), then the clamp:
+//! the sgemm micro-kernels' operations in the same order, so the same bits as the im2col
+//! path (tests below), on any number of threads.
+
+use super::conv::Plan;
+use super::gemm::SendPtr;
+use super::im2col::copy_short;
+use super::sgemm::{Activation, Kernel};
+use rayon::prelude::*;
+
+/// Output channels per vector.
+const LANES: usize = 8;
+/// Most positions computed together (2 vectors of channels x 6 positions = 12 accumulators,
+/// plus 2 weight vectors and a broadcast, within the 16 ymm registers).
+const MAX_R: usize = 6;
+/// Largest padded input plane this path takes (positions): RegNet's 112x112 -> 56x56 one
+/// (two groups, an 830 KiB buffer) still gains. RegNet-X 400MF in the net (one thread, min
+/// over 4 alternating runs): its 7x7 grouped convs 0.18 -> 0.09 ms (onnxruntime 0.14), 14x14
+/// 0.22 -> 0.12 (0.17), 28x28 0.25 -> 0.18 and 56x56 -> 28x28 0.36 -> 0.20 (both on
+/// `conv_direct` before), 112x112 -> 56x56 0.62 -> 0.55.
+const MAX_PADDED: usize = 114 * 114;
+
+/// Whether this path takes `p`: 2-D convs, grouped (not depthwise) or ungrouped where that
+/// pays, whose groups have a multiple of 8 output channels, column stride 1 or 2, on a CPU
+/// whose sgemm kernel is AVX2.
+pub(super) fn applies(p: &Plan) -> bool {
+    Kernel::detect() == Kernel::Avx2
+        && (p.group > 1 || ungrouped_pays(p))
+        && p.cg() > 1
+        && p.mg().is_multiple_of(LANES)
+        && p.input[0] == 1
+        && p.kernel[0] == 1
+        && p.output[0] == 1
+        && p.pads[0] == 0
+        && matches!(p.strides[2], 1 | 2)
+        && padded(p, 1) * padded(p, 2) <= MAX_PADDED
+}
+
+/// Whether an ungrouped conv runs faster here than on the patch matrix or Winograd
+/// (single convs, one thread, alternating runs): with fewer than 64 input channels, which
+/// im2col packs 9 or more times over (GoogLeNet's 16 -> 32 on 28x28 0.12 -> 0.087 ms,
+/// 32 -> 64 on 14x14 0.110 -> 0.081, SqueezeNet's 16 -> 64 on 55x55 0.78 -> 0.74); with
+/// at most 32 output channels on planes up to 28x28, where Winograd's transforms outweigh
+/// its products (DenseNet's 128 -> 32: 7x7 0.11 -> 0.043, 14x14 0.25 -> 0.16, 28x28 0.75 ->
+/// 0.68). Not on 56x56 planes (128 -> 32 2.4 -> 2.8) nor with 64 input channels or more
+/// otherwise (64 -> 128 stride 2 on 56x56 1.58 -> 1.80): the inputs of a band no longer
+/// stay in L1 across its reduction.
+fn ungrouped_pays(p: &Plan) -> bool {
+    p.k_plane() > 1 && (p.c < 64 || (p.m <= 32 && p.out_plane() <= 28 * 28))
+}
+
+/// Extent of spatial axis `i` once padded: enough for every tap of every output.
+fn padded(p: &Plan, i: usize) -> usize {
+    let reach = (p.output[i] - 1) * p.strides[i] + (p.kernel[i] - 1) * p.dilations[i] + 1;
+    reach.max(p.input[i] + p.pads[i])
+}
+
+/// The weights with the output channels innermost: group `g`'s reduction step `k` is
+/// `mg` floats at `(g * K + k) * mg`, where the Conv's weights hold them `K` apart. Built
+/// once per Conv (kept in `conv::Prepared`) or per call.
+pub(super) fn pack_weights(p: &Plan, w: &[f32]) -> Vec<f32> {
+    let (mg, kdim) = (p.mg(), p.cg() * p.k_plane());
+    let mut out = vec![0f32; p.m * kdim];
+    for g in 0..p.group {
+        for o in 0..mg {
+            let src = &w[(g * mg + o) * kdim..][..kdim];
+            for (k, &v) in src.iter().enumerate() {
+                out[(g * kdim + k) * mg + o] = v;
+            }
+        }
+    }
+    out
+}
+
+/// Output positions per task (a band of whole or partial rows, in output order): the
+/// task's interleaved outputs (`BAND x mg` floats) stay in L2 until they are spread.
+const BAND: usize = 256;
+
+/// `out` = the conv of `x` with the weights `wp` (from [`pack_weights`]), `+ bias`, clamped.
+///
+/// Tasks are (batch, group, band of positions, part of the group's channels); bands and
+/// parts are cut finer only when there are fewer than two tasks per thread. Each output is
+/// one FMA chain whatever the task, so the bits depend neither on the cut nor on the
+/// thread count.
+pub(super) fn conv(
+    p: &Plan,
+    x: &[f32],
+    wp: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    out: &mut [f32],
+) {
+    let kdim = p.cg() * p.k_plane();
+    assert!(x.len() >= p.n * p.c * p.in_plane());
+    assert!(wp.len() >= p.m * kdim && bias.is_none_or(|b| b.len() >= p.m));
+    assert!(out.len() >= p.n * p.m * p.out_plane());
+    let (hp, wpad) = (padded(p, 1), padded(p, 2));
+    let [_, ih, iw] = p.input;
+    let [_, kh, kw] = p.kernel;
+    let [_, dh, dw] = p.dilations;
+    // Offset of tap (a, b) in a padded plane.
+    let taps: Vec<usize> = (0..kh * kw)
+        .map(|t| (t / kw) * dh * wpad + (t % kw) * dw)
+        .collect();
+    let plane = hp * wpad;
+    // Unpadded convs (1x1, valid) read the input where it is.
+    let in_place = (hp, wpad) == (ih, iw);
+    let len = if in_place { 0 } else { p.n * p.c * plane };
+    super::conv::with_pack_buffer(len, |buf| {
+        if !in_place {
+            let [_, ph, pw] = p.pads;
+            buf.par_chunks_mut(plane)
+                .zip(x.par_chunks(ih * iw))
+                .for_each(|(dst, src)| {
+                    dst.fill(0.0);
+                    for y in 0..ih {
+                        let at = (y + ph) * wpad + pw;
+                        copy_short(&mut dst[at..at + iw], &src[y * iw..][..iw]);
+                    }
+                });
+        }
+        let xs: &[f32] = if in_place { x } else { buf };
+        let cut = Cut::of(p);
+        let outp = SendPtr(out.as_mut_ptr());
+        (0..cut.tasks())
+            .into_par_iter()
+            .for_each_init(Vec::new, |obuf, t| {
+                let task = cut.task(t);
+                let g = task.g;
+                let job = Job {
+                    p,
+                    plane,
+                    wp: wpad,
+                    taps: &taps,
+                    x: &xs[(task.b * p.c + g * p.cg()) * plane..][..p.cg() * plane],
+                    w: &wp[g * kdim * p.mg()..][..kdim * p.mg()],
+                    bias: bias.map(|b| &b[g * p.mg()..][..p.mg()]),
+                    act,
+                };
+                // SAFETY: `applies` checked the CPU (the AVX2 sgemm kernel implies AVX2 and
+                // FMA); the task writes its own positions of its own channels only.
+                unsafe { imp::task(&job, &task, obuf, outp) }
+            });
+    });
+}
+
+/// How one call's work is cut into tasks.
+struct Cut {
+    n: usize,
+    group: usize,
+    /// Output positions per plane and per band.
+    positions: usize,
+    band: usize,
+    /// Vectors of 8 channels per group, and per part (the last part may have fewer).
+    vectors: usize,
+    part: usize,
+}
+
+/// One task: positions `q0..q1` of channels `c0..c1` (within the group) of one (batch, group).
+struct Task {
+    b: usize,
+    g: usize,
+    q0: usize,
+    q1: usize,
+    c0: usize,
+    c1: usize,
+}
+
+impl Cut {
+    fn of(p: &Plan) -> Cut {
+        let positions = p.out_plane();
+        let vectors = p.mg() / LANES;
+        let units = p.n * p.group;
+        // Each output is one FMA chain in every cut, so the cut may follow the thread count:
+        // on one thread, finer tasks only cost (a 7x7 conv of 32 channels in four tasks took
+        // 1.45x as long), on more, two tasks per thread at least.
+        let want = match rayon::current_num_threads() {
+            1 => 1,
+            t => 2 * t,
+        };
+        let mut bands = positions.div_ceil(BAND);
+        let mut parts = 1;
+        if units * bands < want {
+            // Parts of two vectors at least: a pass of one vector has half the FMA chains.
+            parts = (vectors / 2).clamp(1, want.div_ceil(units * bands));
+        }
+        if units * bands * parts < want {
+            bands = positions.min(want.div_ceil(units * parts));
+        }
+        Cut {
+            n: p.n,
+            group: p.group,
+            positions,
+            band: positions.div_ceil(bands),
+            vectors,
+            part: vectors.div_ceil(parts),
+        }
+    }
+
+    fn tasks(&self) -> usize {
+        self.n * self.group * self.positions.div_ceil(self.band) * self.vectors.div_ceil(self.part)
+    }
+
+    fn task(&self, t: usize) -> Task {
+        let parts = self.vectors.div_ceil(self.part);
+        let bands = self.positions.div_ceil(self.band);
+        let (part, t) = (t % parts, t / parts);
+        let (band, t) = (t % bands, t / bands);
+        let (g, b) = (t % self.group, t / self.group);
+        Task {
+            b,
+            g,
+            q0: band * self.band,
+            q1: ((band + 1) * self.band).min(self.positions),
+            c0: part * self.part * LANES,
+            c1: ((part + 1) * self.part).min(self.vectors) * LANES,
+        }
+    }
+}
+
+/// What every task of one call shares.
+struct Job<'a> {
+    p: &'a Plan,
+    /// Floats per padded input plane, and per padded row.
+    plane: usize,
+    wp: usize,
+    /// Offset of each kernel tap in a padded plane.
+    taps: &'a [usize],
+    /// This (batch, group)'s padded input planes.
+    x: &'a [f32],
+    /// This group's packed weights (`K x mg`).
+    w: &'a [f32],
+    bias: Option<&'a [f32]>,
+    act: Activation,
+}
+
+mod imp {
+    use super::super::sgemm::clamp_avx2 as clamp;
+    use super::super::transpose_avx2::spread;
+    use super::{Job, SendPtr, Task, LANES, MAX_R};
+    use std::arch::x86_64::*;
+
+    /// The channel passes of a part of `vectors` vectors: 2 at a time (6 positions, 12
+    /// accumulators), an odd count starting with a pass of 3 (4 positions, 12), a single
+    /// vector alone (6 positions).
+    fn passes(vectors: usize) -> impl Iterator<Item = usize> {
+        let first = match vectors {
+            1 => 1,
+            v if v % 2 == 1 => 3,
+            _ => 2,
+        };
+        std::iter::once(first)
+            .chain(std::iter::repeat(2))
+            .scan(0, move |done, v| {
+                (*done < vectors).then(|| {
+                    *done += v;
+                    v
+                })
+            })
+    }
+
+    /// One task: its positions for its channels into `obuf` (position by position, the
+    /// part's channels side by side), then spread into the output planes.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn task(j: &Job, t: &Task, obuf: &mut Vec<f32>, out: SendPtr<f32>) {
+        let p = j.p;
+        let [_, _, ow] = p.output;
+        let [_, sh, sw] = p.strides;
+        let pm = t.c1 - t.c0;
+        let n = t.q1 - t.q0;
+        // Every position is written before the spread reads it; up to 7 more read, dropped.
+        obuf.resize(n.next_multiple_of(LANES) * pm, 0.0);
+        let op = obuf.as_mut_ptr();
+        let offset = |q: usize| (q / ow) * sh * j.wp + (q % ow) * sw;
+        let mut v0 = t.c0;
+        for v in passes(pm / LANES) {
+            let r_max = if v == 3 { 4 } else { MAX_R };
+            let mut q = t.q0;
+            while q < t.q1 {
+                // Chunks of `r_max`, a remainder between one and two chunks split in two
+                // near-equal ones (a chunk of 1 or 2 would wait on the FMA latency).
+                let rem = t.q1 - q;
+                let r = if rem > r_max && rem < 2 * r_max {
+                    rem.div_ceil(2)
+                } else {
+                    rem.min(r_max)
+                };
+                let mut offs = [0usize; MAX_R];
+                for (i, o) in offs.iter_mut().enumerate().take(r) {
+                    *o = offset(q + i);
+                }
+                let at = (q - t.q0) * pm + v0 - t.c0;
+                macro_rules! run {
+                    ($(($v:literal, $r:literal))*) => {
+                        match (v, r) {
+                            $(($v, $r) => chunk::<$r, $v>(j, &offs, v0, (op.add(at), pm)),)*
+                            _ => unreachable!("passes of 1 to 3 vectors, chunks of 1 to 6"),
+                        }
+                    };
+                }
+                run!(
+                    (1, 1)(1, 2)(1, 3)(1, 4)(1, 5)(1, 6)(2, 1)(2, 2)(2, 3)(2, 4)(2, 5)(2, 6)(3, 1)(
+                        3, 2
+                    )(3, 3)(3, 4)
+                );
+                q += r;
+            }
+            v0 += v * LANES;
+        }
+        // Spread: per 8 channels, transposed into their planes.
+        let (m, mg, positions) = (p.m, p.mg(), p.out_plane());
+        for c in (t.c0..t.c1).step_by(LANES) {
+            let dst = out.get().add((t.b * m + t.g * mg + c) * positions + t.q0);
+            spread((op.add(c - t.c0), pm), n, LANES, (dst, positions));
+        }
+    }
+
+    /// `R` output positions (at padded offsets `offs`) times `V` vectors of channels from
+    /// `v0`, stored at `out.0` (`out.1` floats per position). A function of its own:
+    /// inlined into `task`, its variants side by side, the accumulators went through the
+    /// stack on every reduction step (RegNet's 14x14 grouped convs took 1.3x im2col's time).
+    #[inline(never)]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn chunk<const R: usize, const V: usize>(
+        j: &Job,
+        offs: &[usize; MAX_R],
+        v0: usize,
+        out: (*mut f32, usize),
+    ) {
+        let mg = j.p.mg();
+        let offs: [usize; R] = std::array::from_fn(|r| offs[r]);
+        let mut acc = [[_mm256_setzero_ps(); V]; R];
+        let mut w = j.w.as_ptr().add(v0);
+        let xp = j.x.as_ptr();
+        for ci in 0..j.p.cg() {
+            let x = xp.add(ci * j.plane);
+            for &t in j.taps {
+                let x = x.add(t);
+                let mut wv = [_mm256_setzero_ps(); V];
+                for (v, wv) in wv.iter_mut().enumerate() {
+                    *wv = _mm256_loadu_ps(w.add(v * LANES));
+                }
+                for (acc, &o) in acc.iter_mut().zip(&offs) {
+                    let xv = _mm256_broadcast_ss(&*x.add(o));
+                    for (a, &wv) in acc.iter_mut().zip(&wv) {
+                        *a = _mm256_fmadd_ps(wv, xv, *a);
+                    }
+                }
+                w = w.add(mg);
+            }
+        }
+        let mut bv = [_mm256_setzero_ps(); V];
+        if let Some(bias) = j.bias {
+            for (v, bv) in bv.iter_mut().enumerate() {
+                *bv = _mm256_loadu_ps(bias[v0 + v * LANES..][..LANES].as_ptr());
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (v, &a) in acc.iter().enumerate() {
+                let a = match j.bias {
+                    Some(_) => _mm256_add_ps(a, bv[v]),
+                    None => a,
+                };
+                _mm256_storeu_ps(out.0.add(r * out.1 + v * LANES), clamp(a, j.act));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against the im2col path (the same FMA chains: the same bits), across group sizes,
+    //! row widths (every chunk split), strides, dilations, pads, bias and clamps.
+    use super::super::conv::{im2col_path, plan};
+    use super::applies;
+    use crate::kernels::sgemm::Activation;
+    use crate::kernels::test_data::{conv_attrs, noise, on_threads};
+
+    fn run(xs: &[usize], ws: &[usize], a: &crate::ir::op::ConvAttrs, act: Activation, seed: u64) {
+        let p = plan(xs, ws, Some(&[ws[0]]), a).unwrap();
+        assert!(applies(&p), "{p:?}");
+        let x = noise(xs, seed);
+        let w = noise(ws, seed + 1);
+        let bias = noise(&[ws[0]], seed + 2);
+        let (xd, wd) = (x.as_slice().unwrap(), w.as_slice().unwrap());
+        for bias in [None, Some(bias.as_slice().unwrap())] {
+            let want = im2col_path(&p, xd, &w, bias, act, false);
+            let wp = super::pack_weights(&p, wd);
+            let mut got = vec![f32::NAN; want.len()];
+            super::conv(&p, xd, &wp, bias, act, &mut got);
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{p:?} bias {}", bias.is_some());
+        }
+    }
+
+    #[test]
+    fn same_bits_as_im2col() {
+        if super::super::sgemm::Kernel::detect() != super::super::sgemm::Kernel::Avx2 {
+            return; // The path is AVX2-only.
+        }
+        let acts = [
+            Activation::NONE,
+            Activation::RELU,
+            Activation {
+                lo: Some(-1.0),
+                hi: Some(1.0),
+            },
+        ];
+        let mut checked = 0;
+        // Grouped, then ungrouped (passes of 2, 3 + 2, 1 vectors; one 3x3 or larger only).
+        let shapes = [
+            (3, 16, 16),
+            (2, 4, 8),
+            (2, 5, 24),
+            (1, 16, 32),
+            (1, 5, 40),
+            (1, 3, 8),
+        ];
+        for (groups, cg, mg) in shapes {
+            for k in [1, 3] {
+                if groups == 1 && k == 1 {
+                    continue;
+                }
+                for (s, d, pad) in [(1, 1, 1), (2, 1, 1), (1, 2, 2), (2, 1, 0)] {
+                    for w in [1, 5, 7, 8, 11, 13, 14, 17, 23] {
+                        let h = 1 + w % 5;
+                        let pad = pad.min(k - 1);
+                        let a = conv_attrs(groups, &[s, s], &[d, d], &[pad, pad, pad, pad]);
+                        let (xs, ws) = ([2, groups * cg, h, w], [groups * mg, cg, k, k]);
+                        if plan(&xs, &ws, None, &a).is_err() {
+                            continue;
+                        }
+                        run(&xs, &ws, &a, acts[checked % 3], checked as u64);
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked >= 300, "only {checked} shapes");
+        // Two bands of positions (more than `BAND`) in one task's part; a 5x5 kernel.
+        let a = conv_attrs(1, &[1, 1], &[], &[2, 2, 2, 2]);
+        run(&[1, 16, 20, 20], &[32, 16, 5, 5], &a, Activation::RELU, 7);
+    }
+
+    #[test]
+    fn same_bits_for_any_thread_count() {
+        if super::super::sgemm::Kernel::detect() != super::super::sgemm::Kernel::Avx2 {
+            return;
+        }
+        // Grouped (one task per group either way); ungrouped, cut into parts and bands on
+        // more than one thread only.
+        for (xs, ws, group, stride) in [
+            ([2, 40, 13, 13], [80, 8, 3, 3], 5, 2),
+            ([1, 16, 13, 13], [32, 16, 3, 3], 1, 1),
+        ] {
+            let a = conv_attrs(group, &[stride, stride], &[], &[1, 1, 1, 1]);
+            let p = plan(&xs, &ws, None, &a).unwrap();
+            assert!(applies(&p), "{p:?}");
+            let x = noise(&xs, 3);
+            let w = noise(&ws, 4);
+            let wp = super::pack_weights(&p, w.as_slice().unwrap());
+            let run = |t| {
+                on_threads(t, || {
+                    let mut out = vec![f32::NAN; p.out_shape.iter().product()];
+                    let xd = x.as_slice().unwrap();
+                    super::conv(&p, xd, &wp, None, Activation::RELU, &mut out);
+                    out
+                })
+            };
+            let bits = |v: Vec<f32>| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(run(1)), bits(run(2)));
+        }
+    }
+}
