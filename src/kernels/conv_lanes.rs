@@ -42,6 +42,7 @@ pub(super) fn applies(p: &Plan) -> bool {
     Kernel::detect() == Kernel::Avx2
         && (p.group > 1 || ungrouped_pays(p))
         && p.cg() > 1
+        && p.in_plane() > 0
         && p.mg().is_multiple_of(LANES)
         && p.input[0] == 1
         && p.kernel[0] == 1
