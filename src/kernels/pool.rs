@@ -96,12 +96,21 @@ pub(super) struct PoolSum {
     depth: (usize, usize),
 }
 
+/// The count an output divides by is the product of its three axes' factors.
 impl PoolSum {
-    pub(super) fn count(&self, ty: &AxisTaps, tx: &AxisTaps) -> usize {
-        if self.count_include_pad {
-            self.depth.1 * ty.in_padded * tx.in_padded
-        } else {
-            self.depth.0 * ty.n * tx.n
+    /// The depth axis's factor of the count.
+    pub(super) fn depth_share(&self) -> usize {
+        match self.count_include_pad {
+            true => self.depth.1,
+            false => self.depth.0,
+        }
+    }
+
+    /// A row's or column's factor of the count.
+    pub(super) fn share(&self, t: &AxisTaps) -> usize {
+        match self.count_include_pad {
+            true => t.in_padded,
+            false => t.n,
         }
     }
 }
