@@ -1,5 +1,6 @@
 //! The in-place plan and the elementwise fusions on a small graph: a value that is a graph
-//! input, a graph output or read twice is never overwritten, and fused/in-place runs give
+//! input, a graph output or read twice is never overwritten (nor taken by a view op such as
+//! Reshape), and fused/in-place runs give
 //! the same bits as every node run on its own by `kernels::eval`.
 
 use super::*;
@@ -27,7 +28,12 @@ fn graph() -> Graph {
         name: "in_place".into(),
         opset: 17,
         inputs: vec![decl("x", &S)],
-        outputs: vec![decl("d", &S), decl("e", &S), decl("k", &S)],
+        outputs: vec![
+            decl("d", &S),
+            decl("e", &S),
+            decl("k", &S),
+            decl("n", &[4, 25]),
+        ],
         nodes: vec![
             // 0: x is a graph input (read again by d): not overwritten.
             node("a", un(UnaryOp::Sigmoid), &["x"]),
@@ -52,6 +58,10 @@ fn graph() -> Graph {
             // 9, 10: Add of a per-channel constant + Relu, in place on i.
             node("j", bin(BinaryOp::Add), &["cc", "i"]),
             node("k", un(UnaryOp::Relu), &["j"]),
+            // 11: a view of x, a graph input: copied.
+            node("l", Op::Flatten { axis: 1 }, &["x"]),
+            // 12: l dies here: keeps its buffer under the new shape.
+            node("n", Op::Reshape { allowzero: false }, &["l", "shp"]),
         ],
         ..Default::default()
     };
@@ -61,6 +71,10 @@ fn graph() -> Graph {
     g.constants.insert(
         "v".into(),
         Tensor::from_vec(&[4], vec![0.5f32, 1.0, 2.0, 3.0]).unwrap(),
+    );
+    g.constants.insert(
+        "shp".into(),
+        Tensor::from_vec(&[2], vec![4i64, 25]).unwrap(),
     );
     let cc = g.constants.remove("cc").unwrap();
     g.constants
@@ -84,10 +98,14 @@ fn plans_in_place_only_for_dying_single_read_node_outputs() {
         vec![0], // i
         vec![1], // j: i, not the constant
         vec![0], // k
+        vec![],  // l: x is a graph input
+        vec![0], // n: l, not the shape
     ];
     assert_eq!(plan.in_place, want);
     let p = &plan.prepared;
-    let point: Vec<(usize, Fused)> = (0..11).filter_map(|i| p.point[i].map(|f| (i, f))).collect();
+    let point: Vec<(usize, Fused)> = (0..g.nodes.len())
+        .filter_map(|i| p.point[i].map(|f| (i, f)))
+        .collect();
     assert_eq!(
         point,
         [
@@ -96,9 +114,9 @@ fn plans_in_place_only_for_dying_single_read_node_outputs() {
             (9, Fused::Relu)
         ]
     );
-    let skipped: Vec<usize> = (0..11).filter(|&i| p.skip[i]).collect();
+    let skipped: Vec<usize> = (0..g.nodes.len()).filter(|&i| p.skip[i]).collect();
     assert_eq!(skipped, [5]);
-    let forwarded: Vec<usize> = (0..11).filter(|&i| p.forward[i]).collect();
+    let forwarded: Vec<usize> = (0..g.nodes.len()).filter(|&i| p.forward[i]).collect();
     assert_eq!(forwarded, [8, 10]);
 }
 
@@ -121,7 +139,7 @@ fn in_place_and_fused_runs_match_the_reference() {
     let want = reference(&g, &x);
     let runner = Runner::new(&g).unwrap();
     let inputs = HashMap::from([("x".to_string(), x)]);
-    let expect: Vec<(String, Tensor)> = ["d", "e", "k"]
+    let expect: Vec<(String, Tensor)> = ["d", "e", "k", "n"]
         .iter()
         .map(|n| (n.to_string(), want[*n].clone()))
         .collect();

@@ -216,7 +216,7 @@ impl<'g> Runner<'g> {
             let op = &self.graph.nodes[i].op;
             cands.iter().copied().find(|&k| {
                 matches!(slots[slot_of(k)], Slot::Owned(_))
-                    && pointwise::can_run_in_place(op, point, &ins, k)
+                    && kernels::can_run_in_place(op, point, &ins, k)
             })?
         };
         match std::mem::replace(&mut slots[slot_of(k)], Slot::Empty) {
@@ -292,7 +292,7 @@ impl<'g> Runner<'g> {
                     kernels::conv::eval_with(attrs, conv.as_ref(), act, &ins)
                 }
                 (op, _, Some((k, buf)), _) => {
-                    pointwise::eval_in_place(op, point, buf, k, &ins).map(|t| vec![t])
+                    kernels::eval_in_place(op, point, buf, k, &ins).map(|t| vec![t])
                 }
                 (op, _, None, Some(f)) => pointwise::eval_fused(op, f, &ins).map(|t| vec![t]),
                 (op, _, None, None) => kernels::eval(op, &ins, node.outputs.len()),

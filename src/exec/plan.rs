@@ -1,11 +1,12 @@
 //! The execution plan, computed once per graph: a slot per value, each node's input and
 //! output slots, and the slots that die after each node (their last use), so the interpreter
 //! frees tensors as soon as nothing reads them, and the inputs an elementwise node may
-//! overwrite with its output (`in_place`).
+//! overwrite with its output, or a view op (Reshape and kin) keep as its output under a
+//! new shape (`in_place`).
 
 use super::prepare::Prepared;
 use crate::ir::Graph;
-use crate::kernels::pointwise;
+use crate::kernels;
 use anyhow::{anyhow, Result};
 use std::collections::HashMap;
 
@@ -22,8 +23,9 @@ pub struct Plan {
     pub output_slots: Vec<usize>,
     /// Per node: the inputs (by position) whose buffer the node may write its output into,
     /// best first: each a node output (not a graph input or constant) that dies at this
-    /// node, read once by it, of an op with an in-place form. Whether the buffer fits (f32,
-    /// contiguous, the output's shape) is only known when running.
+    /// node, read once by it, of an op with an in-place form (`kernels::may_run_in_place`).
+    /// Whether the buffer fits (for elementwise ops: f32, contiguous, the output's shape)
+    /// is only known when running.
     pub in_place: Vec<Vec<usize>>,
     /// Per-node state built from constants (packed Conv weights, fused activations).
     pub prepared: Prepared,
@@ -108,7 +110,7 @@ impl Plan {
                 (0..ins.len())
                     .filter(|&k| {
                         let Some(s) = ins[k] else { return false };
-                        pointwise::may_run_in_place(&node.op, k)
+                        kernels::may_run_in_place(&node.op, k)
                             && frees[i].contains(&s)
                             && !input_slots.contains(&s)
                             && ins.iter().filter(|t| **t == Some(s)).count() == 1

@@ -87,6 +87,41 @@ pub fn eval(op: &Op, inputs: &[Option<&Tensor>], n_outputs: usize) -> Result<Vec
     }
 }
 
+/// Whether node input `k` of `op`, when it dies at the node, may be handed to the kernel to
+/// become the output: the pointwise ops' buffers ([`pointwise::may_run_in_place`]) and the
+/// data of view ops (Reshape and kin), which keeps its buffer under a new shape.
+pub fn may_run_in_place(op: &Op, k: usize) -> bool {
+    pointwise::may_run_in_place(op, k) || (layout::is_view(op) && k == 0)
+}
+
+/// Whether `inputs[k]`, as it is, can be taken by [`eval_in_place`].
+pub fn can_run_in_place(
+    op: &Op,
+    fused: Option<pointwise::Fused>,
+    inputs: &[Option<&Tensor>],
+    k: usize,
+) -> bool {
+    match layout::is_view(op) {
+        true => fused.is_none() && k == 0 && inputs.first().is_some_and(Option::is_some),
+        false => pointwise::can_run_in_place(op, fused, inputs, k),
+    }
+}
+
+/// Runs `op` on input `k` taken as `buf` (`inputs[k]` is `None`); the caller checked
+/// [`can_run_in_place`].
+pub fn eval_in_place(
+    op: &Op,
+    fused: Option<pointwise::Fused>,
+    buf: Tensor,
+    k: usize,
+    inputs: &[Option<&Tensor>],
+) -> Result<Tensor> {
+    match layout::is_view(op) {
+        true => layout::eval_owned(op, buf, inputs),
+        false => pointwise::eval_in_place(op, fused, buf, k, inputs),
+    }
+}
+
 /// Input `i`, which the op requires.
 pub(crate) fn input<'a>(inputs: &[Option<&'a Tensor>], i: usize, what: &str) -> Result<&'a Tensor> {
     inputs
