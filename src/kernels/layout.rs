@@ -44,7 +44,7 @@ fn view_shape(op: &Op, x: &[usize], inputs: &[Option<&Tensor>]) -> Result<Vec<us
 }
 
 /// A view op on data the caller gives up (it dies at this node): its buffer takes the new
-/// shape without a copy (ShuffleNet's channel-shuffle Reshapes copied 0.23 ms per run).
+/// shape without a copy (ShuffleNet's channel-shuffle Reshapes copied 0.22 ms per run).
 pub fn eval_owned(op: &Op, x: Tensor, inputs: &[Option<&Tensor>]) -> Result<Tensor> {
     let shape = view_shape(op, x.shape(), inputs)?;
     x.reshape(&shape)

@@ -321,9 +321,9 @@ pub(super) fn pool_planes<T: Elem>(g: &Geometry, xd: &[T], out: &mut [T], sum: O
                     tap_sum(&mut s.sums, &s.padded[t..t + ext_len]);
                 }
                 // The count of (oy, ox) as the f64 product of its row's and its column's
-                // factors, exactly `count as f64` (integers far below 2^53): one loop the
-                // compiler vectorizes, where the count per element took longer than the sums
-                // (DenseNet's 2x2 AveragePools).
+                // factors, exactly `count as f64` (integers far below 2^53), so the loop
+                // vectorizes; counted per element through `AxisTaps`, with a branch on zero,
+                // it did not (DenseNet's 2x2 AveragePools 0.94 -> 0.75 ms in the net).
                 for (oy, (d, e)) in dst.chunks_mut(ow).zip(s.sums.chunks(l.pw)).enumerate() {
                     let row = (how.depth_share() * how.share(&g.axes[1][oy])) as f64;
                     for ((d, &acc), &col) in d.iter_mut().zip(e).zip(cols.as_slice()) {
