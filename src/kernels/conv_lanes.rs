@@ -265,14 +265,11 @@ mod imp {
             v if v % 2 == 1 => 3,
             _ => 2,
         };
-        std::iter::once(first)
-            .chain(std::iter::repeat(2))
-            .scan(0, move |done, v| {
-                (*done < vectors).then(|| {
-                    *done += v;
-                    v
-                })
-            })
+        let rest = vectors.saturating_sub(first) / 2;
+        (vectors > 0)
+            .then_some(first)
+            .into_iter()
+            .chain(std::iter::repeat_n(2, rest))
     }
 
     /// One task: its positions for its channels into `obuf` (position by position, the
