@@ -3,6 +3,8 @@
 //! optional value (`Value`) only passes through Identity nodes, beside the tensor path.
 
 #[cfg(test)]
+mod concat_chain_tests;
+#[cfg(test)]
 mod in_place_tests;
 mod plan;
 mod prepare;
@@ -279,6 +281,16 @@ impl<'g> Runner<'g> {
             }
             let point = prep.point[i].filter(|_| fuse);
             let taken = self.take_in_place(i, point, &mut slots);
+            // A Concat extending an earlier one's kept output takes it (see `Plan::extends`).
+            let prefix = plan.extends[i].and_then(|(s, k)| {
+                match std::mem::replace(&mut slots[s], Slot::Empty) {
+                    Slot::Owned(t) => Some((t, k)),
+                    other => {
+                        slots[s] = other;
+                        None
+                    }
+                }
+            });
             // A taken input reads as absent (its slot is empty now).
             let ins: Vec<Option<&Tensor>> = plan.node_inputs[i]
                 .iter()
@@ -287,6 +299,13 @@ impl<'g> Runner<'g> {
             let start = on_node.as_ref().map(|_| Instant::now());
             let act = prep.fused_act[i].filter(|_| fuse);
             let outs = match (&node.op, &prep.conv[i], taken, point) {
+                (Op::Concat { axis }, _, _, _) if prefix.is_some() => {
+                    let (prefix, k) = prefix.expect("checked");
+                    let all: Option<Vec<&Tensor>> = ins.iter().copied().collect();
+                    all.ok_or_else(|| anyhow!("Concat input missing"))
+                        .and_then(|all| kernels::layout::concat_extending(prefix, k, &all, *axis))
+                        .map(|t| vec![t])
+                }
                 (Op::Conv(attrs), conv, _, _) if conv.is_some() || act.is_some() => {
                     let act = act.unwrap_or_default();
                     kernels::conv::eval_with(attrs, conv.as_ref(), act, &ins)

@@ -5,7 +5,7 @@
 //! new shape (`in_place`).
 
 use super::prepare::Prepared;
-use crate::ir::Graph;
+use crate::ir::{Graph, Op};
 use crate::kernels;
 use anyhow::{anyhow, Result};
 use std::collections::HashMap;
@@ -27,6 +27,11 @@ pub struct Plan {
     /// Whether the buffer fits (for elementwise ops: f32, contiguous, the output's shape)
     /// is only known when running.
     pub in_place: Vec<Vec<usize>>,
+    /// Per node: for a Concat, an earlier Concat's output (its slot, and how many of this
+    /// node's first inputs it joined) that nobody reads after it, kept alive until this node
+    /// so its buffer can be extended with the remaining inputs
+    /// (`kernels::layout::concat_extending`) rather than all inputs copied again.
+    pub extends: Vec<Option<(usize, usize)>>,
     /// Per-node state built from constants (packed Conv weights, fused activations).
     pub prepared: Prepared,
 }
@@ -90,6 +95,12 @@ impl Plan {
                 last_use.insert(*s, i);
             }
         }
+        let extends = concat_extends(graph, &node_inputs, &node_outputs, &output_slots, &last_use);
+        for (j, e) in extends.iter().enumerate() {
+            if let Some((s, _)) = e {
+                last_use.insert(*s, j);
+            }
+        }
         let n_consts = graph.constants.len();
         let mut frees = vec![Vec::new(); graph.nodes.len()];
         for (slot, node) in last_use {
@@ -126,7 +137,52 @@ impl Plan {
             frees,
             output_slots,
             in_place,
+            extends,
             prepared: Prepared::new(graph),
         })
     }
+}
+
+/// The Concats that can extend an earlier Concat's buffer (see [`Plan::extends`]): Concat
+/// `j` takes the output of the latest Concat `i < j` on the same axis whose inputs are a
+/// proper prefix of `j`'s, when that output is read by nothing at or after `j`, is not a
+/// graph output, and no other Concat takes it. DenseNet's `torch.cat(features)` in every
+/// layer of a block is this chain. Values never change once computed, so the kept output
+/// still holds the concat of those inputs when `j` runs; it stays alive through the nodes
+/// in between (it no longer dies at its last reader, so none of them overwrites it).
+fn concat_extends(
+    graph: &Graph,
+    node_inputs: &[Vec<Option<usize>>],
+    node_outputs: &[Vec<Option<usize>>],
+    output_slots: &[usize],
+    last_use: &HashMap<usize, usize>,
+) -> Vec<Option<(usize, usize)>> {
+    let mut extends = vec![None; graph.nodes.len()];
+    let mut taken = Vec::new();
+    for (j, node) in graph.nodes.iter().enumerate() {
+        let Op::Concat { axis } = node.op else {
+            continue;
+        };
+        let ins = &node_inputs[j];
+        extends[j] = (0..j).rev().find_map(|i| {
+            let Op::Concat { axis: a } = graph.nodes[i].op else {
+                return None;
+            };
+            let prefix = &node_inputs[i];
+            let s = node_outputs[i].first().copied().flatten()?;
+            let fits = a == axis
+                && !prefix.is_empty()
+                && prefix.len() < ins.len()
+                && prefix.iter().all(Option::is_some)
+                && ins[..prefix.len()] == prefix[..]
+                && last_use.get(&s).is_some_and(|&u| u < j)
+                && !output_slots.contains(&s)
+                && !taken.contains(&s);
+            fits.then_some((s, prefix.len()))
+        });
+        if let Some((s, _)) = extends[j] {
+            taken.push(s);
+        }
+    }
+    extends
 }

@@ -514,6 +514,48 @@ pub fn concat(ts: &[&Tensor], axis: i64) -> Result<Tensor> {
     }))
 }
 
+/// [`concat`] of `ts` given `prefix`, a dead tensor holding the concat of `ts[..k]` along
+/// the same axis (the plan's `extends`: DenseNet concatenates every earlier feature map
+/// again in each layer). When everything before the axis has size 1, the output is
+/// `prefix`'s buffer with `ts[k..]` appended: only the new inputs are copied, where the
+/// plain concat copies all of them again (its layers' Concats went from quadratic to linear
+/// in the copies). Otherwise, or when `prefix` is not what it should be, the plain concat.
+pub fn concat_extending(prefix: Tensor, k: usize, ts: &[&Tensor], axis: i64) -> Result<Tensor> {
+    same_dtype(ts)?;
+    let shapes: Vec<&[usize]> = ts.iter().map(|t| t.shape()).collect();
+    let out = concat_shape(&shapes, axis)?;
+    limits::check_alloc(&out, ts[0].dtype())?;
+    let ax = norm_axis(axis, ts[0].rank())?;
+    let fits = k > 0
+        && k < ts.len()
+        && prefix.dtype() == ts[0].dtype()
+        && out[..ax].iter().all(|&d| d == 1)
+        && concat_shape(&shapes[..k], axis).is_ok_and(|p| p == prefix.shape());
+    if !fits {
+        return concat(ts, axis);
+    }
+    Ok(crate::map_tensor!(prefix, a => {
+        let rest = views(&a, &ts[k..])?;
+        let (mut v, offset) = if a.is_standard_layout() {
+            a.into_raw_vec_and_offset()
+        } else {
+            (a.as_standard_layout().to_owned().into_raw_vec_and_offset().0, Some(0))
+        };
+        if offset.unwrap_or(0) != 0 {
+            // A view into a larger buffer: its elements start past the first.
+            v.drain(..offset.unwrap_or(0));
+        }
+        v.truncate(shapes[..k].iter().map(|s| s.iter().product::<usize>()).sum());
+        let extra: usize = rest.iter().map(|r| r.len()).sum();
+        v.reserve(extra);
+        for r in &rest {
+            let r = r.as_standard_layout();
+            v.extend_from_slice(r.as_slice().expect("standard layout"));
+        }
+        ArrayD::from_shape_vec(IxDyn(&out), v).expect("sizes add up")
+    }))
+}
+
 /// Concat as copies of contiguous runs: in row-major order the output is, for each index
 /// over the axes before `ax`, each input's block (its `ax` dim times the trailing dims) in
 /// turn.

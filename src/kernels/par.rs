@@ -81,6 +81,27 @@ pub(crate) fn zip_in_place<A: Send, B: Sync>(
     }
 }
 
+/// [`runs_in_place`] from `src` into `dst` (of equal length, at fixed boundaries too):
+/// `f(first_run, src_chunk, dst_chunk)`, for passes that write a fresh buffer.
+pub(crate) fn runs_into<A: Sync, B: Send>(
+    src: &[A],
+    dst: &mut [B],
+    run: usize,
+    f: impl Fn(usize, &[A], &mut [B]) + Sync,
+) {
+    debug_assert_eq!(src.len(), dst.len());
+    let run = run.max(1);
+    if worth_splitting(dst.len()) {
+        let per = units_per_task(run) * run;
+        dst.par_chunks_mut(per)
+            .zip(src.par_chunks(per))
+            .enumerate()
+            .for_each(|(i, (d, s))| f(i * per / run, s, d));
+    } else {
+        f(0, src, dst);
+    }
+}
+
 /// `f(first_run, chunk)` over `buf` cut into whole runs of `run` elements, updated in place;
 /// `first_run` is the index of the chunk's first run. Tasks hold `units_per_task(run)` runs.
 pub(crate) fn runs_in_place<A: Send>(

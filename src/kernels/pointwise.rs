@@ -12,7 +12,7 @@ use super::{elementwise, norm, par, vexp};
 use crate::ir::{BinaryOp, Op, UnaryOp};
 use crate::tensor::Tensor;
 use anyhow::{anyhow, Result};
-use ndarray::IxDyn;
+use ndarray::{ArrayD, IxDyn};
 
 /// A pass fused after (or into) a node in plain runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,6 +175,19 @@ pub fn eval_fused(op: &Op, fused: Fused, inputs: &[Option<&Tensor>]) -> Result<T
             }
         }
         Fused::Relu => {
+            if let (Op::BatchNorm { epsilon }, Some(Some(Tensor::F32(x)))) = (op, inputs.first()) {
+                // One pass into a fresh buffer, where the kernel's own output would be
+                // zeroed, written, then Relu'd in a pass of its own (DenseNet's BNs read the
+                // Concats kept alive for `concat_extending`, so they cannot take their input).
+                let params = [1, 2, 3, 4].map(|i| super::input(inputs, i, "BatchNorm parameter"));
+                let [s, b, m, v] = params;
+                let (ca, cb) = norm::bn_coeffs(x.shape(), [s?, b?, m?, v?], *epsilon)?;
+                let inner: usize = x.shape()[2..].iter().product();
+                let x = x.as_standard_layout();
+                let src = x.as_slice().expect("standard layout");
+                let out = batch_norm_into(src, &ca, &cb, inner, true);
+                return Ok(Tensor::F32(ArrayD::from_shape_vec(x.raw_dim(), out)?));
+            }
             let mut outs = super::eval(op, inputs, 1)?;
             let t = outs
                 .pop()
@@ -229,6 +242,35 @@ fn batch_norm(d: &mut [f32], a: &[f64], b: &[f64], inner: usize, relu_after: boo
         }
     };
     par::runs_in_place(d, inner, go);
+}
+
+/// [`batch_norm`] from `src` into a new buffer: the same expression per element, so the
+/// same bits, without zeroing the buffer first.
+fn batch_norm_into(src: &[f32], a: &[f64], b: &[f64], inner: usize, relu_after: bool) -> Vec<f32> {
+    let mut out = Vec::with_capacity(src.len());
+    if inner == 0 || a.is_empty() || src.is_empty() {
+        out.resize(src.len(), 0.0);
+        return out;
+    }
+    let c = a.len();
+    let dst = &mut out.spare_capacity_mut()[..src.len()];
+    par::runs_into(src, dst, inner, |first, s, d| {
+        for (blk, (s, d)) in (first..).zip(s.chunks(inner).zip(d.chunks_mut(inner))) {
+            let (ca, cb) = (a[blk % c] as f32, b[blk % c] as f32);
+            if relu_after {
+                for (d, &v) in d.iter_mut().zip(s) {
+                    d.write(relu(v * ca + cb));
+                }
+            } else {
+                for (d, &v) in d.iter_mut().zip(s) {
+                    d.write(v * ca + cb);
+                }
+            }
+        }
+    });
+    // SAFETY: the runs cover `dst`, all `src.len()` elements, and every one was written.
+    unsafe { out.set_len(src.len()) };
+    out
 }
 
 /// The binary op into `d` (operand `k`), the other operand `o`, then Relu if asked.
