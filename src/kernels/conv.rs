@@ -30,6 +30,7 @@ use super::gemm::SendPtr;
 use super::im2col::{pack_patches, Scratch};
 use super::input;
 use super::sgemm::{self, Activation, Epilogue, Kernel, PackedA, PackedCols};
+use super::uninit;
 use super::winograd;
 use crate::ir::op::ConvAttrs;
 use crate::ir::window::Geometry;
@@ -38,6 +39,7 @@ use crate::tensor::{DType, Tensor};
 use anyhow::{bail, Result};
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 /// Most output positions per im2col block. A plane is cut into `ceil(positions / BLOCK)`
@@ -154,7 +156,8 @@ pub fn conv_f32_with(
     let x = x.as_standard_layout();
     let xd = x.as_slice().expect("standard layout");
     let bias: Option<Vec<f32>> = b.map(|b| b.iter().copied().collect());
-    let mut out = vec![0f32; p.out_shape.iter().product()];
+    // Not zeroed: `uninit` says which paths write it as it is and which zero it first.
+    let mut out = uninit::alloc(p.out_shape.iter().product());
     if p.out_plane() > 0 && p.m > 0 {
         if p.group == p.c && p.m % p.c == 0 {
             let g = depthwise::Geometry {
@@ -187,7 +190,7 @@ pub fn conv_f32_with(
                     slots,
                     winograd::prefer_cols(&p),
                     Source::Winograd(w),
-                    |ws| winograd::conv(&p, xd, ws, bias, act, &mut out),
+                    |ws| winograd::conv(&p, xd, ws, bias, act, uninit::zeroed(&mut out)),
                 );
             } else {
                 let slots = prepared.map(|pr| &pr.direct);
@@ -197,6 +200,9 @@ pub fn conv_f32_with(
             }
         }
     }
+    // SAFETY: every path above writes every output float (or there are none: an empty
+    // plane or no output channels make `out` empty).
+    let out = unsafe { uninit::assume_init(out) };
     Ok(ArrayD::from_shape_vec(IxDyn(&p.out_shape), out)?)
 }
 
@@ -221,7 +227,7 @@ fn lanes(
     prepared: Option<&Prepared>,
     bias: Option<&[f32]>,
     act: Activation,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -468,7 +474,8 @@ pub(super) fn im2col_path(
 ) -> Vec<f32> {
     let mut out = vec![f32::NAN; p.out_shape.iter().product()];
     with_weights(None, cols, Source::Direct(w, p.group), |ws| {
-        im2col_gemm(p, x, ws, bias, act, &mut out)
+        // SAFETY: im2col_gemm writes floats only.
+        im2col_gemm(p, x, ws, bias, act, unsafe { uninit::of_init(&mut out) })
     });
     out
 }
@@ -479,7 +486,7 @@ fn im2col_gemm(
     weights: Weights,
     bias: Option<&[f32]>,
     act: Activation,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) {
     let (cg, mg) = (p.cg(), p.mg());
     let (in_plane, out_plane) = (p.in_plane(), p.out_plane());
@@ -488,7 +495,8 @@ fn im2col_gemm(
     let pointwise =
         p.kernel == [1; 3] && p.strides == [1; 3] && p.pads == [0; 3] && p.input == p.output;
     let kernel = Kernel::detect();
-    let outp = SendPtr(out.as_mut_ptr());
+    // The sgemm writes every output through this pointer before reading it back.
+    let outp = SendPtr(out.as_mut_ptr().cast::<f32>());
     let units = p.n * p.group * n_blocks;
     // Unit u: batch n, group g, block blk; its input channels, output columns, epilogue.
     let unit = |u: usize| {
@@ -968,8 +976,12 @@ mod tests {
             let mut rows = cols.clone();
             let wc: Vec<PackedCols> = pack_weights(&w, p.group);
             let wr: Vec<PackedA> = pack_weights(&w, p.group);
-            im2col_gemm(&p, xd, Weights::Cols(&wc), b.as_slice(), act, &mut cols);
-            im2col_gemm(&p, xd, Weights::Rows(&wr), b.as_slice(), act, &mut rows);
+            // SAFETY: im2col_gemm writes floats only.
+            unsafe {
+                let (c, r) = (uninit::of_init(&mut cols), uninit::of_init(&mut rows));
+                im2col_gemm(&p, xd, Weights::Cols(&wc), b.as_slice(), act, c);
+                im2col_gemm(&p, xd, Weights::Rows(&wr), b.as_slice(), act, r);
+            }
             assert!(
                 cols.iter()
                     .zip(&rows)

@@ -32,6 +32,7 @@ use super::gemm::SendPtr;
 use super::pool_flat::strided_copy;
 use super::sgemm::{Activation, Kernel};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// Most input channels for this path. With more, im2col's patch matrix is reused by
@@ -206,7 +207,7 @@ pub(super) fn conv(
     w: &[f32],
     bias: Option<&[f32]>,
     act: Activation,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) {
     debug_assert!(applies(p));
     let isa = Isa::detect().expect("applies() checked for AVX2");
@@ -221,7 +222,7 @@ fn conv_on(
     w: &[f32],
     bias: Option<&[f32]>,
     act: Activation,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) {
     let (in_plane, out_plane) = (p.in_plane(), p.out_plane());
     let flat = flat(p);
@@ -256,7 +257,8 @@ fn conv_on(
         }
     }
     let [_, oh, ow] = p.output;
-    let outp = SendPtr(out.as_mut_ptr());
+    // Every output is written (stored once) through this pointer, never read.
+    let outp = SendPtr(out.as_mut_ptr().cast::<f32>());
     let run = |row: Row| {
         debug_assert!(row
             .taps
@@ -488,6 +490,7 @@ mod imp {
 mod tests {
     use super::super::conv::{im2col_path, plan};
     use super::super::test_data::{conv_attrs, noise, on_threads};
+    use super::super::uninit::of_init;
     use super::*;
 
     /// The direct conv against the im2col path in both sgemm orientations, bit for bit.
@@ -524,7 +527,8 @@ mod tests {
             let wants = [false, true].map(|cols| im2col_path(&p, xd, &w, bias, act, cols));
             for isa in Isa::available() {
                 let mut got = vec![f32::NAN; p.out_shape.iter().product()];
-                conv_on(isa, &p, xd, wd, bias, act, &mut got);
+                // SAFETY: conv_on writes floats only.
+                conv_on(isa, &p, xd, wd, bias, act, unsafe { of_init(&mut got) });
                 for (want, cols) in wants.iter().zip([false, true]) {
                     for (i, (g, r)) in got.iter().zip(want).enumerate() {
                         assert_eq!(
@@ -624,7 +628,8 @@ mod tests {
                 w.as_slice().unwrap(),
                 None,
                 Activation::NONE,
-                &mut out,
+                // SAFETY: conv writes floats only.
+                unsafe { of_init(&mut out) },
             );
             out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
         };

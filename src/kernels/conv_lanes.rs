@@ -22,6 +22,7 @@ use super::gemm::SendPtr;
 use super::im2col::copy_short;
 use super::sgemm::{Activation, Kernel};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Output channels per vector.
 const LANES: usize = 8;
@@ -104,7 +105,7 @@ pub(super) fn conv(
     wp: &[f32],
     bias: Option<&[f32]>,
     act: Activation,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) {
     let kdim = p.cg() * p.k_plane();
     assert!(x.len() >= p.n * p.c * p.in_plane());
@@ -137,7 +138,8 @@ pub(super) fn conv(
         }
         let xs: &[f32] = if in_place { x } else { buf };
         let cut = Cut::of(p);
-        let outp = SendPtr(out.as_mut_ptr());
+        // Every output is written (spread once) through this pointer, never read.
+        let outp = SendPtr(out.as_mut_ptr().cast::<f32>());
         (0..cut.tasks())
             .into_par_iter()
             .for_each_init(Vec::new, |obuf, t| {
@@ -388,6 +390,7 @@ mod tests {
     use super::applies;
     use crate::kernels::sgemm::Activation;
     use crate::kernels::test_data::{conv_attrs, noise, on_threads};
+    use crate::kernels::uninit::of_init;
 
     fn run(xs: &[usize], ws: &[usize], a: &crate::ir::op::ConvAttrs, act: Activation, seed: u64) {
         let p = plan(xs, ws, Some(&[ws[0]]), a).unwrap();
@@ -400,7 +403,8 @@ mod tests {
             let want = im2col_path(&p, xd, &w, bias, act, false);
             let wp = super::pack_weights(&p, wd);
             let mut got = vec![f32::NAN; want.len()];
-            super::conv(&p, xd, &wp, bias, act, &mut got);
+            // SAFETY: conv writes floats only.
+            super::conv(&p, xd, &wp, bias, act, unsafe { of_init(&mut got) });
             let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "{p:?} bias {}", bias.is_some());
         }
@@ -476,7 +480,9 @@ mod tests {
                 on_threads(t, || {
                     let mut out = vec![f32::NAN; p.out_shape.iter().product()];
                     let xd = x.as_slice().unwrap();
-                    super::conv(&p, xd, &wp, None, Activation::RELU, &mut out);
+                    // SAFETY: conv writes floats only.
+                    let o = unsafe { of_init(&mut out) };
+                    super::conv(&p, xd, &wp, None, Activation::RELU, o);
                     out
                 })
             };

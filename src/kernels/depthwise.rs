@@ -37,7 +37,9 @@ use super::depthwise_interleaved;
 use super::gemm::SendPtr;
 use super::im2col::copy_short;
 use super::sgemm::Activation;
+use super::uninit;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Output columns per accumulator block: one AVX-512 register, two AVX2 ones.
 pub(super) const LANES: usize = 16;
@@ -226,9 +228,15 @@ pub fn depthwise(
     w: &[f32],
     bias: Option<&[f32]>,
     act: Activation,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) {
-    depthwise_on(Path::choose(g), g, x, w, bias, act, out);
+    match Path::choose(g) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Path::choose` checked the CPU and shape.
+        Path::Interleaved => unsafe { depthwise_interleaved::depthwise(g, x, w, bias, act, out) },
+        // The per-plane paths write rows as `&mut [f32]`.
+        path => depthwise_on(path, g, x, w, bias, act, uninit::zeroed(out)),
+    }
 }
 
 /// [`depthwise`] on a given path (the tests compare the paths).
@@ -249,9 +257,10 @@ pub(super) fn depthwise_on(
     debug_assert_eq!(out.len(), g.n * m * out_plane);
     if path == Path::Interleaved {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Path::choose` (or the test asking for it) checked the CPU and shape.
+        // SAFETY: `Path::choose` (or the test asking for it) checked the CPU and shape; the
+        // path writes floats only.
         unsafe {
-            depthwise_interleaved::depthwise(g, x, w, bias, act, out)
+            depthwise_interleaved::depthwise(g, x, w, bias, act, uninit::of_init(out))
         };
         return;
     }

@@ -18,6 +18,7 @@ use super::depthwise::Geometry;
 use super::gemm::SendPtr;
 use super::sgemm::Activation;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Channels per group: the eight f32 lanes of an AVX2 register.
 const GROUP: usize = 8;
@@ -77,7 +78,7 @@ pub(super) unsafe fn depthwise(
     w: &[f32],
     bias: Option<&[f32]>,
     act: Activation,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) {
     let m = g.c * g.mult;
     let [_, kh, kw] = g.kernel;
@@ -94,7 +95,8 @@ pub(super) unsafe fn depthwise(
     assert!(w.len() >= m * kh * kw && bias.is_none_or(|b| b.len() >= m));
     assert!(out.len() >= g.n * m * g.output[1] * g.output[2]);
     let groups = m.div_ceil(GROUP);
-    let outp = SendPtr(out.as_mut_ptr());
+    // Every output is written (spread once) through this pointer, never read.
+    let outp = SendPtr(out.as_mut_ptr().cast::<f32>());
     (0..g.n * groups)
         .into_par_iter()
         .for_each_init(Scratch::default, |s, t| {

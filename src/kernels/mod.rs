@@ -37,6 +37,7 @@ pub mod sgemm;
 mod test_data;
 #[cfg(target_arch = "x86_64")]
 mod transpose_avx2;
+pub(crate) mod uninit;
 pub mod variadic;
 pub(crate) mod vexp;
 #[cfg(target_arch = "x86_64")]
