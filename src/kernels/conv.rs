@@ -190,7 +190,7 @@ pub fn conv_f32_with(
                     slots,
                     winograd::prefer_cols(&p),
                     Source::Winograd(w),
-                    |ws| winograd::conv(&p, xd, ws, bias, act, uninit::zeroed(&mut out)),
+                    |ws| winograd::conv(&p, xd, ws, bias, act, &mut out),
                 );
             } else {
                 let slots = prepared.map(|pr| &pr.direct);

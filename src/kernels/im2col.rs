@@ -17,6 +17,8 @@
 
 use super::conv::Plan;
 use super::sgemm::{self, NR};
+use super::uninit;
+use std::mem::MaybeUninit;
 
 /// Per-task scratch: the padded input of the block and its columns' offsets there.
 /// Shortest mean run (floats) for the run-by-run copy. Output rows of 7 (mean runs of
@@ -42,14 +44,23 @@ pub(super) struct Scratch {
 /// kernels.)
 #[inline(always)]
 pub(super) fn copy_short(d: &mut [f32], s: &[f32]) {
+    // SAFETY: copy_short_uninit writes initialized floats only.
+    copy_short_uninit(unsafe { uninit::of_init(d) }, s)
+}
+
+/// [`copy_short`] into floats that may not be initialized yet (a conv's output).
+#[inline(always)]
+pub(super) fn copy_short_uninit(d: &mut [MaybeUninit<f32>], s: &[f32]) {
     let n = d.len();
     let s = &s[..n];
     if n >= 8 {
         let mut i = 0;
         loop {
             let at = i.min(n - 8);
-            *<&mut [f32; 8]>::try_from(&mut d[at..at + 8]).expect("8") =
-                *<&[f32; 8]>::try_from(&s[at..at + 8]).expect("8");
+            *<&mut [MaybeUninit<f32>; 8]>::try_from(&mut d[at..at + 8]).expect("8") =
+                <[f32; 8]>::try_from(&s[at..at + 8])
+                    .expect("8")
+                    .map(MaybeUninit::new);
             if at == n - 8 {
                 break;
             }
@@ -57,13 +68,15 @@ pub(super) fn copy_short(d: &mut [f32], s: &[f32]) {
         }
     } else if n >= 4 {
         for at in [0, n - 4] {
-            *<&mut [f32; 4]>::try_from(&mut d[at..at + 4]).expect("4") =
-                *<&[f32; 4]>::try_from(&s[at..at + 4]).expect("4");
+            *<&mut [MaybeUninit<f32>; 4]>::try_from(&mut d[at..at + 4]).expect("4") =
+                <[f32; 4]>::try_from(&s[at..at + 4])
+                    .expect("4")
+                    .map(MaybeUninit::new);
         }
     } else {
         for j in 0..3 {
             if j < n {
-                d[j] = s[j];
+                d[j] = MaybeUninit::new(s[j]);
             }
         }
     }

@@ -7,10 +7,10 @@
 //! 0.96-0.98.
 //!
 //! Soundly: the buffer is `[MaybeUninit<f32>]`, and the kernels that take it unzeroed
-//! (im2col + sgemm, `conv_direct`, `conv_lanes`, the interleaved depthwise) only write it
-//! through raw pointers, each float before any read of it; the others (Winograd, the
-//! per-plane depthwise paths, which build `&mut [f32]` rows) get it zeroed through
-//! [`zeroed`]. Debug builds (the test suite) fill every new buffer with NaN instead of
+//! (im2col + sgemm, `conv_direct`, `conv_lanes`, the interleaved depthwise, Winograd) only
+//! write it through raw pointers or `[MaybeUninit<f32>]` rows, each float before any read
+//! of it; the per-plane depthwise paths, which build `&mut [f32]` rows, get it zeroed
+//! through [`zeroed`]. Debug builds (the test suite) fill every new buffer with NaN instead of
 //! leaving it uninitialized, so a float some kernel forgets to write shows as NaN in the
 //! cross-checks against tract and the reference conv.
 

@@ -18,10 +18,11 @@
 use super::conv::{cols_cheaper, Plan, Weights, MIN_UNITS};
 use super::depthwise::{split_pairs, split_row};
 use super::gemm::SendPtr;
-use super::im2col::copy_short;
+use super::im2col::{copy_short, copy_short_uninit};
 use super::sgemm::{self, Activation, Epilogue, Kernel, NR};
 use ndarray::ArrayD;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// Most tiles per unit: 64 tiles (256 output positions, as conv.rs's im2col blocks) keep a
@@ -159,14 +160,15 @@ pub(super) fn conv(
     weights: Weights,
     bias: Option<&[f32]>,
     act: Activation,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) {
     let grid = Grid::of(p);
     let tiles = grid.tiles();
     let n_blocks = tiles.div_ceil(TILES);
     let units = p.n * n_blocks;
     let (in_plane, out_plane) = (p.in_plane(), p.out_plane());
-    let outp = SendPtr(out.as_mut_ptr());
+    // Every output is written once through this pointer (by `transform_output`), never read.
+    let outp = SendPtr(out.as_mut_ptr().cast::<f32>());
     let unit = |u: usize, par: bool| {
         let (n, range) = (u / n_blocks, block(tiles, n_blocks, u % n_blocks));
         let xn = &x[n * p.c * in_plane..(n + 1) * p.c * in_plane];
@@ -492,9 +494,9 @@ unsafe fn output_channel(
                         row[2 * l + dx] = act.apply(v);
                     }
                 }
-                let dst =
-                    std::slice::from_raw_parts_mut(out.get().add((o * oh + yy) * ow + x0), wd);
-                copy_short(dst, &row);
+                let dst = out.get().add((o * oh + yy) * ow + x0);
+                let dst = std::slice::from_raw_parts_mut(dst.cast::<MaybeUninit<f32>>(), wd);
+                copy_short_uninit(dst, &row);
             }
         }
     }
@@ -504,6 +506,7 @@ unsafe fn output_channel(
 mod tests {
     use super::super::conv::{conv_f32_with, conv_reference, plan, prepare};
     use super::super::test_data::{conv_attrs, noise, on_threads};
+    use super::super::uninit::of_init;
     use super::*;
     use crate::ir::op::ConvAttrs;
 
@@ -548,7 +551,8 @@ mod tests {
                 Weights::Cols(&cols_w)
             }
         };
-        conv(p, xd, weights, Some(bd), act, &mut out);
+        // SAFETY: conv writes floats only.
+        conv(p, xd, weights, Some(bd), act, unsafe { of_init(&mut out) });
         out
     }
 
