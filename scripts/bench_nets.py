@@ -3,9 +3,13 @@ prints the README's speed table (markdown) with geometric means.
 
 For every net, ROUNDS rounds are run; a round is one `convgraph bench --vs tract --json`
 process (convgraph and tract alternate run by run inside it, ITERS timed runs each after
-the warm-up) followed by ITERS onnxruntime runs in this process on an input of the same
-shape. The figure per runtime is the median over all its timed runs' round medians, so a
-burst of load on the machine hits the three runtimes alike rather than one of them.
+the warm-up) and ITERS onnxruntime runs in this process on an input of the same shape,
+onnxruntime after convgraph in even rounds and before it in odd ones. The time per
+runtime is the median of its round medians; the ratios are the medians of the per-round
+ratios (convgraph's round median over tract's or onnxruntime's of the same round), so a
+slow phase of the machine that lasts a round hits both sides of a ratio rather than one:
+this machine's speed wanders by up to 1.5x within minutes, more for convgraph and tract
+than for onnxruntime.
 
 With --memory, each net is also run once by `convgraph run --engine convgraph` and once by
 `convgraph run --engine tract` (load, plan or optimize, one run), each in its own process,
@@ -115,12 +119,17 @@ def main():
         session = ort_session(model, a.threads)
         feed = ort_feed(session)
         cg, tr, ox = [], [], []
-        for _ in range(a.rounds):
+        for r in range(a.rounds):
+            if r % 2 == 1:
+                ox.append(ort_median_ms(session, feed, a.iters, a.warmup))
             c, t = convgraph_round(a.binary, model, a.threads, a.iters, a.warmup)
             cg.append(c)
             tr.append(t)
-            ox.append(ort_median_ms(session, feed, a.iters, a.warmup))
-        row = (net, statistics.median(cg), statistics.median(tr), statistics.median(ox))
+            if r % 2 == 0:
+                ox.append(ort_median_ms(session, feed, a.iters, a.warmup))
+        row = (net, statistics.median(cg), statistics.median(tr), statistics.median(ox),
+               statistics.median(c / t for c, t in zip(cg, tr)),
+               statistics.median(c / o for c, o in zip(cg, ox)))
         rows.append(row)
         print(f"{net}: convgraph {row[1]:.2f} ms, tract {row[2]:.2f} ms, "
               f"onnxruntime {row[3]:.2f} ms", file=sys.stderr)
@@ -131,10 +140,10 @@ def main():
     print(f"| net ({a.exporter}, {a.threads} thread{'s' if a.threads > 1 else ''}) "
           "| convgraph ms | tract ms | onnxruntime ms | convgraph/tract | convgraph/onnxruntime |")
     print("|---|---:|---:|---:|---:|---:|")
-    for net, c, t, o in rows:
-        print(f"| {net} | {c:.2f} | {t:.2f} | {o:.2f} | {c / t:.2f} | {c / o:.2f} |")
-    print(f"| geometric mean | | | | {geomean([c / t for _, c, t, _ in rows]):.2f} "
-          f"| {geomean([c / o for _, c, _, o in rows]):.2f} |")
+    for net, c, t, o, rt, ro in rows:
+        print(f"| {net} | {c:.2f} | {t:.2f} | {o:.2f} | {rt:.2f} | {ro:.2f} |")
+    print(f"| geometric mean | | | | {geomean([r[4] for r in rows]):.2f} "
+          f"| {geomean([r[5] for r in rows]):.2f} |")
     if a.memory:
         print()
         print("| net | convgraph peak RSS MiB | tract peak RSS MiB | ratio |")
