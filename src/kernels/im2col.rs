@@ -16,6 +16,7 @@
 //! packing.)
 
 use super::conv::Plan;
+use super::pool_flat::strided_copy;
 use super::sgemm::{self, NR};
 use super::uninit;
 use std::mem::MaybeUninit;
@@ -88,6 +89,44 @@ fn zero_short(d: &mut [f32]) {
     copy_short(d, &[0.0; NR]);
 }
 
+/// Most positions [`pack_strided_1x1`] packs at once (the im2col blocks hold at most 256).
+const STRIDED_MAX: usize = 256;
+
+/// A 2-D 1x1 unpadded conv with a stride (the downsampling shortcuts of ResNet and RegNet):
+/// each patch is one input element, every `sw`-th of every `sh`-th row.
+fn strided_1x1(p: &Plan) -> bool {
+    p.kernel == [1; 3] && p.pads == [0; 3] && p.input[0] == 1 && p.output[0] == 1
+}
+
+/// The patches of a [`strided_1x1`] conv: per input channel, the block's positions row
+/// segment by row segment, every `sw`-th input column (`strided_copy`, vectorized for
+/// stride 2), then into the panels as the pointwise path does. The general path copied every
+/// input row the block spans into its padded scratch, the rows between the strided ones
+/// too, then loaded each patch element by index: RegNet-X's 32 -> 32 stride-2 shortcut on
+/// 112x112 took 0.28 ms there, against 0.095 in onnxruntime.
+fn pack_strided_1x1(p: &Plan, x: &[f32], (p0, len): (usize, usize), packed: &mut [f32]) {
+    let [_, _, iw] = p.input;
+    let [_, ow] = [p.output[1], p.output[2]];
+    let [_, sh, sw] = p.strides;
+    let (cg, in_plane) = (p.cg(), p.in_plane());
+    let mut row = [0f32; STRIDED_MAX];
+    for c in 0..cg {
+        let xc = &x[c * in_plane..(c + 1) * in_plane];
+        let mut j = 0;
+        while j < len {
+            let (oy, ox) = ((p0 + j) / ow, (p0 + j) % ow);
+            let run = (ow - ox).min(len - j);
+            strided_copy(&mut row[j..j + run], &xc[oy * sh * iw + ox * sw..], sw);
+            j += run;
+        }
+        for (q, src) in row[..len].chunks(NR).enumerate() {
+            let d = &mut packed[(q * cg + c) * NR..][..NR];
+            copy_short(&mut d[..src.len()], src);
+            zero_short(&mut d[src.len()..]);
+        }
+    }
+}
+
 /// Packs the patch matrix (`kdim x len`) of output positions `p0..p0 + len` of one (batch,
 /// group) straight into the sgemm's B panels in `packed` (`packed_b_len(kdim, len)` floats).
 /// `x` is the group's input channels. A 1x1 stride-1 unpadded conv (`pointwise`) reads each
@@ -149,6 +188,10 @@ fn pack_body(
                 zero_short(&mut d[src.len()..]);
             }
         }
+        return;
+    }
+    if strided_1x1(p) && len <= STRIDED_MAX {
+        pack_strided_1x1(p, x, (p0, len), packed);
         return;
     }
     let [id, ih, iw] = p.input;
@@ -312,6 +355,13 @@ mod tests {
             // Pads wider than the kernel reaches; a row that reads only padding.
             (&[1, 2, 4, 4], &[3, 3], &[1, 1], &[1, 1], &[3, 3, 3, 3]),
             (&[1, 1, 3, 1], &[1, 1], &[1, 10], &[1, 1], &[0, 5, 0, 0]),
+            // Strided 1x1 (`pack_strided_1x1`): odd widths, rows cut by the blocks, a stride
+            // of 3 and one on rows only, 1-D, and a block over STRIDED_MAX (the general path).
+            (&[1, 3, 14, 15], &[1, 1], &[2, 2], &[1, 1], &[0, 0, 0, 0]),
+            (&[1, 2, 20, 70], &[1, 1], &[2, 2], &[1, 1], &[0, 0, 0, 0]),
+            (&[1, 2, 10, 31], &[1, 1], &[3, 3], &[1, 1], &[0, 0, 0, 0]),
+            (&[1, 2, 9, 12], &[1, 1], &[2, 1], &[1, 1], &[0, 0, 0, 0]),
+            (&[1, 2, 33], &[1], &[2], &[1], &[0, 0]),
             // Long stride-1 rows over depth slices (copied run by run).
             (
                 &[1, 2, 3, 4, 20],
