@@ -93,9 +93,16 @@ fn zero_short(d: &mut [f32]) {
 const STRIDED_MAX: usize = 256;
 
 /// A 2-D 1x1 unpadded conv with a stride (the downsampling shortcuts of ResNet and RegNet):
-/// each patch is one input element, every `sw`-th of every `sh`-th row.
+/// each patch is one input element, every `sw`-th of every `sh`-th row. Unpadded at the
+/// end too: every output reads inside the input (`pads` holds the leading pads only).
 fn strided_1x1(p: &Plan) -> bool {
-    p.kernel == [1; 3] && p.pads == [0; 3] && p.input[0] == 1 && p.output[0] == 1
+    let inside = |i: usize| p.output[i].saturating_sub(1) * p.strides[i] < p.input[i];
+    p.kernel == [1; 3]
+        && p.pads == [0; 3]
+        && p.input[0] == 1
+        && p.output[0] == 1
+        && inside(1)
+        && inside(2)
 }
 
 /// The patches of a [`strided_1x1`] conv: per input channel, the block's positions row
@@ -362,6 +369,9 @@ mod tests {
             (&[1, 2, 10, 31], &[1, 1], &[3, 3], &[1, 1], &[0, 0, 0, 0]),
             (&[1, 2, 9, 12], &[1, 1], &[2, 1], &[1, 1], &[0, 0, 0, 0]),
             (&[1, 2, 33], &[1], &[2], &[1], &[0, 0]),
+            // Padded at the end only: outputs past the input read the padding (general path).
+            (&[1, 2, 5, 7], &[1, 1], &[2, 2], &[1, 1], &[0, 0, 1, 2]),
+            (&[1, 1, 3, 4], &[1, 1], &[1, 2], &[1, 1], &[0, 0, 0, 3]),
             // Long stride-1 rows over depth slices (copied run by run).
             (
                 &[1, 2, 3, 4, 20],
