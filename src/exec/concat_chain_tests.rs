@@ -6,7 +6,7 @@
 use super::*;
 use crate::ir::{BinaryOp, Node, UnaryOp};
 
-use super::test_graph::decl;
+use super::test_graph::{decl, reference};
 
 fn node(name: &str, op: Op, inputs: &[&str]) -> Node {
     super::test_graph::node(name, op, inputs, name)
@@ -84,18 +84,6 @@ fn plans_each_concat_to_extend_the_last_dead_prefix() {
     assert!(plan.frees[5].contains(&slot("c1")));
     assert!(plan.frees[9].contains(&slot("c2")));
     assert!(plan.in_place[2].is_empty() && plan.in_place[6].is_empty());
-}
-
-/// Every node by `kernels::eval`, every value kept: the reference.
-fn reference(g: &Graph, x: &Tensor) -> HashMap<String, Tensor> {
-    let mut vals: HashMap<String, Tensor> = g.constants.clone().into_iter().collect();
-    vals.insert("x".into(), x.clone());
-    for n in &g.nodes {
-        let ins: Vec<Option<&Tensor>> = n.inputs.iter().map(|i| vals.get(i)).collect();
-        let out = kernels::eval(&n.op, &ins, 1).unwrap().pop().unwrap();
-        vals.insert(n.outputs[0].clone(), out);
-    }
-    vals
 }
 
 #[test]

@@ -7,7 +7,7 @@ use super::*;
 use crate::ir::{BinaryOp, Node, UnaryOp};
 use crate::kernels::pointwise::Fused;
 
-use super::test_graph::decl;
+use super::test_graph::{decl, reference};
 
 /// A node whose one output is named after it.
 fn node(name: &str, op: Op, inputs: &[&str]) -> Node {
@@ -118,18 +118,6 @@ fn plans_in_place_only_for_dying_single_read_node_outputs() {
     assert_eq!(skipped, [5]);
     let forwarded: Vec<usize> = (0..g.nodes.len()).filter(|&i| p.forward[i]).collect();
     assert_eq!(forwarded, [8, 10]);
-}
-
-/// Every node by `kernels::eval`, every value kept: the reference.
-fn reference(g: &Graph, x: &Tensor) -> HashMap<String, Tensor> {
-    let mut vals: HashMap<String, Tensor> = g.constants.clone().into_iter().collect();
-    vals.insert("x".into(), x.clone());
-    for n in &g.nodes {
-        let ins: Vec<Option<&Tensor>> = n.inputs.iter().map(|i| vals.get(i)).collect();
-        let out = kernels::eval(&n.op, &ins, 1).unwrap().pop().unwrap();
-        vals.insert(n.outputs[0].clone(), out);
-    }
-    vals
 }
 
 #[test]

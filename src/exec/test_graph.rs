@@ -1,7 +1,9 @@
 //! Small graph builders for the interpreter's unit tests (plan, fusions, in-place runs).
 
-use crate::ir::{Dim, Node, Op, ValueDecl};
+use crate::ir::{Dim, Graph, Node, Op, ValueDecl};
+use crate::kernels;
 use crate::tensor::{DType, Tensor};
+use std::collections::HashMap;
 
 /// An f32 value declaration of fixed shape.
 pub(super) fn decl(n: &str, dims: &[usize]) -> ValueDecl {
@@ -30,4 +32,17 @@ pub(super) fn values(shape: &[usize], seed: u32, amp: f32) -> Tensor {
         .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / (500.0 / amp) - amp)
         .collect();
     Tensor::from_vec(shape, v).unwrap()
+}
+
+/// Every node of `g` (one output each) by `kernels::eval` on graph input `x`, every value
+/// kept: the reference the fused, in-place and extended runs are checked against.
+pub(super) fn reference(g: &Graph, x: &Tensor) -> HashMap<String, Tensor> {
+    let mut vals: HashMap<String, Tensor> = g.constants.clone().into_iter().collect();
+    vals.insert("x".into(), x.clone());
+    for n in &g.nodes {
+        let ins: Vec<Option<&Tensor>> = n.inputs.iter().map(|i| vals.get(i)).collect();
+        let out = kernels::eval(&n.op, &ins, 1).unwrap().pop().unwrap();
+        vals.insert(n.outputs[0].clone(), out);
+    }
+    vals
 }
