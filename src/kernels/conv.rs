@@ -156,7 +156,7 @@ pub fn conv_f32_with(
     let x = x.as_standard_layout();
     let xd = x.as_slice().expect("standard layout");
     let bias: Option<Vec<f32>> = b.map(|b| b.iter().copied().collect());
-    // Not zeroed: `uninit` says which paths write it as it is and which zero it first.
+    // Not zeroed: `uninit` says which paths write it as it is and which fill it first.
     let mut out = uninit::alloc(p.out_shape.iter().product());
     if p.out_plane() > 0 && p.m > 0 {
         if p.group == p.c && p.m % p.c == 0 {

@@ -230,13 +230,7 @@ pub fn depthwise(
     act: Activation,
     out: &mut [MaybeUninit<f32>],
 ) {
-    match Path::choose(g) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Path::choose` checked the CPU and shape.
-        Path::Interleaved => unsafe { depthwise_interleaved::depthwise(g, x, w, bias, act, out) },
-        // The per-plane paths write rows as `&mut [f32]`.
-        path => depthwise_on(path, g, x, w, bias, act, uninit::zeroed(out)),
-    }
+    depthwise_on(Path::choose(g), g, x, w, bias, act, out);
 }
 
 /// [`depthwise`] on a given path (the tests compare the paths).
@@ -247,7 +241,7 @@ pub(super) fn depthwise_on(
     w: &[f32],
     bias: Option<&[f32]>,
     act: Activation,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) {
     let (in_plane, out_plane, kp) = (g.in_plane(), g.out_plane(), g.k_plane());
     let m = g.c * g.mult;
@@ -257,13 +251,14 @@ pub(super) fn depthwise_on(
     debug_assert_eq!(out.len(), g.n * m * out_plane);
     if path == Path::Interleaved {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Path::choose` (or the test asking for it) checked the CPU and shape; the
-        // path writes floats only.
+        // SAFETY: `Path::choose` (or the test asking for it) checked the CPU and shape.
         unsafe {
-            depthwise_interleaved::depthwise(g, x, w, bias, act, uninit::of_init(out))
+            depthwise_interleaved::depthwise(g, x, w, bias, act, out)
         };
         return;
     }
+    // The per-plane paths write rows as `&mut [f32]`: filled first (`uninit`).
+    let out = uninit::filled(out);
     // The AVX-512 path lays out its planes itself.
     let taps = (path != Path::Avx512).then(|| Taps::of(g));
     let outp = SendPtr(out.as_mut_ptr());

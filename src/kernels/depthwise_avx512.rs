@@ -331,7 +331,8 @@ pub(super) mod tests {
             w.as_slice().unwrap(),
             b,
             act,
-            &mut out,
+            // SAFETY: depthwise_on writes floats only.
+            unsafe { crate::kernels::uninit::of_init(&mut out) },
         );
         out.iter().map(|v| v.to_bits()).collect()
     }

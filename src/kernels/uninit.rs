@@ -9,8 +9,8 @@
 //! Soundly: the buffer is `[MaybeUninit<f32>]`, and the kernels that take it unzeroed
 //! (im2col + sgemm, `conv_direct`, `conv_lanes`, the interleaved depthwise, Winograd) only
 //! write it through raw pointers or `[MaybeUninit<f32>]` rows, each float before any read
-//! of it; the per-plane depthwise paths, which build `&mut [f32]` rows, get it zeroed
-//! through [`zeroed`]. Debug builds (the test suite) fill every new buffer with NaN instead of
+//! of it; the per-plane depthwise paths, which build `&mut [f32]` rows, get it filled
+//! first through [`filled`]. Debug builds (the test suite) fill every new buffer with NaN instead of
 //! leaving it uninitialized, so a float some kernel forgets to write shows as NaN in the
 //! cross-checks against tract and the reference conv.
 
@@ -36,10 +36,17 @@ pub(crate) unsafe fn assume_init(b: Box<[MaybeUninit<f32>]>) -> Vec<f32> {
     unsafe { b.assume_init() }.into_vec()
 }
 
-/// `out` zeroed, as floats: for kernels that write their output through `&mut [f32]`.
-pub(crate) fn zeroed(out: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+/// `out` filled, as floats: for kernels that write their output through `&mut [f32]`.
+/// With zeros, or NaN in debug builds, so that a float such a kernel leaves unwritten still
+/// shows in the tests (which hand these kernels NaN-filled buffers).
+pub(crate) fn filled(out: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    let v0 = if cfg!(debug_assertions) {
+        f32::NAN
+    } else {
+        0.0
+    };
     for v in out.iter_mut() {
-        v.write(0.0);
+        v.write(v0);
     }
     // SAFETY: every element was just written; MaybeUninit<f32> has f32's layout.
     unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) }
