@@ -16,8 +16,9 @@
 //! patch matrix and per-tile overhead. On AVX2 CPUs, 2-D grouped convs whose groups have a
 //! multiple of 8 output channels go to `conv_lanes.rs` (output channels in the vector
 //! lanes), again with the im2col path's bits, and so do the ungrouped ones it runs faster
-//! (a multiple of 8 output channels and either fewer than 64 input channels, or at most 32
-//! output channels on planes up to 28x28), ahead of Winograd and `conv_direct`.
+//! (a multiple of 8 output channels and either fewer than 64 input channels, at most 32
+//! output channels on planes up to 28x28, or strides: the ResNets' 3x3 stride-2 convs),
+//! ahead of Winograd and `conv_direct`.
 //!
 //! Everything is written for 3 spatial dims; 1-D and 2-D convs are lifted to 3-D by adding
 //! leading spatial dims of size 1, which changes neither the data layout nor the math.

@@ -4,13 +4,16 @@
 //! layout onnxruntime's NCHWc kernels use; it needs no patch matrix and wastes no lanes on
 //! short rows. It takes grouped convs (RegNet's 3x3 convs of 16 channels per group, where
 //! im2col ran the 14x14 and 7x7 ones at 1.7-1.9x onnxruntime's time) and the ungrouped
-//! ones it runs faster than im2col or Winograd ([`ungrouped_pays`]: few input channels, or
-//! few output channels on a small plane, as DenseNet's 3x3 convs).
+//! ones it runs faster than im2col or Winograd ([`ungrouped_pays`]: few input channels,
+//! few output channels on a small plane, as DenseNet's 3x3 convs, or strides, as the
+//! ResNets' 3x3 stride-2 convs).
 //!
 //! The input planes are copied once per call into a zero-padded buffer (unpadded convs read
 //! them in place); each task computes a band of positions (across rows, in output order)
 //! for some of a group's channels into an interleaved buffer (position by position, the
-//! channels side by side) and spreads it into the output planes by 8x8 transposes.
+//! channels side by side) and spreads it into the output planes by 8x8 transposes. The
+//! reduction runs in blocks of input channels whose weights stay in L1 while a pass walks
+//! the band ([`BLOCK_WEIGHTS`]).
 //!
 //! Each output is the FMA chain `w * x` over the reduction in im2col's order (channel, then
 //! kernel row, then kernel column) from +0.0, then `+ bias` (only with one), then the clamp:
@@ -59,11 +62,14 @@ pub(super) fn applies(p: &Plan) -> bool {
 /// 32 -> 64 on 14x14 0.110 -> 0.081, SqueezeNet's 16 -> 64 on 55x55 0.78 -> 0.74); with
 /// at most 32 output channels on planes up to 28x28, where Winograd's transforms outweigh
 /// its products (DenseNet's 128 -> 32: 7x7 0.11 -> 0.043, 14x14 0.25 -> 0.16, 28x28 0.75 ->
-/// 0.68). Not on 56x56 planes (128 -> 32 2.4 -> 2.8) nor with 64 input channels or more
-/// otherwise (64 -> 128 stride 2 on 56x56 1.58 -> 1.80): the inputs of a band no longer
-/// stay in L1 across its reduction.
+/// 0.68); strided (ResNets' 3x3 stride-2 convs, which Winograd does not take, minima of 50:
+/// 64 -> 128 on 56x56 1.62 -> 1.31 ms, 128 -> 128 3.19 -> 2.60, 256 -> 256 on 28x28 3.09
+/// -> 2.53, 512 -> 512 on 14x14 3.40 -> 2.58; onnxruntime 2.55-2.65 on the last three).
+/// Not 1x1 convs (the sgemm runs them 1.0-1.4x faster), nor stride-1 ones Winograd takes
+/// (128 -> 32 on 56x56 2.40 against 2.58, 96 -> 128 on 28x28 1.46 against 1.89).
 fn ungrouped_pays(p: &Plan) -> bool {
-    p.k_plane() > 1 && (p.c < 64 || (p.m <= 32 && p.out_plane() <= 28 * 28))
+    let strided = p.strides[1] > 1 || p.strides[2] > 1;
+    p.k_plane() > 1 && (p.c < 64 || (p.m <= 32 && p.out_plane() <= 28 * 28) || strided)
 }
 
 /// Extent of spatial axis `i` once padded: enough for every tap of every output.
@@ -72,21 +78,38 @@ fn padded(p: &Plan, i: usize) -> usize {
     reach.max(p.input[i] + p.pads[i])
 }
 
-/// The weights with the output channels innermost: group `g`'s reduction step `k` is
-/// `mg` floats at `(g * K + k) * mg`, where the Conv's weights hold them `K` apart. Built
-/// once per Conv (kept in `conv::Prepared`) or per call.
+/// The weights with the output channels innermost, in vectors of 8: group `g`'s vector `v`
+/// (channels `8v..8v + 8` of the group) at reduction step `k` is the 8 floats at
+/// `((g * mg / 8 + v) * K + k) * 8`, where the Conv's weights hold them `K` apart. One
+/// vector's weights are one contiguous stream, so a reduction block's weights stay in L1
+/// (rows of all `mg` channels, 512 bytes apart for 128 channels, fell on 8 of L1's 64 sets).
+/// Built once per Conv (kept in `conv::Prepared`) or per call.
 pub(super) fn pack_weights(p: &Plan, w: &[f32]) -> Vec<f32> {
-    let (mg, kdim) = (p.mg(), p.cg() * p.k_plane());
+    let kdim = p.cg() * p.k_plane();
     let mut out = vec![0f32; p.m * kdim];
-    for g in 0..p.group {
-        for o in 0..mg {
-            let src = &w[(g * mg + o) * kdim..][..kdim];
-            for (k, &v) in src.iter().enumerate() {
-                out[(g * kdim + k) * mg + o] = v;
-            }
+    // Output channel `o` (over all groups) is lane `o % 8` of vector `o / 8`.
+    for (o, src) in w.chunks_exact(kdim).take(p.m).enumerate() {
+        let dst = &mut out[(o / LANES) * kdim * LANES..][..kdim * LANES];
+        for (k, &v) in src.iter().enumerate() {
+            dst[k * LANES + o % LANES] = v;
         }
     }
     out
+}
+
+/// Floats of one vector's weights per reduction block: a pass (up to 3 vectors) keeps the
+/// block's weights in L1 while it walks its band of positions, each chunk's accumulators
+/// stored after one block and loaded before the next (exact: the FMA chain is the
+/// unblocked one). Unblocked, every chunk streamed all its weights from L2: 128 -> 128
+/// 3x3 stride 2 on 56x56 ran at 1.14x im2col's time.
+const BLOCK_WEIGHTS: usize = 1536;
+
+/// Input channels per reduction block: as few blocks as keep a vector's weights within
+/// `BLOCK_WEIGHTS`, of near-equal size.
+fn block_channels(p: &Plan) -> usize {
+    let per_channel = p.k_plane() * LANES;
+    let blocks = (p.cg() * per_channel).div_ceil(BLOCK_WEIGHTS).max(1);
+    p.cg().div_ceil(blocks)
 }
 
 /// Output positions per task (a band of whole or partial rows, in output order): the
@@ -287,40 +310,51 @@ mod imp {
         obuf.resize(n.next_multiple_of(LANES) * pm, 0.0);
         let op = obuf.as_mut_ptr();
         let offset = |q: usize| (q / ow) * sh * j.wp + (q % ow) * sw;
-        let mut v0 = t.c0;
-        for v in passes(pm / LANES) {
-            let r_max = if v == 3 { 4 } else { MAX_R };
-            let mut q = t.q0;
-            while q < t.q1 {
-                // Chunks of `r_max`, a remainder between one and two chunks split in two
-                // near-equal ones (a chunk of 1 or 2 would wait on the FMA latency).
-                let rem = t.q1 - q;
-                let r = if rem > r_max && rem < 2 * r_max {
-                    rem.div_ceil(2)
-                } else {
-                    rem.min(r_max)
-                };
-                let mut offs = [0usize; MAX_R];
-                for (i, o) in offs.iter_mut().enumerate().take(r) {
-                    *o = offset(q + i);
-                }
-                let at = (q - t.q0) * pm + v0 - t.c0;
-                macro_rules! run {
-                    ($(($v:literal, $r:literal))*) => {
-                        match (v, r) {
-                            $(($v, $r) => chunk::<$r, $v>(j, &offs, v0, (op.add(at), pm)),)*
-                            _ => unreachable!("passes of 1 to 3 vectors, chunks of 1 to 6"),
-                        }
+        let (cg, cb) = (p.cg(), super::block_channels(p));
+        for ci0 in (0..cg).step_by(cb) {
+            let block = Block {
+                ci0,
+                ci1: (ci0 + cb).min(cg),
+                first: ci0 == 0,
+                last: ci0 + cb >= cg,
+            };
+            let mut v0 = t.c0;
+            for v in passes(pm / LANES) {
+                let r_max = if v == 3 { 4 } else { MAX_R };
+                let mut q = t.q0;
+                while q < t.q1 {
+                    // Chunks of `r_max`, a remainder between one and two chunks split in two
+                    // near-equal ones (a chunk of 1 or 2 would wait on the FMA latency).
+                    let rem = t.q1 - q;
+                    let r = if rem > r_max && rem < 2 * r_max {
+                        rem.div_ceil(2)
+                    } else {
+                        rem.min(r_max)
                     };
+                    let mut offs = [0usize; MAX_R];
+                    for (i, o) in offs.iter_mut().enumerate().take(r) {
+                        *o = offset(q + i);
+                    }
+                    let at = (q - t.q0) * pm + v0 - t.c0;
+                    macro_rules! run {
+                        ($(($v:literal, $r:literal))*) => {
+                            match (v, r) {
+                                $(($v, $r) => {
+                                    chunk::<$r, $v>(j, &block, &offs, v0, (op.add(at), pm))
+                                })*
+                                _ => unreachable!("passes of 1 to 3 vectors, chunks of 1 to 6"),
+                            }
+                        };
+                    }
+                    run!(
+                        (1, 1)(1, 2)(1, 3)(1, 4)(1, 5)(1, 6)(2, 1)(2, 2)(2, 3)(2, 4)(2, 5)(2, 6)(
+                            3, 1
+                        )(3, 2)(3, 3)(3, 4)
+                    );
+                    q += r;
                 }
-                run!(
-                    (1, 1)(1, 2)(1, 3)(1, 4)(1, 5)(1, 6)(2, 1)(2, 2)(2, 3)(2, 4)(2, 5)(2, 6)(3, 1)(
-                        3, 2
-                    )(3, 3)(3, 4)
-                );
-                q += r;
+                v0 += v * LANES;
             }
-            v0 += v * LANES;
         }
         // Spread: per 8 channels, transposed into their planes.
         let (m, mg, positions) = (p.m, p.mg(), p.out_plane());
@@ -330,30 +364,51 @@ mod imp {
         }
     }
 
+    /// Input channels `ci0..ci1` of the reduction; the first block starts the sums at
+    /// +0.0, the others load them from the task's buffer; the last adds the bias and clamps.
+    pub(super) struct Block {
+        pub ci0: usize,
+        pub ci1: usize,
+        pub first: bool,
+        pub last: bool,
+    }
+
     /// `R` output positions (at padded offsets `offs`) times `V` vectors of channels from
-    /// `v0`, stored at `out.0` (`out.1` floats per position). A function of its own:
-    /// inlined into `task`, its variants side by side, the accumulators went through the
-    /// stack on every reduction step (RegNet's 14x14 grouped convs took 1.3x im2col's time).
+    /// `v0`, the reduction over `b`'s channels, stored at `out.0` (`out.1` floats per
+    /// position). A function of its own: inlined into `task`, its variants side by side,
+    /// the accumulators went through the stack on every reduction step (RegNet's 14x14
+    /// grouped convs took 1.3x im2col's time).
     #[inline(never)]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn chunk<const R: usize, const V: usize>(
         j: &Job,
+        b: &Block,
         offs: &[usize; MAX_R],
         v0: usize,
         out: (*mut f32, usize),
     ) {
-        let mg = j.p.mg();
+        let kdim = j.p.cg() * j.taps.len();
         let offs: [usize; R] = std::array::from_fn(|r| offs[r]);
         let mut acc = [[_mm256_setzero_ps(); V]; R];
-        let mut w = j.w.as_ptr().add(v0);
+        if !b.first {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                for (v, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_loadu_ps(out.0.add(r * out.1 + v * LANES));
+                }
+            }
+        }
+        // Vector `v0 / 8 + v`'s weights from the block's first reduction step.
+        let mut w =
+            j.w.as_ptr()
+                .add((v0 / LANES * kdim + b.ci0 * j.taps.len()) * LANES);
         let xp = j.x.as_ptr();
-        for ci in 0..j.p.cg() {
+        for ci in b.ci0..b.ci1 {
             let x = xp.add(ci * j.plane);
             for &t in j.taps {
                 let x = x.add(t);
                 let mut wv = [_mm256_setzero_ps(); V];
                 for (v, wv) in wv.iter_mut().enumerate() {
-                    *wv = _mm256_loadu_ps(w.add(v * LANES));
+                    *wv = _mm256_loadu_ps(w.add(v * kdim * LANES));
                 }
                 for (acc, &o) in acc.iter_mut().zip(&offs) {
                     let xv = _mm256_broadcast_ss(&*x.add(o));
@@ -361,8 +416,16 @@ mod imp {
                         *a = _mm256_fmadd_ps(wv, xv, *a);
                     }
                 }
-                w = w.add(mg);
+                w = w.add(LANES);
             }
+        }
+        if !b.last {
+            for (r, acc) in acc.iter().enumerate() {
+                for (v, &a) in acc.iter().enumerate() {
+                    _mm256_storeu_ps(out.0.add(r * out.1 + v * LANES), a);
+                }
+            }
+            return;
         }
         let mut bv = [_mm256_setzero_ps(); V];
         if let Some(bias) = j.bias {
@@ -424,7 +487,8 @@ mod tests {
             },
         ];
         let mut checked = 0;
-        // Grouped, then ungrouped (passes of 2, 3 + 2, 1 vectors; one 3x3 or larger only).
+        // Grouped, then ungrouped (passes of 2, 3 + 2, 1 vectors; one 3x3 or larger only;
+        // 50 channels: a 3x3 reduction in blocks of 17, 17 and 16 channels).
         let shapes = [
             (3, 16, 16),
             (2, 4, 8),
@@ -432,7 +496,9 @@ mod tests {
             (1, 16, 32),
             (1, 5, 40),
             (1, 3, 8),
+            (1, 50, 16),
         ];
+        let mut blocked = 0;
         for (groups, cg, mg) in shapes {
             for k in [1, 3] {
                 if groups == 1 && k == 1 {
@@ -448,12 +514,18 @@ mod tests {
                             continue;
                         }
                         run(&xs, &ws, &a, acts[checked % 3], checked as u64);
+                        let p = plan(&xs, &ws, None, &a).unwrap();
+                        blocked += usize::from(super::block_channels(&p) < cg);
                         checked += 1;
                     }
                 }
             }
         }
         assert!(checked >= 300, "only {checked} shapes");
+        assert!(
+            blocked >= 30,
+            "only {blocked} shapes with more than one reduction block"
+        );
         // Two bands of positions (more than `BAND`) in one task's part; a 5x5 kernel.
         let a = conv_attrs(1, &[1, 1], &[], &[2, 2, 2, 2]);
         run(&[1, 16, 20, 20], &[32, 16, 5, 5], &a, Activation::RELU, 7);
