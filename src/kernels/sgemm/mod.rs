@@ -18,6 +18,7 @@
 mod cols;
 #[cfg(target_arch = "x86_64")]
 mod column_avx2;
+mod gemv;
 mod microkernel_avx2;
 mod microkernel_avx512;
 #[cfg(target_arch = "x86_64")]
@@ -30,6 +31,7 @@ mod pack;
 mod tests;
 
 pub use cols::{gemm_cols, PackedCols};
+pub use gemv::{gemv_available, gemv_packed};
 pub use pack::{pack_b, pack_b_row, PackedA};
 
 use std::ops::Range;

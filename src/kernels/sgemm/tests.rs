@@ -341,3 +341,71 @@ fn fma_kernels_give_the_bits_of_an_fma_chain() {
         }
     }
 }
+
+/// The matrix-vector product gives `gemm_packed`'s bits for one column: the explicit FMA
+/// chain, with and without bias, with a clamp; rows in 1 to 9 groups of panels (the last
+/// panel partial), K over several of `gemm_packed`'s blocks.
+#[test]
+fn gemv_gives_the_bits_of_gemm_packed() {
+    let kernel = Kernel::detect();
+    if !gemv_available(kernel) {
+        return; // The portable kernel keeps gemm_packed.
+    }
+    let bias = data(600, 41);
+    let act = Activation {
+        lo: Some(-0.5),
+        hi: Some(0.25),
+    };
+    let mut checked = 0;
+    for (m, k) in [
+        (1, 1),
+        (8, 5),
+        (13, 600),
+        (48, 1152),
+        (70, 33),
+        (600, 97),
+        (96, 4),
+    ] {
+        let (a, x) = (data(m * k, 42 + m as u64), data(k, 43 + k as u64));
+        let pa = PackedA::pack(m, k, &a, k);
+        let mut pb = vec![0f32; packed_b_len(k, 1)];
+        pack_b(k, 1, &x, 1, &mut pb);
+        for epi in [
+            Epilogue::default(),
+            Epilogue {
+                bias: Some(&bias),
+                act,
+            },
+        ] {
+            let want: Vec<u32> = (0..m)
+                .map(|i| {
+                    let s = (0..k).fold(0f32, |s, p| a[i * k + p].mul_add(x[p], s));
+                    let s = epi.bias.map_or(s, |b| s + b[i]);
+                    epi.act.apply(s).to_bits()
+                })
+                .collect();
+            let (mut got, mut gemm) = (vec![f32::NAN; m + 1], vec![f32::NAN; m]);
+            // SAFETY: gemv is available; `got` holds m floats (and one more, left as is),
+            // `gemm` m rows of one column.
+            unsafe {
+                gemv_packed(&pa, &x, got.as_mut_ptr(), &epi);
+                gemm_packed(
+                    kernel,
+                    &pa,
+                    0..pa.panels(),
+                    &pb,
+                    1,
+                    gemm.as_mut_ptr(),
+                    1,
+                    &epi,
+                );
+            }
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got[..m]), want, "m={m} k={k}");
+            assert_eq!(bits(&gemm), want, "gemm_packed m={m} k={k}");
+            assert!(got[m].is_nan(), "wrote past row m");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 14);
+}
