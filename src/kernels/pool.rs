@@ -525,19 +525,46 @@ pub fn global_pool<T: Elem>(x: &ArrayD<T>, max: bool) -> Result<ArrayD<T>> {
     Ok(ArrayD::from_shape_vec(IxDyn(&out_shape), out)?)
 }
 
-/// The sum in f64 in four interleaved partial sums (element i into sum i % 4, then
-/// ((s0 + s1) + (s2 + s3)) + the tail): a fixed order, and four independent add chains
-/// instead of one.
+/// The sum in f64 in sixteen interleaved partial sums (element i into sum i % 16, the sums
+/// then folded pairwise, 8 onto 8, 4 onto 4, 2 onto 2, 1 onto 1, then the tail in order): a
+/// fixed order, whatever the CPU, and sixteen independent add chains (four AVX2 vectors)
+/// instead of one. With four sums (one vector's chain) EfficientNet-B0's 17
+/// GlobalAveragePools took 0.57 ms, one add's latency per four floats.
 pub(crate) fn sum_f64<T: Elem>(src: &[T]) -> f64 {
-    let mut acc = [0f64; 4];
-    let quads = src.chunks_exact(4);
-    let tail = quads.remainder();
-    for q in quads {
-        for (a, v) in acc.iter_mut().zip(q) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        return unsafe { sum_f64_avx2(src) };
+    }
+    sum_f64_body(src)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn sum_f64_avx2<T: Elem>(src: &[T]) -> f64 {
+    sum_f64_body(src)
+}
+
+#[inline(always)]
+fn sum_f64_body<T: Elem>(src: &[T]) -> f64 {
+    const LANES: usize = 16;
+    let mut acc = [0f64; LANES];
+    let chunks = src.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
             *a += v.to_f64();
         }
     }
-    let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        let (lo, hi) = acc.split_at_mut(width);
+        for (a, b) in lo.iter_mut().zip(hi.iter()) {
+            *a += *b;
+        }
+    }
+    let mut s = acc[0];
     for v in tail {
         s += v.to_f64();
     }
@@ -904,8 +931,8 @@ mod tests {
 
     #[test]
     fn global_average_against_f64_sum() {
-        // Odd plane sizes exercise the four partial sums' tail.
-        for hw in [1usize, 3, 7, 49, 50] {
+        // Plane sizes around the sixteen partial sums exercise their tail.
+        for hw in [1usize, 3, 7, 15, 16, 17, 49, 50, 3136] {
             let x = noise(&[2, 3, hw], hw as u64);
             let y = global_pool(&x, false).unwrap();
             for (i, plane) in x.as_slice().unwrap().chunks(hw).enumerate() {
