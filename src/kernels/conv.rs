@@ -333,8 +333,9 @@ fn prefer_cols(p: &Plan) -> bool {
 /// Whether `im2col_gemm` runs `p` as matrix-vector products (`sgemm::gemv_packed`, no
 /// packed patches): a 1x1 conv on 1x1 planes, as the squeeze-and-excitation convs of
 /// EfficientNet, in the ordinary orientation on a CPU with the FMA kernels. Its bits are the
-/// patch path's; in EfficientNet-B0 its 32 such convs took 0.41 ms (minima in the net) where
-/// onnxruntime took 0.16, most of it packing x into a 32-column panel of zeros.
+/// patch path's. EfficientNet-B0's 32 such convs took 0.44 ms through the patch path, which
+/// packs x into a 32-column panel (31 columns of zeros), and take 0.23 ms this way (minima
+/// of 3 profiles in the net; onnxruntime's profile 0.16 for those it names apart).
 fn gemv_applies(p: &Plan) -> bool {
     p.kernel == [1; 3]
         && p.strides == [1; 3]
@@ -855,7 +856,8 @@ mod tests {
     /// 1x1 convs on 1x1 planes (squeeze-and-excitation) run as matrix-vector products with
     /// the patch path's bits: every output the FMA chain over its input channels in order
     /// from +0.0, then `+ bias`, then the clamp. Batch 2, groups, 24 input channels (which
-    /// `conv_direct` took before) and 96 (over two of the sgemm's panel groups).
+    /// `conv_direct` took before), 96 into 70 outputs (nine 8-row panels: a group of eight
+    /// computed together, then one, the last partial).
     #[test]
     fn pointwise_on_one_pixel_is_an_fma_chain() {
         let act = Activation {

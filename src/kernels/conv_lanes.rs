@@ -100,8 +100,9 @@ pub(super) fn pack_weights(p: &Plan, w: &[f32]) -> Vec<f32> {
 /// Floats of one vector's weights per reduction block: a pass (up to 3 vectors) keeps the
 /// block's weights in L1 while it walks its band of positions, each chunk's accumulators
 /// stored after one block and loaded before the next (exact: the FMA chain is the
-/// unblocked one). Unblocked, every chunk streamed all its weights from L2: 128 -> 128
-/// 3x3 stride 2 on 56x56 ran at 1.14x im2col's time.
+/// unblocked one). Unblocked, every chunk streamed all its weights from L2: 64 -> 128 3x3
+/// stride 2 on 56x56 took 1.80 ms against im2col's 1.58, 1.31 blocked. 1024 to 2048
+/// floats measured alike on the ResNets' and DenseNet's convs.
 const BLOCK_WEIGHTS: usize = 1536;
 
 /// Input channels per reduction block: as few blocks as keep a vector's weights within
