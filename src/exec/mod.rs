@@ -2,6 +2,7 @@
 //! order through `kernels::eval`, and free each tensor after its last use. A sequence or
 //! optional value (`Value`) only passes through Identity nodes, beside the tensor path.
 
+mod blocked;
 #[cfg(test)]
 mod concat_chain_tests;
 #[cfg(test)]
@@ -18,8 +19,9 @@ pub use plan::Plan;
 use value::tensors_only;
 pub use value::Value;
 
-use crate::ir::{Dim, Graph, Op};
+use crate::ir::{BinaryOp, Dim, Graph, Op};
 use crate::kernels;
+use crate::kernels::blocked::Layout;
 use crate::kernels::pointwise;
 use crate::tensor::Tensor;
 use anyhow::{anyhow, bail, Context, Result};
@@ -49,6 +51,10 @@ enum Slot<'g> {
     Empty,
     Const(&'g Tensor),
     Owned(Tensor),
+    /// A 4-D f32 value held blocked (`kernels::blocked`), in fused runs only: `get` gives
+    /// the held 5-D tensor, which only its native readers see (`run_inner` converts it to
+    /// planes for any other).
+    Blocked(Tensor),
     /// A sequence or optional (never a tensor). Only `forward_value` reads these slots:
     /// `Runner::new` marks every node that reads one, so `get` is never asked for it.
     Value(Value),
@@ -59,7 +65,7 @@ impl Slot<'_> {
         match self {
             Slot::Empty | Slot::Value(_) => None,
             Slot::Const(t) => Some(t),
-            Slot::Owned(t) => Some(t),
+            Slot::Owned(t) | Slot::Blocked(t) => Some(t),
         }
     }
 }
@@ -185,14 +191,15 @@ impl<'g> Runner<'g> {
     }
 
     /// Runs the graph, timing each node's kernel and passing it to `on_node` (for
-    /// `bench --profile`). Only the kernel call is inside the timed region. Unfused, so every
-    /// node gets its own time.
+    /// `bench --profile`). Only the kernel call is inside the timed region. Fused, as `run`:
+    /// the times are those of the plain run, an activation fused into the node before it
+    /// (or a Sigmoid into its SiLU Mul) counted in that node's time and not reported itself.
     pub fn run_profiled(
         &self,
         inputs: HashMap<String, Tensor>,
         on_node: impl FnMut(NodeRun),
     ) -> Result<Vec<(String, Tensor)>> {
-        tensors_only(self.run_inner(inputs, HashMap::new(), |_, _| Ok(()), Some(on_node), false)?)
+        tensors_only(self.run_inner(inputs, HashMap::new(), |_, _| Ok(()), Some(on_node), true)?)
     }
 
     /// Takes out of its slot the first of node `i`'s in-place candidates (`Plan::in_place`)
@@ -216,13 +223,14 @@ impl<'g> Runner<'g> {
                 .map(|s| s.and_then(|s| slots[s].get()))
                 .collect();
             let op = &self.graph.nodes[i].op;
+            // A blocked input is here only when every input is (an Add of blocked values).
             cands.iter().copied().find(|&k| {
-                matches!(slots[slot_of(k)], Slot::Owned(_))
+                matches!(slots[slot_of(k)], Slot::Owned(_) | Slot::Blocked(_))
                     && kernels::can_run_in_place(op, point, &ins, k)
             })?
         };
         match std::mem::replace(&mut slots[slot_of(k)], Slot::Empty) {
-            Slot::Owned(t) => Some((k, t)),
+            Slot::Owned(t) | Slot::Blocked(t) => Some((k, t)),
             _ => unreachable!("checked owned above"),
         }
     }
@@ -279,6 +287,20 @@ impl<'g> Runner<'g> {
                 }
                 continue;
             }
+            // Blocked values are read as they are by a Conv (as X) and by an Add of blocked
+            // values of one shape, and converted to planes in their slot for anyone else.
+            let blocked_add = matches!(node.op, Op::Binary(BinaryOp::Add))
+                && all_blocked_alike(&plan.node_inputs[i], &slots);
+            for (k, s) in plan.node_inputs[i].iter().enumerate() {
+                let native = blocked_add || (k == 0 && matches!(node.op, Op::Conv(_)));
+                if let (Some(s), false) = (*s, native) {
+                    if let Slot::Blocked(t) = &slots[s] {
+                        slots[s] = Slot::Owned(kernels::blocked::unblock(t)?);
+                    }
+                }
+            }
+            let x_blocked = matches!(node.op, Op::Conv(_))
+                && matches!(plan.node_inputs[i].first(), Some(Some(s)) if matches!(slots[*s], Slot::Blocked(_)));
             let point = prep.point[i].filter(|_| fuse);
             let taken = self.take_in_place(i, point, &mut slots);
             // A Concat extending an earlier one's kept output takes it (see `Plan::extends`).
@@ -298,6 +320,9 @@ impl<'g> Runner<'g> {
                 .collect();
             let start = on_node.as_ref().map(|_| Instant::now());
             let act = prep.fused_act[i].filter(|_| fuse);
+            let want_blocked = fuse && prep.blocked[i];
+            // Whether this node's outputs are held blocked.
+            let mut out_blocked = blocked_add;
             let outs = match (&node.op, &prep.conv[i], taken, point) {
                 (Op::Concat { axis }, _, _, _) if prefix.is_some() => {
                     let (prefix, k) = prefix.expect("checked");
@@ -306,9 +331,19 @@ impl<'g> Runner<'g> {
                         .and_then(|all| kernels::layout::concat_extending(prefix, k, &all, *axis))
                         .map(|t| vec![t])
                 }
-                (Op::Conv(attrs), conv, _, _) if conv.is_some() || act.is_some() => {
+                (Op::Conv(attrs), conv, _, _)
+                    if conv.is_some() || act.is_some() || x_blocked || want_blocked =>
+                {
                     let act = act.unwrap_or_default();
-                    kernels::conv::eval_with(attrs, conv.as_ref(), act, &ins)
+                    let layout = |b: bool| match b {
+                        true => Layout::Blocked,
+                        false => Layout::Planes,
+                    };
+                    let io = (layout(x_blocked), layout(want_blocked));
+                    kernels::conv::eval_io(attrs, conv.as_ref(), act, &ins, io).map(|(y, l)| {
+                        out_blocked = l == Layout::Blocked;
+                        vec![y]
+                    })
                 }
                 (op, _, Some((k, buf)), _) => {
                     kernels::eval_in_place(op, point, buf, k, &ins).map(|t| vec![t])
@@ -336,7 +371,10 @@ impl<'g> Runner<'g> {
             for ((name, slot), t) in node.outputs.iter().zip(&plan.node_outputs[i]).zip(outs) {
                 if let Some(s) = slot {
                     observe(name, &t)?;
-                    slots[*s] = Slot::Owned(t);
+                    slots[*s] = match out_blocked {
+                        true => Slot::Blocked(t),
+                        false => Slot::Owned(t),
+                    };
                 }
             }
             for &s in &plan.frees[i] {
@@ -348,6 +386,7 @@ impl<'g> Runner<'g> {
             let v = match &slots[s] {
                 Slot::Const(t) => Value::Tensor((*t).clone()),
                 Slot::Owned(t) => Value::Tensor(t.clone()),
+                Slot::Blocked(t) => Value::Tensor(kernels::blocked::unblock(t)?),
                 Slot::Value(v) => v.clone(),
                 Slot::Empty => bail!("graph output '{}' was not computed", decl.name),
             };
@@ -355,4 +394,16 @@ impl<'g> Runner<'g> {
         }
         Ok(result)
     }
+}
+
+/// Whether every input slot holds a blocked value, all of one shape (at least one input).
+fn all_blocked_alike(inputs: &[Option<usize>], slots: &[Slot]) -> bool {
+    let mut shapes = inputs.iter().map(|s| match s.map(|s| &slots[s]) {
+        Some(Slot::Blocked(t)) => Some(t.shape()),
+        _ => None,
+    });
+    let Some(Some(first)) = shapes.next() else {
+        return false;
+    };
+    shapes.all(|s| s == Some(first))
 }

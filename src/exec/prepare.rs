@@ -5,8 +5,9 @@
 //!
 //! Fusion changes no bits (the Conv's epilogue clamps exactly as the Relu/Clip kernels do,
 //! after the bias), but it does skip the Conv's own output tensor, so runs that look at
-//! every intermediate value (`run_observed`, used by verify/compare/divergence) or time
-//! every node (`run_profiled`) run unfused: the `fuse` flag of the interpreter loop.
+//! every intermediate value (`run_observed`, used by verify/compare/divergence) run
+//! unfused: the `fuse` flag of the interpreter loop. Profiled runs (`run_profiled`) are
+//! fused, to time what plain runs do.
 
 use crate::ir::{BinaryOp, Graph, Op, UnaryOp};
 use crate::kernels::conv;
@@ -29,6 +30,9 @@ pub struct Prepared {
     /// Per node, fused runs only: a Sigmoid whose one reader, a Mul by its own input,
     /// computes SiLU; it runs nothing and its output stays empty.
     pub skip: Vec<bool>,
+    /// Per node, fused runs only: a Conv or Add asked to write its output blocked
+    /// (`exec/blocked.rs`).
+    pub blocked: Vec<bool>,
 }
 
 impl Prepared {
@@ -105,12 +109,14 @@ impl Prepared {
                 _ => {}
             }
         }
+        let blocked = super::blocked::plan(graph, &forward);
         Prepared {
             conv,
             fused_act,
             forward,
             point,
             skip,
+            blocked,
         }
     }
 }

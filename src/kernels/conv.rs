@@ -23,6 +23,7 @@
 //! Everything is written for 3 spatial dims; 1-D and 2-D convs are lifted to 3-D by adding
 //! leading spatial dims of size 1, which changes neither the data layout nor the math.
 
+use super::blocked::{self, Layout};
 use super::conv_direct;
 #[cfg(target_arch = "x86_64")]
 use super::conv_lanes;
@@ -152,34 +153,93 @@ pub fn conv_f32_with(
     prepared: Option<&Prepared>,
     act: Activation,
 ) -> Result<ArrayD<f32>> {
-    let p = plan(x.shape(), w.shape(), b.map(|b| b.shape()), attrs)?;
+    let (y, _) = conv_f32_io(
+        x,
+        Layout::Planes,
+        w,
+        b,
+        attrs,
+        prepared,
+        act,
+        Layout::Planes,
+    )?;
+    Ok(y)
+}
+
+/// [`conv_f32_with`] on an input held in layout `lin` (a blocked input is `[N, C/8, H, W,
+/// 8]`), writing the output blocked when `want` says so and the path it takes writes that
+/// layout natively (`conv_lanes`); returns the output and the layout it is in. A path that
+/// reads planes only gets a blocked input converted first. Either way the same bits.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_f32_io(
+    x: &ArrayD<f32>,
+    lin: Layout,
+    w: &ArrayD<f32>,
+    b: Option<&ArrayD<f32>>,
+    attrs: &ConvAttrs,
+    prepared: Option<&Prepared>,
+    act: Activation,
+    want: Layout,
+) -> Result<(ArrayD<f32>, Layout)> {
+    let xs = match lin {
+        Layout::Planes => x.shape().to_vec(),
+        Layout::Blocked => blocked::logical_shape(x.shape()),
+    };
+    let p = plan(&xs, w.shape(), b.map(|b| b.shape()), attrs)?;
     crate::tensor::limits::check_alloc(&p.out_shape, DType::F32)?;
+    let dw = depthwise_geometry(&p);
+    let blocked_pays = blocked_path(&p, lin == Layout::Blocked);
+    if lin == Layout::Blocked && !blocked_pays {
+        let x = blocked::to_planes(x);
+        return conv_f32_io(
+            &x,
+            Layout::Planes,
+            w,
+            b,
+            attrs,
+            prepared,
+            act,
+            Layout::Planes,
+        );
+    }
+    let lout = match want {
+        Layout::Blocked if blocked_pays && blocked::blockable(&p.out_shape) => Layout::Blocked,
+        _ => Layout::Planes,
+    };
     let x = x.as_standard_layout();
     let xd = x.as_slice().expect("standard layout");
     let bias: Option<Vec<f32>> = b.map(|b| b.iter().copied().collect());
     // Not zeroed: `uninit` says which paths write it as it is and which fill it first.
     let mut out = uninit::alloc(p.out_shape.iter().product());
-    if p.out_plane() > 0 && p.m > 0 {
-        if p.group == p.c && p.m % p.c == 0 {
-            let g = depthwise::Geometry {
-                n: p.n,
-                c: p.c,
-                mult: p.m / p.c,
-                input: p.input,
-                kernel: p.kernel,
-                strides: p.strides,
-                dilations: p.dilations,
-                pads: p.pads,
-                output: p.output,
-            };
+    if lin == Layout::Blocked || lout == Layout::Blocked {
+        let io = (lin, lout);
+        if let Some(g) = dw {
+            let w = w.as_standard_layout();
+            let wd = w.as_slice().expect("standard layout");
+            depthwise::depthwise_blocked(&g, xd, wd, bias.as_deref(), act, &mut out, io);
+        } else {
+            let prepared = prepared.filter(|pr| pr.w_shape == w.shape() && pr.group == p.group);
+            lanes(&p, xd, w, prepared, bias.as_deref(), act, &mut out, io);
+        }
+    } else if p.out_plane() > 0 && p.m > 0 {
+        if let Some(g) = dw {
             let w = w.as_standard_layout();
             let wd = w.as_slice().expect("standard layout");
             depthwise::depthwise(&g, xd, wd, bias.as_deref(), act, &mut out);
         } else {
             let prepared = prepared.filter(|pr| pr.w_shape == w.shape() && pr.group == p.group);
             let bias = bias.as_deref();
-            if lanes_applies(&p) {
-                lanes(&p, xd, w, prepared, bias, act, &mut out);
+            if lanes_applies(&p, false) {
+                lanes(
+                    &p,
+                    xd,
+                    w,
+                    prepared,
+                    bias,
+                    act,
+                    &mut out,
+                    (Layout::Planes, Layout::Planes),
+                );
             } else if conv_direct::applies(&p) && !gemv_applies(&p) {
                 crate::tensor::limits::check_alloc(&conv_direct::scratch_dims(&p), DType::F32)?;
                 let w = w.as_standard_layout();
@@ -204,14 +264,51 @@ pub fn conv_f32_with(
     // SAFETY: every path above writes every output float (or there are none: an empty
     // plane or no output channels make `out` empty).
     let out = unsafe { uninit::assume_init(out) };
-    Ok(ArrayD::from_shape_vec(IxDyn(&p.out_shape), out)?)
+    let shape = match lout {
+        Layout::Planes => p.out_shape.clone(),
+        Layout::Blocked => blocked::blocked_shape(&p.out_shape),
+    };
+    Ok((ArrayD::from_shape_vec(IxDyn(&shape), out)?, lout))
 }
 
-/// Whether `conv_lanes` takes `p` (x86-64 only).
-fn lanes_applies(p: &Plan) -> bool {
+/// Whether a conv of these shapes, its input blocked or not (`x_blocked`), reads and
+/// writes blocked values natively (`blocked.rs`): the fused runs' plan (`exec/blocked.rs`)
+/// holds a value blocked between such convs.
+pub fn blocked_native(xs: &[usize], ws: &[usize], attrs: &ConvAttrs, x_blocked: bool) -> bool {
+    blocked::blockable(xs) && plan(xs, ws, None, attrs).is_ok_and(|p| blocked_path(&p, x_blocked))
+}
+
+/// Whether `p`'s path reads and writes blocked values: the interleaved depthwise path, or
+/// `conv_lanes` where it takes them (`conv_lanes::applies`, which takes more convs with
+/// a blocked input).
+fn blocked_path(p: &Plan, x_blocked: bool) -> bool {
+    match depthwise_geometry(p) {
+        Some(g) => depthwise::blocked_capable(&g),
+        None => lanes_applies(p, x_blocked),
+    }
+}
+
+/// The depthwise kernels' geometry of `p`, when it is depthwise (one input channel per
+/// group, any channel multiplier).
+fn depthwise_geometry(p: &Plan) -> Option<depthwise::Geometry> {
+    (p.group == p.c && p.m.is_multiple_of(p.c)).then(|| depthwise::Geometry {
+        n: p.n,
+        c: p.c,
+        mult: p.m / p.c,
+        input: p.input,
+        kernel: p.kernel,
+        strides: p.strides,
+        dilations: p.dilations,
+        pads: p.pads,
+        output: p.output,
+    })
+}
+
+/// Whether `conv_lanes` takes `p` (x86-64 only), with its input blocked when `blocked`.
+fn lanes_applies(p: &Plan, blocked: bool) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        conv_lanes::applies(p)
+        conv_lanes::applies(p, blocked)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -221,6 +318,7 @@ fn lanes_applies(p: &Plan) -> bool {
 }
 
 /// `conv_lanes` with the weights packed for it by `prepared` (once per Conv) or now.
+#[allow(clippy::too_many_arguments)]
 fn lanes(
     p: &Plan,
     xd: &[f32],
@@ -229,6 +327,7 @@ fn lanes(
     bias: Option<&[f32]>,
     act: Activation,
     out: &mut [MaybeUninit<f32>],
+    io: (Layout, Layout),
 ) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -237,13 +336,13 @@ fn lanes(
             conv_lanes::pack_weights(p, w.as_slice().expect("standard layout"))
         };
         match prepared {
-            Some(pr) => conv_lanes::conv(p, xd, pr.lanes.get_or_init(pack), bias, act, out),
-            None => conv_lanes::conv(p, xd, &pack(), bias, act, out),
+            Some(pr) => conv_lanes::conv(p, xd, pr.lanes.get_or_init(pack), bias, act, out, io),
+            None => conv_lanes::conv(p, xd, &pack(), bias, act, out, io),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (p, xd, w, prepared, bias, act, out);
+        let _ = (p, xd, w, prepared, bias, act, out, io);
         unreachable!("lanes_applies is false off x86-64")
     }
 }
@@ -438,6 +537,25 @@ pub fn eval_with(
     act: Activation,
     inputs: &[Option<&Tensor>],
 ) -> Result<Vec<Tensor>> {
+    let (y, _) = eval_io(
+        attrs,
+        prepared,
+        act,
+        inputs,
+        (Layout::Planes, Layout::Planes),
+    )?;
+    Ok(vec![y])
+}
+
+/// [`eval_with`] with X held in layout `io.0`, the output written in layout `io.1` where
+/// the conv's path writes it natively ([`conv_f32_io`]); returns the output and its layout.
+pub fn eval_io(
+    attrs: &ConvAttrs,
+    prepared: Option<&Prepared>,
+    act: Activation,
+    inputs: &[Option<&Tensor>],
+    io: (Layout, Layout),
+) -> Result<(Tensor, Layout)> {
     let x = input(inputs, 0, "X")?;
     let w = input(inputs, 1, "W")?;
     let b = inputs.get(2).copied().flatten();
@@ -448,14 +566,9 @@ pub fn eval_with(
         Some(b) => Some(b.as_f32()?),
         None => None,
     };
-    Ok(vec![Tensor::F32(conv_f32_with(
-        x.as_f32()?,
-        w.as_f32()?,
-        b,
-        attrs,
-        prepared,
-        act,
-    )?)])
+    let (x, w) = (x.as_f32()?, w.as_f32()?);
+    let (y, layout) = conv_f32_io(x, io.0, w, b, attrs, prepared, act, io.1)?;
+    Ok((Tensor::F32(y), layout))
 }
 
 /// Below this many (batch, group, block) units, the M panels are split over tasks too, so

@@ -29,6 +29,7 @@
 //! computes eight channels at a time, their planes interleaved so that a register holds one
 //! position of all eight, again with the same sums.
 
+use super::blocked::Layout;
 #[cfg(target_arch = "x86_64")]
 use super::depthwise_avx2;
 use super::depthwise_avx512;
@@ -45,6 +46,47 @@ use std::mem::MaybeUninit;
 pub(super) const LANES: usize = 16;
 /// Scratch beyond the padded plane, read (never used) by a row's last, partial block.
 pub(super) const SLACK: usize = 4 * LANES;
+
+#[cfg(target_arch = "x86_64")]
+const PLANES: (Layout, Layout) = (Layout::Planes, Layout::Planes);
+
+/// Whether the depthwise conv `g` can read and write blocked values (`blocked.rs`): on the
+/// interleaved path, one channel per group, a multiple of 8 channels.
+pub(super) fn blocked_capable(g: &Geometry) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        Path::choose(g) == Path::Interleaved && depthwise_interleaved::blocked_io(g)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = g;
+        false
+    }
+}
+
+/// [`depthwise`] with the input and output each in planes or blocked (`io`); only where
+/// [`blocked_capable`].
+pub(super) fn depthwise_blocked(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    out: &mut [MaybeUninit<f32>],
+    io: (Layout, Layout),
+) {
+    assert!(blocked_capable(g), "not a blocked depthwise conv: {g:?}");
+    if g.out_plane() == 0 || g.n == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `blocked_capable` checked the CPU and shape.
+    unsafe {
+        depthwise_interleaved::depthwise(g, x, w, bias, act, out, io)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (x, w, bias, act, out, io);
+}
 
 /// Which code computes the planes of one depthwise conv.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -253,7 +295,7 @@ pub(super) fn depthwise_on(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Path::choose` (or the test asking for it) checked the CPU and shape.
         unsafe {
-            depthwise_interleaved::depthwise(g, x, w, bias, act, out)
+            depthwise_interleaved::depthwise(g, x, w, bias, act, out, PLANES)
         };
         return;
     }

@@ -14,6 +14,7 @@
 //! each a separate multiply and add, padding taps adding `w * 0.0`, then `+ bias` (`+ 0.0`
 //! without one) and the clamp; so the same bits (tests below).
 
+use super::blocked;
 use super::depthwise::Geometry;
 use super::gemm::SendPtr;
 use super::sgemm::Activation;
@@ -50,8 +51,14 @@ pub(super) fn supports(g: &Geometry) -> bool {
         && g.padded(1) * g.padded(2) <= MAX_PADDED
 }
 
+/// Whether the path can read and write `g`'s input and output blocked: one channel per
+/// group, a multiple of 8 channels.
+pub(super) fn blocked_io(g: &Geometry) -> bool {
+    g.mult == 1 && g.c.is_multiple_of(GROUP)
+}
+
 /// The padded plane (`hp` x `wp` positions) and the taps' offsets into it.
-struct Layout {
+struct Padded {
     hp: usize,
     wp: usize,
     /// Position offset of tap `t` (row-major in the kernel) from its output's first tap.
@@ -68,7 +75,9 @@ struct Scratch {
 }
 
 /// `out` = depthwise conv of `x` with `w` and `bias`, clamped, as `depthwise::depthwise`;
-/// one rayon task per (batch, group of eight output channels).
+/// one rayon task per (batch, group of eight output channels). `x` and `out` each in planes
+/// or blocked (NCHW8c, which is this path's interleaved layout), as `io` says; blocked
+/// ones need one channel per group and a multiple of 8 channels ([`blocked_io`]).
 ///
 /// # Safety
 /// [`available`] and [`supports`]`(g)` must be true.
@@ -79,12 +88,14 @@ pub(super) unsafe fn depthwise(
     bias: Option<&[f32]>,
     act: Activation,
     out: &mut [MaybeUninit<f32>],
+    io: (blocked::Layout, blocked::Layout),
 ) {
     let m = g.c * g.mult;
+    assert!(io == (blocked::Layout::Planes, blocked::Layout::Planes) || blocked_io(g));
     let [_, kh, kw] = g.kernel;
     let [_, dh, dw] = g.dilations;
     let (hp, wp) = (g.padded(1), g.padded(2));
-    let lay = Layout {
+    let lay = Padded {
         hp,
         wp,
         taps: (0..kh * kw)
@@ -105,18 +116,19 @@ pub(super) unsafe fn depthwise(
             // task writes the planes of its own output channels only.
             unsafe {
                 match g.strides[2] {
-                    1 => imp::group::<1>(g, &lay, (x, w, bias, act), (b, o0), s, outp),
-                    _ => imp::group::<2>(g, &lay, (x, w, bias, act), (b, o0), s, outp),
+                    1 => imp::group::<1>(g, &lay, (x, w, bias, act), (b, o0), s, (outp, io)),
+                    _ => imp::group::<2>(g, &lay, (x, w, bias, act), (b, o0), s, (outp, io)),
                 }
             }
         });
 }
 
 mod imp {
+    use super::super::blocked::Layout;
     use super::super::gemm::SendPtr;
     use super::super::sgemm::{clamp_avx2 as clamp, Activation};
     use super::super::transpose_avx2::{lane_mask, spread, transpose8};
-    use super::{Geometry, Layout, Scratch, GROUP, MAX_TAPS, SLACK};
+    use super::{Geometry, Padded, Scratch, GROUP, MAX_TAPS, SLACK};
     use std::arch::x86_64::*;
 
     /// Output channels `o0 .. o0 + 8` (fewer in the last group) of batch `b`, column stride
@@ -124,11 +136,11 @@ mod imp {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn group<const SW: usize>(
         g: &Geometry,
-        lay: &Layout,
+        lay: &Padded,
         (x, w, bias, act): (&[f32], &[f32], Option<&[f32]>, Activation),
         (b, o0): (usize, usize),
         s: &mut Scratch,
-        out: SendPtr<f32>,
+        (out, io): (SendPtr<f32>, (Layout, Layout)),
     ) {
         let m = g.c * g.mult;
         let lanes = GROUP.min(m - o0);
@@ -145,10 +157,19 @@ mod imp {
             s.input.clear();
             s.input.resize(len, 0.0);
         }
-        // Every output position is written before it is read; 8 more for a row's last chunk.
-        s.output.resize((out_plane + GROUP) * GROUP, 0.0);
         let buf = s.input.as_mut_ptr();
-        let obuf = s.output.as_mut_ptr();
+        // The interleaved outputs: in the scratch, spread into planes at the end, or in the
+        // blocked output itself.
+        let obuf = match io.1 {
+            Layout::Planes => {
+                // Every output position is written before it is read; the spread reads
+                // whole groups of eight positions.
+                s.output
+                    .resize(out_plane.next_multiple_of(GROUP) * GROUP, 0.0);
+                s.output.as_mut_ptr()
+            }
+            Layout::Blocked => out.get().add((b * m + o0) * out_plane),
+        };
 
         // Gather, row by row: eight consecutive columns of the eight planes, transposed,
         // each column's eight values to its padded place (eight consecutive positions).
@@ -157,7 +178,14 @@ mod imp {
             let ch = (o0 + l.min(lanes - 1)) / g.mult;
             *p = x[(b * g.c + ch) * in_plane..][..in_plane].as_ptr();
         }
-        for y in 0..ih {
+        // A blocked input is interleaved already: its rows are copied as they are.
+        let rows_in = (io.0 == Layout::Blocked).then(|| x[(b * g.c + o0) * in_plane..].as_ptr());
+        for y in (0..ih).filter(|_| rows_in.is_some()) {
+            let src = rows_in.expect("blocked").add(y * iw * GROUP);
+            let row = buf.add(((y + ph) * wp + pw) * GROUP);
+            std::ptr::copy_nonoverlapping(src, row, iw * GROUP);
+        }
+        for y in (0..ih).filter(|_| rows_in.is_none()) {
             let row = buf.add(((y + ph) * wp + pw) * GROUP);
             let mut c = 0;
             while c < iw {
@@ -208,13 +236,16 @@ mod imp {
                     }
                 }
                 let dst = obuf.add((oy * ow + ox) * GROUP);
-                for (j, &a) in acc.iter().enumerate() {
+                for (j, &a) in acc.iter().enumerate().take(ow - ox) {
                     _mm256_storeu_ps(dst.add(j * GROUP), clamp(_mm256_add_ps(a, bv), act));
                 }
                 ox += GROUP;
             }
         }
 
+        if io.1 == Layout::Blocked {
+            return;
+        }
         // Spread: the eight channels' outputs, transposed, to their planes.
         let dst = out.get().add((b * m + o0) * out_plane);
         spread((obuf, GROUP), out_plane, lanes, (dst, out_plane));
@@ -231,8 +262,10 @@ mod tests {
     use super::super::depthwise::Path;
     use super::super::depthwise_avx512::tests::{geometry, run};
     use super::{available, supports};
+    use crate::kernels::blocked::{blocked_shape, to_blocked, to_planes, Layout};
+    use crate::kernels::depthwise::Geometry;
     use crate::kernels::sgemm::Activation;
-    use crate::kernels::test_data::on_threads;
+    use crate::kernels::test_data::{noise, on_threads};
 
     #[test]
     fn same_bits_as_portable_blocks() {
@@ -289,6 +322,74 @@ mod tests {
         g.kernel[0] = 2;
         g.input[0] = 2;
         assert!(!supports(&g), "3-D kernel");
+    }
+
+    /// Blocked inputs and outputs (this path's interleaved layout, read and written as
+    /// they are) give the planes' bits, over widths (every tail of the eight-output chunks),
+    /// kernels, strides, pads and batches.
+    #[test]
+    fn blocked_layouts_give_the_same_bits() {
+        if !available() {
+            return;
+        }
+        let mut checked = 0;
+        for k in [1, 3, 5] {
+            for strides in [(1, 1), (2, 2)] {
+                for ow in 1..=19 {
+                    let p = [0, 1, k / 2][ow % 3];
+                    let c = [8, 16, 24][ow % 3];
+                    let Some(mut g) = geometry(c, 1, k, strides, (1, 1), [p; 4], (1 + ow % 4, ow))
+                    else {
+                        continue;
+                    };
+                    g.n = 1 + ow % 2;
+                    assert!(supports(&g) && super::blocked_io(&g), "{g:?}");
+                    let act = Activation::RELU;
+                    let want = run(&g, Path::Interleaved, true, act, ow as u64);
+                    for io in [
+                        (Layout::Blocked, Layout::Planes),
+                        (Layout::Planes, Layout::Blocked),
+                        (Layout::Blocked, Layout::Blocked),
+                    ] {
+                        assert_eq!(run_blocked(&g, act, ow as u64, io), want, "{g:?} {io:?}");
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 100, "only {checked} geometries");
+    }
+
+    /// `run`'s data (same seeds) through the interleaved path in layouts `io`; the output
+    /// bits in planes.
+    fn run_blocked(g: &Geometry, act: Activation, seed: u64, io: (Layout, Layout)) -> Vec<u32> {
+        let [_, ih, iw] = g.input;
+        let [_, oh, ow] = g.output;
+        let x = noise(&[g.n, g.c, ih, iw], seed);
+        let w = noise(&[g.c * g.kernel.iter().product::<usize>()], seed + 1);
+        let b = noise(&[g.c], seed + 2);
+        let x = match io.0 {
+            Layout::Planes => x,
+            Layout::Blocked => to_blocked(&x),
+        };
+        let mut out = vec![f32::NAN; g.n * g.c * oh * ow];
+        // SAFETY: the test checked the CPU and the shape; the path writes floats only.
+        unsafe {
+            super::depthwise(
+                g,
+                x.as_slice().unwrap(),
+                w.as_slice().unwrap(),
+                Some(b.as_slice().unwrap()),
+                act,
+                crate::kernels::uninit::of_init(&mut out),
+                io,
+            )
+        };
+        if io.1 == Layout::Blocked {
+            let held = ndarray::ArrayD::from_shape_vec(blocked_shape(&[g.n, g.c, oh, ow]), out);
+            out = to_planes(&held.unwrap()).into_raw_vec_and_offset().0;
+        }
+        out.iter().map(|v| v.to_bits()).collect()
     }
 
     #[test]

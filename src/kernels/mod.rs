@@ -6,6 +6,7 @@
 //! `--threads` (see ARCHITECTURE.md, "Determinism").
 
 pub mod activation;
+pub mod blocked;
 pub mod conv;
 mod conv_direct;
 #[cfg(target_arch = "x86_64")]

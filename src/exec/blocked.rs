@@ -1,0 +1,242 @@
+//! Which values fused runs hold blocked (NCHW8c, `kernels::blocked`): the outputs of Convs
+//! and Adds whose every reader reads them blocked natively, so chains such as MobileNet's
+//! 1x1 -> depthwise -> 1x1 -> Add pass their values without the 8x8 transposes each kernel
+//! with the channels in its vector lanes would otherwise do on the way in and out.
+//!
+//! A node's output is held blocked when the node writes it so natively (a Conv whose path
+//! does for its shapes, `conv::blocked_native`; an Add of two blocked values of one shape),
+//! it is not a graph output, and every node that reads it (past fused activations, which
+//! pass the value on) is such a Conv reading it as its input or such an Add, itself writing
+//! its output blocked or having no more output channels than input channels. (A Conv
+//! reading a blocked input but writing planes runs on `conv_lanes`, with its spread, where
+//! the sgemm would run a widening one faster: EfficientNet-B0's 1x1 expansions, whose
+//! outputs go to SiLU, took the whole net 1.07x as long.) Shapes come
+//! from `analyze` with the graph's declared input shapes (symbolic dims as 1); they only
+//! guide the choice: at run time a Conv given other shapes writes planes, and any node
+//! handed a blocked value it does not read natively gets it converted first
+//! (`Runner::run_inner`), so the choice never changes a result, only its speed.
+
+use crate::ir::analyze::{analyze, DimBindings};
+use crate::ir::{BinaryOp, Graph, Op};
+use crate::kernels::{blocked, conv};
+use crate::tensor::DType;
+use std::collections::HashMap;
+
+/// Per node: whether fused runs ask it to write its output blocked. `forward` marks the
+/// activation nodes fused into the node before them (their output is that node's, moved).
+pub fn plan(graph: &Graph, forward: &[bool]) -> Vec<bool> {
+    let n = graph.nodes.len();
+    let Ok(facts) = analyze(graph, &DimBindings::default()) else {
+        return vec![false; n];
+    };
+    let f32_shape = |v: &str| {
+        facts
+            .get(v)
+            .filter(|f| f.dtype == DType::F32)
+            .and_then(|f| f.shape.clone())
+    };
+    let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (j, node) in graph.nodes.iter().enumerate() {
+        for i in node.inputs.iter().filter(|i| !i.is_empty()) {
+            readers.entry(i.as_str()).or_default().push(j);
+        }
+    }
+    // The value node `i`'s output ends up as, past the fused activations that move it on.
+    let final_value = |i: usize| -> Option<&str> {
+        let [out] = graph.nodes[i].outputs.as_slice() else {
+            return None;
+        };
+        let mut v = out.as_str();
+        while let Some([j]) = readers.get(v).map(Vec::as_slice) {
+            match (forward[*j], graph.nodes[*j].outputs.as_slice()) {
+                (true, [next]) => v = next.as_str(),
+                _ => break,
+            }
+        }
+        Some(v)
+    };
+    // Convs that read and write blocked values natively for their analyzed shapes, with a
+    // blocked input (`native_in`) or with an input in planes (`native`; fewer convs).
+    let native_when = |x_blocked: bool| -> Vec<bool> {
+        graph
+            .nodes
+            .iter()
+            .map(|node| {
+                let Op::Conv(attrs) = &node.op else {
+                    return false;
+                };
+                let w = node.inputs.get(1).and_then(|w| graph.constants.get(w));
+                match (f32_shape(&node.inputs[0]), w) {
+                    (Some(xs), Some(w)) => conv::blocked_native(&xs, w.shape(), attrs, x_blocked),
+                    _ => false,
+                }
+            })
+            .collect()
+    };
+    let (native, native_in) = (native_when(false), native_when(true));
+    // Convs with no more output channels than input channels: read blocked and written in
+    // planes (`conv_lanes` spreads its output), they still beat converting their input
+    // for the sgemm, whose patch packing copies the (larger) input.
+    let narrowing: Vec<bool> = graph
+        .nodes
+        .iter()
+        .map(|node| {
+            let w = node.inputs.get(1).and_then(|w| graph.constants.get(w));
+            match (&node.op, w.map(|w| w.shape())) {
+                (Op::Conv(a), Some([m, cg, ..])) => *m <= cg * a.group,
+                _ => false,
+            }
+        })
+        .collect();
+    let is_add = |i: usize| {
+        let node = &graph.nodes[i];
+        matches!(node.op, Op::Binary(BinaryOp::Add))
+            && node.inputs.len() == 2
+            && match (f32_shape(&node.inputs[0]), f32_shape(&node.inputs[1])) {
+                (Some(a), Some(b)) => a == b && blocked::blockable(&a),
+                _ => false,
+            }
+    };
+    let mut held: Vec<bool> = (0..n).map(|i| native_in[i] || is_add(i)).collect();
+    // Drop candidates until every held value's readers read it natively and every held Add
+    // reads held values only; each round drops at least one, so this ends.
+    loop {
+        let source: HashMap<&str, usize> = (0..n)
+            .filter(|&i| held[i])
+            .filter_map(|i| final_value(i).map(|v| (v, i)))
+            .collect();
+        let reads_natively = |r: usize, v: &str| {
+            let node = &graph.nodes[r];
+            let conv_input = (held[r] || narrowing[r])
+                && native_in[r]
+                && node.inputs.first().map(String::as_str) == Some(v)
+                && node.inputs[1..].iter().all(|i| i != v);
+            let add =
+                held[r] && is_add(r) && node.inputs.iter().all(|i| source.contains_key(i.as_str()));
+            conv_input || add
+        };
+        let keep = |i: usize| {
+            let Some(v) = final_value(i) else {
+                return false;
+            };
+            let inputs_held = |i: usize| {
+                graph.nodes[i]
+                    .inputs
+                    .iter()
+                    .all(|x| source.contains_key(x.as_str()))
+            };
+            let writes_natively = match is_add(i) {
+                true => inputs_held(i),
+                // Its input held blocked, or in planes where it takes those too.
+                false => native[i] || source.contains_key(graph.nodes[i].inputs[0].as_str()),
+            };
+            let out_shape_ok = f32_shape(v).is_some_and(|s| blocked::blockable(&s));
+            writes_natively
+                && out_shape_ok
+                && !graph.outputs.iter().any(|o| o.name == v)
+                && readers
+                    .get(v)
+                    .is_some_and(|rs| rs.iter().all(|&r| reads_natively(r, v)))
+        };
+        let drop: Vec<usize> = (0..n).filter(|&i| held[i] && !keep(i)).collect();
+        if drop.is_empty() {
+            return held;
+        }
+        for i in drop {
+            held[i] = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The plan on a small MobileNet-like graph, and fused runs holding values blocked
+    //! against the unfused run, which holds none.
+    use super::*;
+    use crate::exec::test_graph::{decl, node, values};
+    use crate::exec::Runner;
+    use crate::ir::op::{ConvAttrs, Padding, Window};
+    use crate::ir::UnaryOp;
+    use crate::tensor::Tensor;
+
+    fn conv(group: usize, pad: usize) -> Op {
+        Op::Conv(ConvAttrs {
+            window: Window {
+                kernel_shape: None,
+                strides: vec![],
+                dilations: vec![],
+                padding: Padding::Explicit(vec![pad; 4]),
+            },
+            group,
+        })
+    }
+
+    /// a = relu(dw(x)), b = relu(dw2(x)), s = a + b, p = 1x1 16 -> 8 of s (read blocked),
+    /// y = relu(1x1 8 -> 8 of p): a, b and s can be held blocked; p cannot (its reader
+    /// widens nothing but is not narrowing either), y is a graph output.
+    fn graph() -> Graph {
+        let relu = Op::Unary(UnaryOp::Relu);
+        let mut g = Graph {
+            name: "blocked".into(),
+            opset: 17,
+            inputs: vec![decl("x", &[1, 16, 9, 11])],
+            outputs: vec![decl("y", &[1, 8, 9, 11])],
+            nodes: vec![
+                node("dw", conv(16, 1), &["x", "wd", "bd"], "d"),
+                node("relu_a", relu.clone(), &["d"], "a"),
+                node("dw2", conv(16, 1), &["x", "wd2", ""], "d2"),
+                node("relu_b", relu.clone(), &["d2"], "b"),
+                node("add", Op::Binary(BinaryOp::Add), &["a", "b"], "s"),
+                node("project", conv(1, 0), &["s", "wp", "bp"], "p"),
+                node("last", conv(1, 0), &["p", "wl", ""], "l"),
+                node("relu_y", relu, &["l"], "y"),
+            ],
+            ..Default::default()
+        };
+        for (name, shape, seed) in [
+            ("wd", &[16, 1, 3, 3][..], 1),
+            ("bd", &[16], 2),
+            ("wd2", &[16, 1, 3, 3], 3),
+            ("wp", &[8, 16, 1, 1], 4),
+            ("bp", &[8], 5),
+            ("wl", &[8, 8, 1, 1], 6),
+        ] {
+            g.constants.insert(name.into(), values(shape, seed, 0.5));
+        }
+        g
+    }
+
+    fn avx2() -> bool {
+        crate::kernels::sgemm::Kernel::detect() == crate::kernels::sgemm::Kernel::Avx2
+    }
+
+    #[test]
+    fn holds_the_chain_between_native_readers() {
+        let g = graph();
+        let p = crate::exec::prepare::Prepared::new(&g);
+        let held: Vec<&str> = (0..g.nodes.len())
+            .filter(|&i| p.blocked[i])
+            .map(|i| g.nodes[i].name.as_str())
+            .collect();
+        match avx2() {
+            true => assert_eq!(held, ["dw", "dw2", "add"]),
+            false => assert!(held.is_empty(), "{held:?}"),
+        }
+    }
+
+    #[test]
+    fn fused_blocked_run_gives_the_unfused_bits() {
+        let g = graph();
+        let runner = Runner::new(&g).unwrap();
+        let x = values(&[1, 16, 9, 11], 7, 1.0);
+        let inputs = HashMap::from([("x".to_string(), x)]);
+        let fused = runner.run(inputs.clone()).unwrap();
+        let unfused = runner.run_observed(inputs, |_, _| Ok(())).unwrap();
+        let Tensor::F32(y) = &fused[0].1 else {
+            panic!("f32 output")
+        };
+        assert_eq!(y.shape(), [1, 8, 9, 11]);
+        assert!(y.iter().any(|v| *v > 0.0));
+        assert_eq!(fused, unfused);
+    }
+}
