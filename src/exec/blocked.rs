@@ -172,15 +172,15 @@ mod tests {
     }
 
     /// a = relu(dw(x)), b = relu(dw2(x)), s = a + b, p = 1x1 16 -> 8 of s (read blocked),
-    /// y = relu(1x1 8 -> 8 of p): a, b and s can be held blocked; p cannot (its reader
-    /// widens nothing but is not narrowing either), y is a graph output.
+    /// y = relu(1x1 8 -> 16 of p): a, b and s can be held blocked; p cannot: its reader
+    /// writes planes (y is a graph output) and widens.
     fn graph() -> Graph {
         let relu = Op::Unary(UnaryOp::Relu);
         let mut g = Graph {
             name: "blocked".into(),
             opset: 17,
             inputs: vec![decl("x", &[1, 16, 9, 11])],
-            outputs: vec![decl("y", &[1, 8, 9, 11])],
+            outputs: vec![decl("y", &[1, 16, 9, 11])],
             nodes: vec![
                 node("dw", conv(16, 1), &["x", "wd", "bd"], "d"),
                 node("relu_a", relu.clone(), &["d"], "a"),
@@ -199,7 +199,7 @@ mod tests {
             ("wd2", &[16, 1, 3, 3], 3),
             ("wp", &[8, 16, 1, 1], 4),
             ("bp", &[8], 5),
-            ("wl", &[8, 8, 1, 1], 6),
+            ("wl", &[16, 8, 1, 1], 6),
         ] {
             g.constants.insert(name.into(), values(shape, seed, 0.5));
         }
@@ -235,7 +235,7 @@ mod tests {
         let Tensor::F32(y) = &fused[0].1 else {
             panic!("f32 output")
         };
-        assert_eq!(y.shape(), [1, 8, 9, 11]);
+        assert_eq!(y.shape(), [1, 16, 9, 11]);
         assert!(y.iter().any(|v| *v > 0.0));
         assert_eq!(fused, unfused);
     }

@@ -73,18 +73,18 @@ fn ungrouped_pays(p: &Plan) -> bool {
     p.k_plane() > 1 && (p.c < 64 || (p.m <= 32 && p.out_plane() <= 28 * 28) || strided)
 }
 
-/// Whether an ungrouped conv whose input is blocked (read with no gather) runs here: 1x1
-/// convs with at most half as many output channels
-/// as input channels (MobileNet v2's projections; one thread, min of 200, blocked here
-/// against planes on the sgemm: 144 -> 24 on 56x56 0.274 against 0.342 ms, 96 -> 24 0.180
-/// against 0.215, 192 -> 32 on 28x28 0.126 / 0.141, 384 -> 64 on 14x14 0.116 / 0.128),
-/// besides the ones [`ungrouped_pays`] takes anyway. Not wider 1x1 convs (24 -> 144 on
-/// 56x56 0.337 against 0.33, 96 -> 576 on 14x14 0.269 / 0.243; RegNet-X's 400 -> 400 on
-/// 7x7 0.25 against 0.22 in the net). Not with an input in planes either, which this path
-/// reads one broadcast per plane at a time (DenseNet-121's 1x1 convs writing blocked values
-/// for its 3x3 convs: 29.6 -> 31.1 ms in all).
+/// Whether an ungrouped conv whose input is blocked (read with no gather) runs here: every
+/// 1x1 conv. With the reduction walking each block's 8 channels unrolled (`chunk`'s
+/// `BY_BLOCKS`), blocked in and out here against planes on the sgemm (one thread, min of
+/// 200): MobileNet v2's projections 144 -> 24 on 56x56 0.241 against 0.342 ms, 192 -> 32
+/// on 28x28 0.103 / 0.141, 576 -> 96 on 14x14 0.228 / 0.285, 960 -> 160 on 7x7 0.165 /
+/// 0.186; its expansions 24 -> 144 on 56x56 0.311 / 0.328, 96 -> 576 on 14x14 0.240 /
+/// 0.242, 16 -> 96 on 112x112 0.640 / 0.643; 256 -> 64 on 56x56 1.13 / 1.34, 400 -> 400
+/// on 7x7 0.205 / 0.198, 512 -> 2048 on 7x7 1.31 / 1.29. Not with an input in planes, which
+/// this path reads one broadcast per plane at a time (DenseNet-121's 1x1 convs writing
+/// blocked values for its 3x3 convs: 29.6 -> 31.1 ms in all), nor the convs Winograd takes.
 fn blocked_pays(p: &Plan) -> bool {
-    p.k_plane() == 1 && 2 * p.m <= p.c
+    p.k_plane() == 1
 }
 
 /// Extent of spatial axis `i` once padded: enough for every tap of every output.
@@ -125,7 +125,11 @@ const BLOCK_WEIGHTS: usize = 1536;
 fn block_channels(p: &Plan) -> usize {
     let per_channel = p.k_plane() * LANES;
     let blocks = (p.cg() * per_channel).div_ceil(BLOCK_WEIGHTS).max(1);
-    p.cg().div_ceil(blocks)
+    match p.k_plane() {
+        // Whole blocks of 8 channels, which a blocked input's 1x1 reduction walks unrolled.
+        1 => p.cg().div_ceil(blocks).next_multiple_of(LANES).min(p.cg()),
+        _ => p.cg().div_ceil(blocks),
+    }
 }
 
 /// Output positions per task (a band of whole or partial rows, in output order): the
@@ -374,6 +378,12 @@ mod imp {
                 first: ci0 == 0,
                 last: ci0 + cb >= cg,
             };
+            // A 1x1 conv on a blocked input whose reduction block is whole blocks of 8
+            // channels: the reduction walks each block's 8 channels unrolled.
+            let by_blocks = j.taps.len() == 1
+                && j.ps == LANES
+                && block.ci0.is_multiple_of(LANES)
+                && block.ci1.is_multiple_of(LANES);
             let mut v0 = t.c0;
             for v in passes(pm / LANES) {
                 let r_max = if v == 3 { R3 } else { MAX_R };
@@ -396,7 +406,11 @@ mod imp {
                         ($(($v:literal, $r:literal))*) => {
                             match (v, r) {
                                 $(($v, $r) => {
-                                    chunk::<$r, $v>(j, &block, &offs, v0, (op.add(at), stride))
+                                    let out = (op.add(at), stride);
+                                    match by_blocks {
+                                        true => chunk::<$r, $v, true>(j, &block, &offs, v0, out),
+                                        false => chunk::<$r, $v, false>(j, &block, &offs, v0, out),
+                                    }
                                 })*
                                 _ => unreachable!("passes of 1 to 3 vectors, chunks of 1 to 6"),
                             }
@@ -439,7 +453,7 @@ mod imp {
     /// grouped convs took 1.3x im2col's time).
     #[inline(never)]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn chunk<const R: usize, const V: usize>(
+    unsafe fn chunk<const R: usize, const V: usize, const BY_BLOCKS: bool>(
         j: &Job,
         b: &Block,
         offs: &[usize; MAX_R],
@@ -462,7 +476,26 @@ mod imp {
             j.w.as_ptr()
                 .add((v0 / LANES * kdim + b.ci0 * j.taps.len()) * LANES);
         let xp = j.x.as_ptr();
-        for ci in b.ci0..b.ci1 {
+        if BY_BLOCKS {
+            // One tap at offset 0 (`taps == [0]`); channel `cb + l` at `chan[cb] + l`.
+            for cb in (b.ci0..b.ci1).step_by(LANES) {
+                let x = xp.add(j.chan[cb]);
+                for l in 0..LANES {
+                    let mut wv = [_mm256_setzero_ps(); V];
+                    for (v, wv) in wv.iter_mut().enumerate() {
+                        *wv = _mm256_loadu_ps(w.add(v * kdim * LANES + l * LANES));
+                    }
+                    for (acc, &o) in acc.iter_mut().zip(&offs) {
+                        let xv = _mm256_broadcast_ss(&*x.add(o + l));
+                        for (a, &wv) in acc.iter_mut().zip(&wv) {
+                            *a = _mm256_fmadd_ps(wv, xv, *a);
+                        }
+                    }
+                }
+                w = w.add(LANES * LANES);
+            }
+        }
+        for ci in (b.ci0..b.ci1).filter(|_| !BY_BLOCKS) {
             let x = xp.add(j.chan[ci]);
             for &t in j.taps {
                 let x = x.add(t);
@@ -578,8 +611,8 @@ mod tests {
         ];
         let mut checked = 0;
         // Grouped, then ungrouped (passes of 2, 3 + 2, 1 vectors; 3x3 or larger, and the 1x1
-        // 48 -> 24 a blocked input brings here; 50 channels: a 3x3 reduction in blocks of
-        // 17, 17 and 16 channels).
+        // 48 -> 24 and 208 -> 16 a blocked input brings here, the latter reduced in two
+        // blocks of 104 channels; 50 channels: a 3x3 reduction in blocks of 17, 17 and 16).
         let shapes = [
             (3, 16, 16),
             (2, 4, 8),
@@ -589,6 +622,7 @@ mod tests {
             (1, 3, 8),
             (1, 50, 16),
             (1, 48, 24),
+            (1, 208, 16),
         ];
         let mut blocked = 0;
         for (groups, cg, mg) in shapes {
