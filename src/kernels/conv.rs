@@ -20,6 +20,10 @@
 //! output channels on planes up to 28x28, or strides: the ResNets' 3x3 stride-2 convs),
 //! ahead of Winograd and `conv_direct`.
 //!
+//! Input and output may each be held in planes (NCHW) or blocked (NCHW8c, `blocked.rs`):
+//! [`conv_f32_io`] runs `conv_lanes` and the interleaved depthwise path on blocked values
+//! as they are, and converts a blocked input to planes for any other path.
+//!
 //! Everything is written for 3 spatial dims; 1-D and 2-D convs are lifted to 3-D by adding
 //! leading spatial dims of size 1, which changes neither the data layout nor the math.
 
@@ -168,7 +172,8 @@ pub fn conv_f32_with(
 
 /// [`conv_f32_with`] on an input held in layout `lin` (a blocked input is `[N, C/8, H, W,
 /// 8]`), writing the output blocked when `want` says so and the path it takes writes that
-/// layout natively (`conv_lanes`); returns the output and the layout it is in. A path that
+/// layout natively (`conv_lanes`, the interleaved depthwise path); returns the output and
+/// the layout it is in. A path that
 /// reads planes only gets a blocked input converted first. Either way the same bits.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_f32_io(
