@@ -193,7 +193,9 @@ pub fn conv_f32_io(
     let p = plan(&xs, w.shape(), b.map(|b| b.shape()), attrs)?;
     crate::tensor::limits::check_alloc(&p.out_shape, DType::F32)?;
     let dw = depthwise_geometry(&p);
-    let blocked_pays = blocked_path(&p, lin == Layout::Blocked);
+    // Asked only when a blocked layout is in play: plain calls skip the path checks.
+    let blocked_pays = (lin == Layout::Blocked || want == Layout::Blocked)
+        && blocked_path(&p, lin == Layout::Blocked);
     if lin == Layout::Blocked && !blocked_pays {
         let x = blocked::to_planes(x);
         return conv_f32_io(

@@ -179,14 +179,14 @@ mod imp {
             *p = x[(b * g.c + ch) * in_plane..][..in_plane].as_ptr();
         }
         // A blocked input is interleaved already: its rows are copied as they are.
-        let rows_in = (io.0 == Layout::Blocked).then(|| x[(b * g.c + o0) * in_plane..].as_ptr());
-        for y in (0..ih).filter(|_| rows_in.is_some()) {
-            let src = rows_in.expect("blocked").add(y * iw * GROUP);
+        for y in 0..ih {
             let row = buf.add(((y + ph) * wp + pw) * GROUP);
-            std::ptr::copy_nonoverlapping(src, row, iw * GROUP);
-        }
-        for y in (0..ih).filter(|_| rows_in.is_none()) {
-            let row = buf.add(((y + ph) * wp + pw) * GROUP);
+            if io.0 == Layout::Blocked {
+                // One channel per group (`blocked_io`): block `o0 / 8` of the input.
+                let src = x[(b * g.c + o0) * in_plane + y * iw * GROUP..].as_ptr();
+                std::ptr::copy_nonoverlapping(src, row, iw * GROUP);
+                continue;
+            }
             let mut c = 0;
             while c < iw {
                 let n = GROUP.min(iw - c);
