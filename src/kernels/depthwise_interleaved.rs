@@ -127,7 +127,7 @@ mod imp {
     use super::super::blocked::Layout;
     use super::super::gemm::SendPtr;
     use super::super::sgemm::{clamp_avx2 as clamp, Activation};
-    use super::super::transpose_avx2::{lane_mask, spread, transpose8};
+    use super::super::transpose_avx2::{lane_mask, spread, store_positions, transpose8};
     use super::{Geometry, Padded, Scratch, GROUP, MAX_TAPS, SLACK};
     use std::arch::x86_64::*;
 
@@ -199,9 +199,7 @@ mod imp {
                     };
                 }
                 let dst = row.add(c * GROUP);
-                for (j, v) in transpose8(rows).into_iter().enumerate().take(n) {
-                    _mm256_storeu_ps(dst.add(j * GROUP), v);
-                }
+                store_positions(transpose8(rows), n, dst);
                 c += GROUP;
             }
         }

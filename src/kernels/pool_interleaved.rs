@@ -5,8 +5,12 @@
 //! (`pool_flat`), 7x7 outputs spent most of their time in per-plane and per-row set-up:
 //! GoogLeNet's 14x14 -> 7x7 MaxPool on 832 planes took 0.34 ms, onnxruntime 0.03.
 //!
-//! For f32 on AVX2 the gather and the spread are 8x8 transposes in registers
-//! (`transpose_avx2.rs`), other types go element by element.
+//! For f32 on AVX2 (`avx2::group`) the gather and the spread are 8x8 transposes in registers
+//! (`transpose_avx2.rs`), the gather notes any NaN on the way, and NaN-free groups fold by
+//! `vmaxps` in registers; other types, and groups holding a NaN, fold element by element.
+//! A 111x111 -> 55x55 MaxPool on 64 planes (SqueezeNet's first; one thread, min of 300)
+//! took 0.31-0.46 ms before that path, with a separate NaN pass, the whole padded buffer
+//! set to -inf per call and a memcpy per transpose, and 0.23-0.24 ms with it.
 //!
 //! Padding holds -inf (the integer minimum), as in `pool_flat`. Each output element folds
 //! its taps in window order from the first with `pool_flat`'s `pick` rule, so the bits are
@@ -65,13 +69,7 @@ pub(super) fn max_planes<T: Elem>(g: &Geometry, xd: &[T], out: &mut [T]) -> usiz
     let group_out = GROUP * g.out_plane;
     let run = |i: usize, dst: &mut [T], buf: &mut Scratch<T>| {
         let src = &xd[i * GROUP * g.in_plane..][..GROUP * g.in_plane];
-        // A fold, not `any`: it vectorizes.
-        #[allow(clippy::eq_op)]
-        let nan = src.iter().fold(false, |any, &v| any | (v != v));
-        match nan {
-            true => group_dispatch::<T, true>(g, &l, src, dst, buf),
-            false => group_dispatch::<T, false>(g, &l, src, dst, buf),
-        }
+        group_dispatch(g, &l, src, dst, buf)
     };
     let head = &mut out[..groups * group_out];
     let work = head.len().saturating_mul(l.taps.len());
@@ -105,34 +103,57 @@ impl<T> Default for Scratch<T> {
     }
 }
 
-fn group_dispatch<T: Elem, const NAN: bool>(
-    g: &Geometry,
-    l: &Layout,
-    src: &[T],
-    dst: &mut [T],
-    buf: &mut Scratch<T>,
-) {
+impl<T: Elem> Scratch<T> {
+    /// Sizes the buffers for `l` and `op` output positions (they only grow) and sets the
+    /// input buffer's padding, the positions outside the input's rows and columns, to -inf
+    /// (the rest is gathered). Setting the whole buffer per call took 12% of a 111x111 ->
+    /// 55x55 MaxPool; the padding is a border of a row or two.
+    fn size(&mut self, l: &Layout, ((rows, cols), (pt, pl)): Inside, op: usize) {
+        let fill = [T::from_f64(f64::NEG_INFINITY); GROUP];
+        if self.input.len() < l.hp * l.wp {
+            self.input.resize(l.hp * l.wp, fill);
+        }
+        if self.output.len() < op + GROUP {
+            self.output.resize(op + GROUP, fill);
+        }
+        let buf = &mut self.input[..l.hp * l.wp];
+        let (top, rest) = buf.split_at_mut(pt * l.wp);
+        top.fill(fill);
+        let (middle, bottom) = rest.split_at_mut(rows * l.wp);
+        bottom.fill(fill);
+        for row in middle.chunks_exact_mut(l.wp) {
+            row[..pl].fill(fill);
+            row[pl + cols..].fill(fill);
+        }
+    }
+}
+
+thread_local! {
+    /// The f32 path's buffers, kept by each thread between calls (a 111x111 plane of eight
+    /// lanes is 394 KB, the largest `applies` takes 415 KB).
+    static F32_SCRATCH: std::cell::RefCell<Scratch<f32>> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// One group of `GROUP` planes (`src`, `dst`). f32 on AVX2 takes `avx2::group`; other
+/// types and CPUs fold element by element, after one pass over `src` for NaNs.
+fn group_dispatch<T: Elem>(g: &Geometry, l: &Layout, src: &[T], dst: &mut [T], s: &mut Scratch<T>) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked just above.
-        return unsafe { group_avx2::<T, NAN>(g, l, src, dst, buf) };
+        if let (Some(src), Some(dst)) = (as_f32(src), as_f32_mut(dst)) {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return F32_SCRATCH.with_borrow_mut(|s| unsafe { avx2::group(g, l, src, dst, s) });
+        }
     }
-    group::<T, NAN, false>(g, l, src, dst, buf)
+    // A fold, not `any`: it vectorizes.
+    #[allow(clippy::eq_op)]
+    let nan = src.iter().fold(false, |any, &v| any | (v != v));
+    match nan {
+        true => group::<T, true>(g, l, src, dst, s),
+        false => group::<T, false>(g, l, src, dst, s),
+    }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn group_avx2<T: Elem, const NAN: bool>(
-    g: &Geometry,
-    l: &Layout,
-    src: &[T],
-    dst: &mut [T],
-    buf: &mut Scratch<T>,
-) {
-    group::<T, NAN, true>(g, l, src, dst, buf)
-}
-
-/// Whether `T` is f32 (then the AVX2 transposes apply).
+/// Whether `T` is f32 (then the AVX2 path applies).
 fn is_f32<T: Elem>() -> bool {
     std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
 }
@@ -150,57 +171,60 @@ fn as_f32_mut<T: Elem>(s: &mut [T]) -> Option<&mut [f32]> {
         .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
 }
 
-/// One group: `src` and `dst` hold `GROUP` planes each. With `AVX2` (compiled and checked
-/// for it), f32 planes are gathered and spread by 8x8 transposes (`transpose_avx2.rs`),
-/// eight positions at a time; element by element, the 14x14 and 28x28 outputs took longer
-/// this way than plane by plane.
-#[inline(always)]
-fn group<T: Elem, const NAN: bool, const AVX2: bool>(
+/// The inside of the padded plane: the input rows and columns some window reads, and where
+/// they start (top and left padding).
+type Inside = ((usize, usize), (usize, usize));
+
+/// `g`'s `Inside` in the layout `l`.
+fn inside(g: &Geometry, l: &Layout) -> Inside {
+    let [_, ih, iw] = g.input;
+    let [_, pt, pl] = g.pb;
+    let rows = ih.min(l.hp.saturating_sub(pt));
+    let cols = iw.min(l.wp.saturating_sub(pl));
+    ((rows, cols), (pt, pl))
+}
+
+/// One group element by element: gathers the eight planes into the padded buffer, folds
+/// every output's taps with `pick::<T, NAN>`, spreads the outputs into the planes.
+fn group<T: Elem, const NAN: bool>(
     g: &Geometry,
     l: &Layout,
     src: &[T],
     dst: &mut [T],
     s: &mut Scratch<T>,
 ) {
-    let fill = T::from_f64(f64::NEG_INFINITY);
-    let [_, ih, iw] = g.input;
-    let [_, pt, pl] = g.pb;
-    let [_, sy, sx] = g.strides;
-    let [_, oh, ow] = g.output;
+    let [_, _, iw] = g.input;
     let (ip, op) = (g.in_plane, g.out_plane);
-    // The padded interleaved plane: rows and columns inside the input gathered from the
-    // eight planes, the rest left at -inf. Every group of a call writes the same positions,
-    // so the padding is written once per task.
-    let buf = &mut s.input;
-    if buf.len() != l.hp * l.wp {
-        buf.clear();
-        buf.resize(l.hp * l.wp, [fill; GROUP]);
-    }
-    let (rows, cols) = (
-        ih.min(l.hp.saturating_sub(pt)),
-        iw.min(l.wp.saturating_sub(pl)),
-    );
-    #[cfg(target_arch = "x86_64")]
-    if let (true, Some(src)) = (AVX2, as_f32(src)) {
-        let buf = as_f32_mut(buf.as_flattened_mut()).expect("f32 like src");
-        // SAFETY: AVX2 was checked by the caller of `group_avx2`, the only one to pass
-        // AVX2; `src` holds the eight planes and `buf` the padded plane (asserted inside).
-        unsafe { avx2::gather(src, ip, iw, (rows, cols), (pt * l.wp + pl, l.wp), buf) };
-    }
-    if !(AVX2 && cfg!(target_arch = "x86_64") && is_f32::<T>()) {
-        for y in 0..rows {
-            let row = &mut buf[(y + pt) * l.wp + pl..][..cols];
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = std::array::from_fn(|c| src[c * ip + y * iw + j]);
-            }
+    let ((rows, cols), (pt, pl)) = inside(g, l);
+    s.size(l, inside(g, l), op);
+    for y in 0..rows {
+        let row = &mut s.input[(y + pt) * l.wp + pl..][..cols];
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = std::array::from_fn(|c| src[c * ip + y * iw + j]);
         }
     }
+    fold_all::<T, NAN>(g, l, &s.input, &mut s.output);
+    assert!(dst.len() >= GROUP * op);
+    for (q, v) in s.output[..op].iter().enumerate() {
+        for (c, &v) in v.iter().enumerate() {
+            dst[c * op + q] = v;
+        }
+    }
+}
+
+/// Every output position of the group from the padded buffer `buf` into `out`.
+fn fold_all<T: Elem, const NAN: bool>(
+    g: &Geometry,
+    l: &Layout,
+    buf: &[[T; GROUP]],
+    out: &mut [[T; GROUP]],
+) {
+    let [_, sy, sx] = g.strides;
+    let [_, oh, ow] = g.output;
     // The last position any output's tap reads is inside the buffer.
     let last_tap = l.taps.iter().max().copied().unwrap_or(0);
     assert!((oh - 1) * sy * l.wp + (ow - 1) * sx + last_tap < buf.len());
-    assert!(dst.len() >= (GROUP - 1) * op + oh * ow);
-    let out = &mut s.output;
-    out.resize(op + GROUP, [fill; GROUP]);
+    assert!(out.len() >= oh * ow);
     for oy in 0..oh {
         let mut ox = 0;
         // Four outputs at a time (four independent chains of max), then one at a time.
@@ -213,45 +237,66 @@ fn group<T: Elem, const NAN: bool, const AVX2: bool>(
             ox += 1;
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    if let (true, Some(dst)) = (AVX2, as_f32_mut(dst)) {
-        let out = as_f32(out.as_flattened()).expect("f32 like dst");
-        // SAFETY: as for the gather; `out` holds `op + GROUP` positions, `dst` the eight
-        // planes (asserted inside).
-        unsafe { avx2::spread(out, op, dst) };
-        return;
-    }
-    for (q, v) in out[..op].iter().enumerate() {
-        for (c, &v) in v.iter().enumerate() {
-            dst[c * op + q] = v;
-        }
-    }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::super::transpose_avx2::{lane_mask, transpose8};
-    use super::GROUP;
+    use super::super::pool::Geometry;
+    use super::super::transpose_avx2::{lane_mask, store_positions, transpose8};
+    use super::{inside, Layout, Scratch, GROUP};
     use std::arch::x86_64::*;
+
+    /// One group of f32 planes: gathered by 8x8 transposes (checking for NaN on the way),
+    /// folded by `vmaxps` in registers (or by `fold_all` with the NaN rule if a NaN was
+    /// read), spread back by transposes. Element by element, the 14x14 and 28x28 outputs
+    /// took longer this way than plane by plane; the NaN check as its own pass over `src`
+    /// and the fold through `[f32; 8]` arrays took half of a 111x111 -> 55x55 MaxPool.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn group(
+        g: &Geometry,
+        l: &Layout,
+        src: &[f32],
+        dst: &mut [f32],
+        s: &mut Scratch<f32>,
+    ) {
+        let [_, _, iw] = g.input;
+        let (ip, op) = (g.in_plane, g.out_plane);
+        let ((rows, cols), (pt, pl)) = inside(g, l);
+        s.size(l, inside(g, l), op);
+        let buf = s.input.as_flattened_mut();
+        let nan = gather(src, ip, iw, (rows, cols), (pt * l.wp + pl, l.wp), buf);
+        match nan {
+            true => super::fold_all::<f32, true>(g, l, &s.input, &mut s.output),
+            false => fold_all(g, l, s.input.as_flattened(), s.output.as_flattened_mut()),
+        }
+        assert!(s.output.len() >= op + GROUP && dst.len() >= GROUP * op);
+        super::super::transpose_avx2::spread(
+            (s.output.as_flattened().as_ptr(), GROUP),
+            op,
+            GROUP,
+            (dst.as_mut_ptr(), op),
+        );
+    }
 
     /// `rows x cols` positions of the eight planes of `src` (`ip` apart, rows `iw` long)
     /// into the interleaved `buf`, position `(y, c)` to `at + y * wp + c`; eight columns of
-    /// a row at a time, transposed.
+    /// a row at a time, transposed. Returns whether any value read is NaN.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn gather(
+    unsafe fn gather(
         src: &[f32],
         ip: usize,
         iw: usize,
         (rows, cols): (usize, usize),
         (at, wp): (usize, usize),
         buf: &mut [f32],
-    ) {
+    ) -> bool {
         if rows == 0 || cols == 0 {
-            return;
+            return false;
         }
         assert!(src.len() >= (GROUP - 1) * ip + (rows - 1) * iw + cols);
         assert!(buf.len() >= (at + (rows - 1) * wp + cols) * GROUP);
         let (s, b) = (src.as_ptr(), buf.as_mut_ptr());
+        let mut nan = _mm256_setzero_ps();
         for y in 0..rows {
             let row = b.add((at + y * wp) * GROUP);
             let mut c = 0;
@@ -264,26 +309,54 @@ mod avx2 {
                         GROUP => _mm256_loadu_ps(p),
                         _ => _mm256_maskload_ps(p, lane_mask(n)),
                     };
+                    nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(*v, *v));
                 }
-                for (j, v) in transpose8(v).into_iter().enumerate().take(n) {
-                    _mm256_storeu_ps(row.add((c + j) * GROUP), v);
-                }
+                store_positions(transpose8(v), n, row.add(c * GROUP));
                 c += GROUP;
             }
         }
+        _mm256_movemask_ps(nan) != 0
     }
 
-    /// The interleaved outputs `out` (`op` positions and `GROUP` more, read and dropped)
-    /// into the eight planes of `dst`, eight positions at a time, transposed.
+    /// `fold_all` for NaN-free f32: `vmaxps(v, m)` is `v > m ? v : m`, `pick`'s rule.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn spread(out: &[f32], op: usize, dst: &mut [f32]) {
-        assert!(out.len() >= (op + GROUP) * GROUP && dst.len() >= GROUP * op);
-        super::super::transpose_avx2::spread(
-            (out.as_ptr(), GROUP),
-            op,
-            GROUP,
-            (dst.as_mut_ptr(), op),
-        );
+    unsafe fn fold_all(g: &Geometry, l: &Layout, buf: &[f32], out: &mut [f32]) {
+        let [_, sy, sx] = g.strides;
+        let [_, oh, ow] = g.output;
+        let last_tap = l.taps.iter().max().copied().unwrap_or(0);
+        assert!(((oh - 1) * sy * l.wp + (ow - 1) * sx + last_tap + 1) * GROUP <= buf.len());
+        assert!(out.len() >= oh * ow * GROUP);
+        let (t0, rest) = l.taps.split_first().expect("a window has taps");
+        let (b, o) = (buf.as_ptr(), out.as_mut_ptr());
+        let at = |p: usize| _mm256_loadu_ps(b.add(p * GROUP));
+        for oy in 0..oh {
+            let row = oy * sy * l.wp;
+            let dst = o.add(oy * ow * GROUP);
+            let mut ox = 0;
+            // Four outputs at a time: four independent chains of max.
+            while ox + 4 <= ow {
+                let p = row + ox * sx;
+                let mut acc: [__m256; 4] = std::array::from_fn(|q| at(p + q * sx + t0));
+                for &t in rest {
+                    for (q, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm256_max_ps(at(p + q * sx + t), *acc);
+                    }
+                }
+                for (q, acc) in acc.into_iter().enumerate() {
+                    _mm256_storeu_ps(dst.add((ox + q) * GROUP), acc);
+                }
+                ox += 4;
+            }
+            while ox < ow {
+                let p = row + ox * sx;
+                let mut acc = at(p + t0);
+                for &t in rest {
+                    acc = _mm256_max_ps(at(p + t), acc);
+                }
+                _mm256_storeu_ps(dst.add(ox * GROUP), acc);
+                ox += 1;
+            }
+        }
     }
 }
 
