@@ -1,13 +1,17 @@
-//! Which values fused runs hold blocked (NCHW8c, `kernels::blocked`): the outputs of Convs
-//! and Adds whose every reader reads them blocked natively, so chains such as MobileNet's
-//! 1x1 -> depthwise -> 1x1 -> Add pass their values without the 8x8 transposes each kernel
+//! Which values fused runs hold blocked (NCHW8c, `kernels::blocked`): the outputs of Convs,
+//! Adds, MaxPools and channel Concats whose every reader reads them blocked natively, so
+//! chains such as MobileNet's 1x1 -> depthwise -> 1x1 -> Add or SqueezeNet's MaxPool ->
+//! squeeze -> expand -> Concat pass their values without the 8x8 transposes each kernel
 //! with the channels in its vector lanes would otherwise do on the way in and out.
 //!
 //! A node's output is held blocked when the node writes it so natively (a Conv whose path
-//! does for its shapes, `conv::blocked_native`; an Add of two blocked values of one shape),
-//! it is not a graph output, and every node that reads it (past fused activations, which
-//! pass the value on) is such a Conv reading it as its input or such an Add, itself writing
-//! its output blocked or having no more output channels than input channels. (A Conv
+//! does for its shapes, `conv::blocked_native`; an Add of two blocked values of one shape;
+//! a MaxPool `pool::max_pool_blocked_capable` takes, from either layout; a channel Concat of
+//! blocked values), it is not a graph output, and every node that reads it (past fused
+//! activations, which pass the value on) is such a Conv reading it as its input, itself
+//! writing its output blocked or having no more output channels than input channels, or
+//! such an Add or Concat writing its output blocked, or such a MaxPool (which reads a
+//! blocked input by row copies, whatever it writes). (A Conv
 //! reading a blocked input but writing planes runs on `conv_lanes`, with its spread, where
 //! the sgemm would run a widening one faster: EfficientNet-B0's 1x1 expansions, whose
 //! outputs go to SiLU, took the whole net 1.07x as long.) Shapes come
@@ -18,7 +22,7 @@
 
 use crate::ir::analyze::{analyze, DimBindings};
 use crate::ir::{BinaryOp, Graph, Op};
-use crate::kernels::{blocked, conv};
+use crate::kernels::{blocked, conv, pool};
 use crate::tensor::DType;
 use std::collections::HashMap;
 
@@ -88,6 +92,24 @@ pub fn plan(graph: &Graph, forward: &[bool]) -> Vec<bool> {
             }
         })
         .collect();
+    // Concats whose inputs begin with all of another Concat's (`Plan::extends` may chain
+    // them).
+    let concats: Vec<usize> = (0..n)
+        .filter(|&i| matches!(graph.nodes[i].op, Op::Concat { .. }))
+        .collect();
+    let chained: Vec<usize> = concats
+        .iter()
+        .copied()
+        .filter(|&i| {
+            let prefix_of = |a: usize, b: usize| {
+                let (a, b) = (&graph.nodes[a].inputs, &graph.nodes[b].inputs);
+                a.len() < b.len() && b[..a.len()] == a[..]
+            };
+            concats
+                .iter()
+                .any(|&j| j != i && (prefix_of(i, j) || prefix_of(j, i)))
+        })
+        .collect();
     let is_add = |i: usize| {
         let node = &graph.nodes[i];
         matches!(node.op, Op::Binary(BinaryOp::Add))
@@ -97,7 +119,38 @@ pub fn plan(graph: &Graph, forward: &[bool]) -> Vec<bool> {
                 _ => false,
             }
     };
-    let mut held: Vec<bool> = (0..n).map(|i| native_in[i] || is_add(i)).collect();
+    // MaxPools whose kernel reads and writes blocked values for their shapes.
+    let is_pool = |i: usize| {
+        let node = &graph.nodes[i];
+        match &node.op {
+            Op::MaxPool(a) => {
+                node.outputs.len() == 1
+                    && f32_shape(&node.inputs[0])
+                        .is_some_and(|xs| pool::max_pool_blocked_capable(&xs, a))
+            }
+            _ => false,
+        }
+    };
+    // Channel Concats of blockable values of one image size, not in a chain of Concats
+    // extending one another (DenseNet's; the Runner runs those on their kept planes).
+    let is_concat = |i: usize| {
+        let node = &graph.nodes[i];
+        let Op::Concat { axis } = node.op else {
+            return false;
+        };
+        let shapes: Option<Vec<Vec<usize>>> = node.inputs.iter().map(|v| f32_shape(v)).collect();
+        let Some(shapes) = shapes.filter(|s| !s.is_empty()) else {
+            return false;
+        };
+        blocked::is_channel_axis(axis)
+            && !chained.contains(&i)
+            && shapes
+                .iter()
+                .all(|s| blocked::blockable(s) && s[0] == shapes[0][0] && s[2..] == shapes[0][2..])
+    };
+    let mut held: Vec<bool> = (0..n)
+        .map(|i| native_in[i] || is_add(i) || is_pool(i) || is_concat(i))
+        .collect();
     // Drop candidates until every held value's readers read it natively and every held Add
     // reads held values only; each round drops at least one, so this ends.
     loop {
@@ -111,9 +164,12 @@ pub fn plan(graph: &Graph, forward: &[bool]) -> Vec<bool> {
                 && native_in[r]
                 && node.inputs.first().map(String::as_str) == Some(v)
                 && node.inputs[1..].iter().all(|i| i != v);
-            let add =
-                held[r] && is_add(r) && node.inputs.iter().all(|i| source.contains_key(i.as_str()));
-            conv_input || add
+            let all_held = || node.inputs.iter().all(|i| source.contains_key(i.as_str()));
+            let add = held[r] && is_add(r) && all_held();
+            let concat = held[r] && is_concat(r) && all_held();
+            // A MaxPool reads a blocked value with row copies, held output or not.
+            let pool = is_pool(r) && node.inputs[0] == v;
+            conv_input || add || concat || pool
         };
         let keep = |i: usize| {
             let Some(v) = final_value(i) else {
@@ -125,10 +181,12 @@ pub fn plan(graph: &Graph, forward: &[bool]) -> Vec<bool> {
                     .iter()
                     .all(|x| source.contains_key(x.as_str()))
             };
-            let writes_natively = match is_add(i) {
-                true => inputs_held(i),
-                // Its input held blocked, or in planes where it takes those too.
-                false => native[i] || source.contains_key(graph.nodes[i].inputs[0].as_str()),
+            let writes_natively = if is_add(i) || is_concat(i) {
+                inputs_held(i)
+            } else {
+                // A MaxPool from either layout; a Conv from its input held blocked, or in
+                // planes where it takes those too.
+                is_pool(i) || native[i] || source.contains_key(graph.nodes[i].inputs[0].as_str())
             };
             let out_shape_ok = f32_shape(v).is_some_and(|s| blocked::blockable(&s));
             writes_natively
@@ -237,6 +295,77 @@ mod tests {
         };
         assert_eq!(y.shape(), [1, 16, 9, 11]);
         assert!(y.iter().any(|v| *v > 0.0));
+        assert_eq!(fused, unfused);
+    }
+
+    /// A SqueezeNet-like fire module after a MaxPool: pool -> squeeze (1x1) -> expand 1x1
+    /// and 3x3 -> Concat -> last 1x1 (the graph output): everything but `last` is held.
+    fn fire() -> Graph {
+        let relu = Op::Unary(UnaryOp::Relu);
+        let pool = Op::MaxPool(crate::ir::op::PoolAttrs {
+            window: Window {
+                kernel_shape: Some(vec![3, 3]),
+                strides: vec![2, 2],
+                dilations: vec![],
+                padding: Padding::Explicit(vec![0; 4]),
+            },
+            ceil_mode: true,
+            count_include_pad: false,
+            column_major_indices: false,
+        });
+        let mut g = Graph {
+            name: "fire".into(),
+            opset: 17,
+            inputs: vec![decl("x", &[1, 16, 12, 12])],
+            outputs: vec![decl("y", &[1, 8, 6, 6])],
+            nodes: vec![
+                node("pool", pool, &["x"], "p"),
+                node("squeeze", conv(1, 0), &["p", "ws", "bs"], "s0"),
+                node("relu_s", relu.clone(), &["s0"], "s"),
+                node("e1", conv(1, 0), &["s", "w1", "b1"], "a0"),
+                node("relu_1", relu.clone(), &["a0"], "a"),
+                node("e3", conv(1, 1), &["s", "w3", "b3"], "b0"),
+                node("relu_3", relu, &["b0"], "b"),
+                node("cat", Op::Concat { axis: 1 }, &["a", "b"], "c"),
+                node("last", conv(1, 0), &["c", "wl", ""], "y"),
+            ],
+            ..Default::default()
+        };
+        for (name, shape, seed) in [
+            ("ws", &[8, 16, 1, 1][..], 11),
+            ("bs", &[8], 12),
+            ("w1", &[16, 8, 1, 1], 13),
+            ("b1", &[16], 14),
+            ("w3", &[16, 8, 3, 3], 15),
+            ("b3", &[16], 16),
+            ("wl", &[8, 32, 1, 1], 17),
+        ] {
+            g.constants.insert(name.into(), values(shape, seed, 0.5));
+        }
+        g
+    }
+
+    #[test]
+    fn holds_a_fire_module_from_its_max_pool_to_its_concat() {
+        let g = fire();
+        let p = crate::exec::prepare::Prepared::new(&g);
+        let held: Vec<&str> = (0..g.nodes.len())
+            .filter(|&i| p.blocked[i])
+            .map(|i| g.nodes[i].name.as_str())
+            .collect();
+        match avx2() {
+            true => assert_eq!(held, ["pool", "squeeze", "e1", "e3", "cat"]),
+            false => assert!(held.is_empty(), "{held:?}"),
+        }
+        let runner = Runner::new(&g).unwrap();
+        let inputs = HashMap::from([("x".to_string(), values(&[1, 16, 12, 12], 18, 1.0))]);
+        let fused = runner.run(inputs.clone()).unwrap();
+        let unfused = runner.run_observed(inputs, |_, _| Ok(())).unwrap();
+        let Tensor::F32(y) = &fused[0].1 else {
+            panic!("f32 output")
+        };
+        assert_eq!(y.shape(), [1, 8, 6, 6]);
+        assert!(y.iter().any(|v| *v != 0.0));
         assert_eq!(fused, unfused);
     }
 }

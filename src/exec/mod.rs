@@ -287,19 +287,28 @@ impl<'g> Runner<'g> {
                 }
                 continue;
             }
-            // Blocked values are read as they are by a Conv (as X) and by an Add of blocked
-            // values of one shape, and converted to planes in their slot for anyone else.
+            // Blocked values are read as they are by a Conv or a MaxPool (as X), by an Add of
+            // blocked values of one shape and by a channel Concat of blocked values, and
+            // converted to planes in their slot for anyone else.
             let blocked_add = matches!(node.op, Op::Binary(BinaryOp::Add))
                 && all_blocked_alike(&plan.node_inputs[i], &slots);
+            let blocked_concat = matches!(node.op, Op::Concat { axis } if kernels::blocked::is_channel_axis(axis))
+                && plan.extends[i].is_none()
+                && all_blocked(&plan.node_inputs[i], &slots);
+            let reads_x = match node.op {
+                Op::Conv(_) => true,
+                Op::MaxPool(_) => node.outputs.len() == 1,
+                _ => false,
+            };
             for (k, s) in plan.node_inputs[i].iter().enumerate() {
-                let native = blocked_add || (k == 0 && matches!(node.op, Op::Conv(_)));
+                let native = blocked_add || blocked_concat || (k == 0 && reads_x);
                 if let (Some(s), false) = (*s, native) {
                     if let Slot::Blocked(t) = &slots[s] {
                         slots[s] = Slot::Owned(kernels::blocked::unblock(t)?);
                     }
                 }
             }
-            let x_blocked = matches!(node.op, Op::Conv(_))
+            let x_blocked = reads_x
                 && matches!(plan.node_inputs[i].first(), Some(Some(s)) if matches!(slots[*s], Slot::Blocked(_)));
             let point = prep.point[i].filter(|_| fuse);
             let taken = self.take_in_place(i, point, &mut slots);
@@ -322,7 +331,11 @@ impl<'g> Runner<'g> {
             let act = prep.fused_act[i].filter(|_| fuse);
             let want_blocked = fuse && prep.blocked[i];
             // Whether this node's outputs are held blocked.
-            let mut out_blocked = blocked_add;
+            let mut out_blocked = blocked_add || blocked_concat;
+            let layout = |b: bool| match b {
+                true => Layout::Blocked,
+                false => Layout::Planes,
+            };
             let outs = match (&node.op, &prep.conv[i], taken, point) {
                 (Op::Concat { axis }, _, _, _) if prefix.is_some() => {
                     let (prefix, k) = prefix.expect("checked");
@@ -335,14 +348,34 @@ impl<'g> Runner<'g> {
                     if conv.is_some() || act.is_some() || x_blocked || want_blocked =>
                 {
                     let act = act.unwrap_or_default();
-                    let layout = |b: bool| match b {
-                        true => Layout::Blocked,
-                        false => Layout::Planes,
-                    };
                     let io = (layout(x_blocked), layout(want_blocked));
                     kernels::conv::eval_io(attrs, conv.as_ref(), act, &ins, io).map(|(y, l)| {
                         out_blocked = l == Layout::Blocked;
                         vec![y]
+                    })
+                }
+                (Op::Concat { .. }, _, _, _) if blocked_concat => {
+                    let all: Result<Vec<&ndarray::ArrayD<f32>>> = ins
+                        .iter()
+                        .map(|t| t.ok_or_else(|| anyhow!("Concat input missing"))?.as_f32())
+                        .collect();
+                    all.and_then(|all| {
+                        kernels::blocked::concat_channels(&all)
+                            .ok_or_else(|| anyhow!("blocked inputs of different sizes"))
+                    })
+                    .map(|y| vec![Tensor::F32(y)])
+                }
+                (Op::MaxPool(attrs), _, _, _)
+                    if (x_blocked || want_blocked)
+                        && matches!(ins.first(), Some(Some(Tensor::F32(_)))) =>
+                {
+                    let Some(Some(Tensor::F32(x))) = ins.first() else {
+                        unreachable!("checked above")
+                    };
+                    let io = (layout(x_blocked), layout(want_blocked));
+                    kernels::pool::max_pool_io(x, io.0, attrs, io.1).map(|(y, l)| {
+                        out_blocked = l == Layout::Blocked;
+                        vec![Tensor::F32(y)]
                     })
                 }
                 (op, _, Some((k, buf)), _) => {
@@ -394,6 +427,14 @@ impl<'g> Runner<'g> {
         }
         Ok(result)
     }
+}
+
+/// Whether every input slot holds a blocked value (at least one input).
+fn all_blocked(inputs: &[Option<usize>], slots: &[Slot]) -> bool {
+    !inputs.is_empty()
+        && inputs
+            .iter()
+            .all(|s| matches!(s.map(|s| &slots[s]), Some(Slot::Blocked(_))))
 }
 
 /// Whether every input slot holds a blocked value, all of one shape (at least one input).

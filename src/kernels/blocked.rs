@@ -89,6 +89,37 @@ pub fn unblock(t: &crate::tensor::Tensor) -> anyhow::Result<crate::tensor::Tenso
     Ok(crate::tensor::Tensor::F32(to_planes(t.as_f32()?)))
 }
 
+/// Whether `axis` of a 4-D value is its channel axis.
+pub fn is_channel_axis(axis: i64) -> bool {
+    axis == 1 || axis == -3
+}
+
+/// Blocked values (`[N, Ci/8, H, W, 8]`, one N, H and W) concatenated along the channels:
+/// per image, each input's blocks one after another, as ONNX Concat on axis 1 orders the
+/// channels. `None` when the shapes do not line up (the caller then concatenates planes).
+pub fn concat_channels(ts: &[&ArrayD<f32>]) -> Option<ArrayD<f32>> {
+    let first = ts.first()?.shape();
+    let alike =
+        |s: &[usize]| s.len() == 5 && s[0] == first[0] && s[2..] == first[2..] && s[4] == BLOCK;
+    if !ts.iter().all(|t| alike(t.shape())) {
+        return None;
+    }
+    let n = first[0];
+    let blocks: usize = ts.iter().map(|t| t.shape()[1]).sum();
+    let block = first[2] * first[3] * BLOCK;
+    let srcs: Vec<_> = ts.iter().map(|t| t.as_standard_layout()).collect();
+    let mut out = Vec::with_capacity(n * blocks * block);
+    for img in 0..n {
+        for src in &srcs {
+            let per_image = src.len() / n;
+            let d = src.as_slice().expect("standard layout");
+            out.extend_from_slice(&d[img * per_image..][..per_image]);
+        }
+    }
+    let shape = [n, blocks, first[2], first[3], BLOCK];
+    Some(ArrayD::from_shape_vec(IxDyn(&shape), out).expect("sizes add up"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +135,20 @@ mod tests {
         assert_eq!(b[[0, 0, 1, 0, 7]], x[[0, 7, 1, 0]]);
         assert_eq!(to_planes(&b), x);
         assert!(!blockable(&[1, 12, 3, 3]) && !blockable(&[1, 16, 3]));
+    }
+
+    #[test]
+    fn channel_concat_of_blocked_values_is_the_blocked_concat() {
+        let a = ArrayD::from_shape_fn(IxDyn(&[2, 8, 3, 4]), |i| {
+            (i[0] * 1000 + i[1] * 100 + i[2] * 10 + i[3]) as f32
+        });
+        let b = a.mapv(|v| -v - 0.5);
+        let b = ndarray::concatenate(ndarray::Axis(1), &[b.view(), b.view()]).unwrap();
+        let want = ndarray::concatenate(ndarray::Axis(1), &[a.view(), b.view()]).unwrap();
+        let got = concat_channels(&[&to_blocked(&a), &to_blocked(&b)]).unwrap();
+        assert_eq!(got.shape(), [2, 3, 3, 4, 8]);
+        assert_eq!(to_planes(&got), want);
+        let other = to_blocked(&a.slice(ndarray::s![.., .., ..2, ..]).to_owned().into_dyn());
+        assert!(concat_channels(&[&to_blocked(&a), &other]).is_none());
     }
 }

@@ -6,6 +6,7 @@
 //! count. Windowed pools are written for 3 spatial dims; 1-D and 2-D inputs are lifted by
 //! leading spatial dims of size 1.
 
+use super::blocked::{self, Layout};
 use super::input;
 use crate::ir::op::PoolAttrs;
 use crate::ir::Op;
@@ -118,6 +119,55 @@ impl PoolSum {
 /// A windowed pool. `max` selects MaxPool, else AveragePool.
 pub fn window_pool<T: Elem>(x: &ArrayD<T>, p: &PoolAttrs, max: bool) -> Result<ArrayD<T>> {
     window_pool_rows(x, p, max)
+}
+
+/// MaxPool of an f32 `x` held in layout `lin` (a blocked input is `[N, C/8, H, W, 8]`),
+/// writing the output blocked when `want` says so and [`max_pool_blocked_capable`] holds
+/// for it; returns the output and its layout. Any other MaxPool runs on planes, a blocked
+/// input converted first. Either way the same bits.
+pub fn max_pool_io(
+    x: &ArrayD<f32>,
+    lin: Layout,
+    p: &PoolAttrs,
+    want: Layout,
+) -> Result<(ArrayD<f32>, Layout)> {
+    let xs = match lin {
+        Layout::Planes => x.shape().to_vec(),
+        Layout::Blocked => blocked::logical_shape(x.shape()),
+    };
+    if !max_pool_blocked_capable(&xs, p) || (lin, want) == (Layout::Planes, Layout::Planes) {
+        let y = match lin {
+            Layout::Planes => window_pool(x, p, true)?,
+            Layout::Blocked => window_pool(&blocked::to_planes(x), p, true)?,
+        };
+        return Ok((y, Layout::Planes));
+    }
+    let g = Geometry::new(&xs, p, DType::F32, false)?;
+    let x = x.as_standard_layout();
+    let xd = x.as_slice().expect("standard layout");
+    let mut out = vec![0f32; g.out_shape.iter().product()];
+    let done = super::pool_interleaved::max_planes(&g, xd, &mut out, (lin, want));
+    debug_assert_eq!(done * g.out_plane, out.len());
+    let shape = match want {
+        Layout::Planes => g.out_shape.clone(),
+        Layout::Blocked => blocked::blocked_shape(&g.out_shape),
+    };
+    Ok((ArrayD::from_shape_vec(IxDyn(&shape), out)?, want))
+}
+
+/// Whether MaxPool reads and writes an f32 input of logical shape `x_shape` blocked
+/// natively: 2-D windows on planes `pool_interleaved` takes, channels a multiple of 8, on
+/// AVX2.
+pub fn max_pool_blocked_capable(x_shape: &[usize], p: &PoolAttrs) -> bool {
+    if !blocked::blockable(x_shape) || !cfg!(target_arch = "x86_64") {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if !std::arch::is_x86_feature_detected!("avx2") {
+        return false;
+    }
+    Geometry::new(x_shape, p, DType::F32, false)
+        .is_ok_and(|g| super::pool_flat::applies(&g) && super::pool_interleaved::applies(&g))
 }
 
 /// MaxPool and its Indices output: for each output element, the flat index into X of the
@@ -915,6 +965,61 @@ mod tests {
                     .all(|(g, w)| g.to_bits() == w.to_bits()),
                 "case {i} f64"
             );
+        }
+    }
+
+    /// MaxPool reading and writing blocked values (every layout pair) gives the bits of the
+    /// plain run on planes, NaN groups and padding included; shapes it does not take come
+    /// back in planes.
+    #[test]
+    fn blocked_layouts_give_the_same_bits() {
+        use crate::kernels::blocked::{to_blocked, to_planes, Layout};
+        // Shape, strides, pads, ceil_mode (3x3 windows).
+        type Case = (&'static [usize], [usize; 2], [usize; 4], bool);
+        let cases: [Case; 4] = [
+            (&[1, 64, 111, 111], [2, 2], [0, 0, 0, 0], true), // SqueezeNet's first
+            (&[2, 16, 28, 28], [2, 2], [1, 1, 1, 1], false),  // ResNet-like, 2 images
+            (&[1, 24, 14, 14], [1, 1], [1, 1, 1, 1], false),  // GoogLeNet's stride 1
+            (&[1, 8, 13, 21], [2, 1], [0, 1, 1, 0], true),
+        ];
+        for (i, (shape, strides, pads, ceil)) in cases.into_iter().enumerate() {
+            let a = attrs(&[3, 3], &strides, &pads, ceil, false);
+            let mut x = noise(shape, 70 + i as u64);
+            // A NaN in the last group of the first image (its group folds by the NaN rule,
+            // the others by vmaxps).
+            x[[0, shape[1] - 7, 2, 2]] = f32::from_bits(0x7fc0_0003);
+            let want = window_pool(&x, &a, true).unwrap();
+            let capable = max_pool_blocked_capable(shape, &a);
+            assert_eq!(capable, avx2(), "case {i}");
+            let xb = to_blocked(&x);
+            for lin in [Layout::Planes, Layout::Blocked] {
+                for lout in [Layout::Planes, Layout::Blocked] {
+                    let src = if lin == Layout::Blocked { &xb } else { &x };
+                    let (y, l) = max_pool_io(src, lin, &a, lout).unwrap();
+                    let expected = if capable { lout } else { Layout::Planes };
+                    assert_eq!(l, expected, "case {i} {lin:?} -> {lout:?}");
+                    let y = if l == Layout::Blocked {
+                        to_planes(&y)
+                    } else {
+                        y
+                    };
+                    assert!(y.iter().any(|v| v.is_nan()));
+                    assert!(same_bits(&y, &want), "case {i} {lin:?} -> {lout:?}");
+                }
+            }
+        }
+        // Channels not a multiple of 8: never blocked.
+        let a = attrs(&[3, 3], &[2, 2], &[0; 4], false, false);
+        assert!(!max_pool_blocked_capable(&[1, 12, 9, 9], &a));
+    }
+
+    fn avx2() -> bool {
+        cfg!(target_arch = "x86_64") && {
+            #[cfg(target_arch = "x86_64")]
+            let has = std::arch::is_x86_feature_detected!("avx2");
+            #[cfg(not(target_arch = "x86_64"))]
+            let has = false;
+            has
         }
     }
 

@@ -14,6 +14,7 @@
 //! `m >= -inf` keeps `m`; sums: `s + 0.0 == s` exactly, and sums start at +0), so the bits
 //! are those of the element-by-element definition.
 
+use super::blocked::Layout::Planes;
 use super::pool::{Geometry, PoolSum};
 use crate::tensor::Elem;
 use rayon::prelude::*;
@@ -290,7 +291,7 @@ pub(super) fn pool_planes<T: Elem>(g: &Geometry, xd: &[T], out: &mut [T], sum: O
     // Small planes, eight at a time (`pool_interleaved`); the rest plane by plane below,
     // `plane` counted from the first of them.
     let first = match sum.is_none() && super::pool_interleaved::applies(g) {
-        true => super::pool_interleaved::max_planes(g, xd, out),
+        true => super::pool_interleaved::max_planes(g, xd, out, (Planes, Planes)),
         false => 0,
     };
     let out = &mut out[first * g.out_plane..];

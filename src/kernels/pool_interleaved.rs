@@ -16,6 +16,7 @@
 //! its taps in window order from the first with `pool_flat`'s `pick` rule, so the bits are
 //! the per-plane path's (tests in `pool_flat`).
 
+use super::blocked::Layout;
 use super::pool::Geometry;
 use super::pool_flat::pick;
 use crate::tensor::Elem;
@@ -39,14 +40,14 @@ pub(super) fn applies(g: &Geometry) -> bool {
 }
 
 /// The padded plane (`hp` x `wp` positions) and the window taps' offsets into it.
-struct Layout {
+struct Padded {
     hp: usize,
     wp: usize,
     taps: Vec<usize>,
 }
 
-impl Layout {
-    fn new(g: &Geometry) -> Layout {
+impl Padded {
+    fn new(g: &Geometry) -> Padded {
         let [_, kh, kw] = g.kernel;
         let [_, sy, sx] = g.strides;
         let [_, dy, dx] = g.dil;
@@ -56,20 +57,27 @@ impl Layout {
         let taps = (0..kh * kw)
             .map(|t| (t / kw) * dy * wp + (t % kw) * dx)
             .collect();
-        Layout { hp, wp, taps }
+        Padded { hp, wp, taps }
     }
 }
 
 /// Max-pools the first `GROUP * floor(planes / GROUP)` planes of `xd` into `out` (planes
-/// of `g.out_plane`); returns how many planes it did.
-pub(super) fn max_planes<T: Elem>(g: &Geometry, xd: &[T], out: &mut [T]) -> usize {
+/// of `g.out_plane`); returns how many planes it did. `io` gives the layouts of `xd` and
+/// `out`; a blocked one (`kernels::blocked`) only for f32 on AVX2 (`blocked_capable`),
+/// where group `i` of eight planes is block `i`, at the same offsets.
+pub(super) fn max_planes<T: Elem>(
+    g: &Geometry,
+    xd: &[T],
+    out: &mut [T],
+    io: (Layout, Layout),
+) -> usize {
     let planes = out.len() / g.out_plane;
     let groups = planes / GROUP;
-    let l = Layout::new(g);
+    let l = Padded::new(g);
     let group_out = GROUP * g.out_plane;
     let run = |i: usize, dst: &mut [T], buf: &mut Scratch<T>| {
         let src = &xd[i * GROUP * g.in_plane..][..GROUP * g.in_plane];
-        group_dispatch(g, &l, src, dst, buf)
+        group_dispatch(g, &l, src, dst, io, buf)
     };
     let head = &mut out[..groups * group_out];
     let work = head.len().saturating_mul(l.taps.len());
@@ -108,7 +116,7 @@ impl<T: Elem> Scratch<T> {
     /// input buffer's padding, the positions outside the input's rows and columns, to -inf
     /// (the rest is gathered). Setting the whole buffer per call took 12% of a 111x111 ->
     /// 55x55 MaxPool; the padding is a border of a row or two.
-    fn size(&mut self, l: &Layout, ((rows, cols), (pt, pl)): Inside, op: usize) {
+    fn size(&mut self, l: &Padded, ((rows, cols), (pt, pl)): Inside, op: usize) {
         let fill = [T::from_f64(f64::NEG_INFINITY); GROUP];
         if self.input.len() < l.hp * l.wp {
             self.input.resize(l.hp * l.wp, fill);
@@ -134,16 +142,28 @@ thread_local! {
     static F32_SCRATCH: std::cell::RefCell<Scratch<f32>> = std::cell::RefCell::new(Scratch::default());
 }
 
-/// One group of `GROUP` planes (`src`, `dst`). f32 on AVX2 takes `avx2::group`; other
-/// types and CPUs fold element by element, after one pass over `src` for NaNs.
-fn group_dispatch<T: Elem>(g: &Geometry, l: &Layout, src: &[T], dst: &mut [T], s: &mut Scratch<T>) {
+/// One group of `GROUP` planes (`src`, `dst`, in the layouts `io`). f32 on AVX2 takes
+/// `avx2::group`; other types and CPUs fold element by element, after one pass over `src`
+/// for NaNs, on planes only.
+fn group_dispatch<T: Elem>(
+    g: &Geometry,
+    l: &Padded,
+    src: &[T],
+    dst: &mut [T],
+    io: (Layout, Layout),
+    s: &mut Scratch<T>,
+) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         if let (Some(src), Some(dst)) = (as_f32(src), as_f32_mut(dst)) {
             // SAFETY: the CPU has AVX2, checked just above.
-            return F32_SCRATCH.with_borrow_mut(|s| unsafe { avx2::group(g, l, src, dst, s) });
+            return F32_SCRATCH.with_borrow_mut(|s| unsafe { avx2::group(g, l, src, dst, io, s) });
         }
     }
+    assert!(
+        io == (Layout::Planes, Layout::Planes),
+        "blocked MaxPool needs f32 on AVX2"
+    );
     // A fold, not `any`: it vectorizes.
     #[allow(clippy::eq_op)]
     let nan = src.iter().fold(false, |any, &v| any | (v != v));
@@ -176,7 +196,7 @@ fn as_f32_mut<T: Elem>(s: &mut [T]) -> Option<&mut [f32]> {
 type Inside = ((usize, usize), (usize, usize));
 
 /// `g`'s `Inside` in the layout `l`.
-fn inside(g: &Geometry, l: &Layout) -> Inside {
+fn inside(g: &Geometry, l: &Padded) -> Inside {
     let [_, ih, iw] = g.input;
     let [_, pt, pl] = g.pb;
     let rows = ih.min(l.hp.saturating_sub(pt));
@@ -188,7 +208,7 @@ fn inside(g: &Geometry, l: &Layout) -> Inside {
 /// every output's taps with `pick::<T, NAN>`, spreads the outputs into the planes.
 fn group<T: Elem, const NAN: bool>(
     g: &Geometry,
-    l: &Layout,
+    l: &Padded,
     src: &[T],
     dst: &mut [T],
     s: &mut Scratch<T>,
@@ -215,7 +235,7 @@ fn group<T: Elem, const NAN: bool>(
 /// Every output position of the group from the padded buffer `buf` into `out`.
 fn fold_all<T: Elem, const NAN: bool>(
     g: &Geometry,
-    l: &Layout,
+    l: &Padded,
     buf: &[[T; GROUP]],
     out: &mut [[T; GROUP]],
 ) {
@@ -243,7 +263,7 @@ fn fold_all<T: Elem, const NAN: bool>(
 mod avx2 {
     use super::super::pool::Geometry;
     use super::super::transpose_avx2::{lane_mask, store_positions, transpose8};
-    use super::{inside, Layout, Scratch, GROUP};
+    use super::{inside, Layout, Padded, Scratch, GROUP};
     use std::arch::x86_64::*;
 
     /// One group of f32 planes: gathered by 8x8 transposes (checking for NaN on the way),
@@ -251,12 +271,15 @@ mod avx2 {
     /// read), spread back by transposes. Element by element, the 14x14 and 28x28 outputs
     /// took longer this way than plane by plane; the NaN check as its own pass over `src`
     /// and the fold through `[f32; 8]` arrays took half of a 111x111 -> 55x55 MaxPool.
+    /// A blocked `src` (`io.0`) is copied by rows instead of gathered, a blocked `dst`
+    /// (`io.1`) written by the fold as it is, not spread.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn group(
         g: &Geometry,
-        l: &Layout,
+        l: &Padded,
         src: &[f32],
         dst: &mut [f32],
+        (lin, lout): (Layout, Layout),
         s: &mut Scratch<f32>,
     ) {
         let [_, _, iw] = g.input;
@@ -264,18 +287,58 @@ mod avx2 {
         let ((rows, cols), (pt, pl)) = inside(g, l);
         s.size(l, inside(g, l), op);
         let buf = s.input.as_flattened_mut();
-        let nan = gather(src, ip, iw, (rows, cols), (pt * l.wp + pl, l.wp), buf);
+        let at = (pt * l.wp + pl, l.wp);
+        let nan = match lin {
+            Layout::Planes => gather(src, ip, iw, (rows, cols), at, buf),
+            Layout::Blocked => copy_rows(src, iw, (rows, cols), at, buf),
+        };
+        assert!(dst.len() >= GROUP * op);
+        let out: &mut [[f32; GROUP]] = match lout {
+            Layout::Planes => &mut s.output,
+            Layout::Blocked => dst.as_chunks_mut().0,
+        };
         match nan {
-            true => super::fold_all::<f32, true>(g, l, &s.input, &mut s.output),
-            false => fold_all(g, l, s.input.as_flattened(), s.output.as_flattened_mut()),
+            true => super::fold_all::<f32, true>(g, l, &s.input, out),
+            false => fold_all(g, l, s.input.as_flattened(), out.as_flattened_mut()),
         }
-        assert!(s.output.len() >= op + GROUP && dst.len() >= GROUP * op);
-        super::super::transpose_avx2::spread(
-            (s.output.as_flattened().as_ptr(), GROUP),
-            op,
-            GROUP,
-            (dst.as_mut_ptr(), op),
-        );
+        if lout == Layout::Planes {
+            assert!(s.output.len() >= op + GROUP);
+            super::super::transpose_avx2::spread(
+                (s.output.as_flattened().as_ptr(), GROUP),
+                op,
+                GROUP,
+                (dst.as_mut_ptr(), op),
+            );
+        }
+    }
+
+    /// `rows x cols` positions of the blocked `src` (rows `iw` positions long) into `buf`,
+    /// position `(y, c)` to `at + y * wp + c`, row by row. Returns whether any value read is
+    /// NaN.
+    #[target_feature(enable = "avx2")]
+    unsafe fn copy_rows(
+        src: &[f32],
+        iw: usize,
+        (rows, cols): (usize, usize),
+        (at, wp): (usize, usize),
+        buf: &mut [f32],
+    ) -> bool {
+        if rows == 0 || cols == 0 {
+            return false;
+        }
+        assert!(src.len() >= ((rows - 1) * iw + cols) * GROUP);
+        assert!(buf.len() >= (at + (rows - 1) * wp + cols) * GROUP);
+        let (s, b) = (src.as_ptr(), buf.as_mut_ptr());
+        let mut nan = _mm256_setzero_ps();
+        for y in 0..rows {
+            let (from, to) = (s.add(y * iw * GROUP), b.add((at + y * wp) * GROUP));
+            for c in 0..cols {
+                let v = _mm256_loadu_ps(from.add(c * GROUP));
+                nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+                _mm256_storeu_ps(to.add(c * GROUP), v);
+            }
+        }
+        _mm256_movemask_ps(nan) != 0
     }
 
     /// `rows x cols` positions of the eight planes of `src` (`ip` apart, rows `iw` long)
@@ -320,7 +383,7 @@ mod avx2 {
 
     /// `fold_all` for NaN-free f32: `vmaxps(v, m)` is `v > m ? v : m`, `pick`'s rule.
     #[target_feature(enable = "avx2")]
-    unsafe fn fold_all(g: &Geometry, l: &Layout, buf: &[f32], out: &mut [f32]) {
+    unsafe fn fold_all(g: &Geometry, l: &Padded, buf: &[f32], out: &mut [f32]) {
         let [_, sy, sx] = g.strides;
         let [_, oh, ow] = g.output;
         let last_tap = l.taps.iter().max().copied().unwrap_or(0);
@@ -363,7 +426,7 @@ mod avx2 {
 /// `Q` outputs of one row, `sx` positions apart from `base`, into `out` from `at`.
 #[inline(always)]
 fn fold<T: Elem, const NAN: bool, const Q: usize>(
-    l: &Layout,
+    l: &Padded,
     buf: &[[T; GROUP]],
     base: usize,
     sx: usize,
