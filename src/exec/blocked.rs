@@ -7,7 +7,8 @@
 //! A node's output is held blocked when the node writes it so natively (a Conv whose path
 //! does for its shapes, `conv::blocked_native`; an Add of two blocked values of one shape;
 //! a MaxPool `pool::max_pool_blocked_capable` takes, from either layout; a channel Concat of
-//! blocked values), it is not a graph output, and every node that reads it (past fused
+//! blocked values; a Mul of a value in planes by its per-channel gate, squeeze-and-excitation's
+//! scale, `blocked::scale_to_blocked`), it is not a graph output, and every node that reads it (past fused
 //! activations, which pass the value on) is such a Conv reading it as its input, itself
 //! writing its output blocked or having no more output channels than input channels, or
 //! such an Add or Concat writing its output blocked, or such a MaxPool (which reads a
@@ -148,8 +149,21 @@ pub fn plan(graph: &Graph, forward: &[bool]) -> Vec<bool> {
                 .iter()
                 .all(|s| blocked::blockable(s) && s[0] == shapes[0][0] && s[2..] == shapes[0][2..])
     };
+    // Muls of an f32 value in planes by its per-channel gate (squeeze-and-excitation),
+    // which write their output blocked in the pass that multiplies.
+    let is_scale = |i: usize| {
+        let node = &graph.nodes[i];
+        matches!(node.op, Op::Binary(BinaryOp::Mul))
+            && node.inputs.len() == 2
+            && match (f32_shape(&node.inputs[0]), f32_shape(&node.inputs[1])) {
+                (Some(a), Some(b)) => {
+                    blocked::scale_blockable(&a, &b) || blocked::scale_blockable(&b, &a)
+                }
+                _ => false,
+            }
+    };
     let mut held: Vec<bool> = (0..n)
-        .map(|i| native_in[i] || is_add(i) || is_pool(i) || is_concat(i))
+        .map(|i| native_in[i] || is_add(i) || is_pool(i) || is_concat(i) || is_scale(i))
         .collect();
     // Drop candidates until every held value's readers read it natively and every held Add
     // reads held values only; each round drops at least one, so this ends.
@@ -184,9 +198,12 @@ pub fn plan(graph: &Graph, forward: &[bool]) -> Vec<bool> {
             let writes_natively = if is_add(i) || is_concat(i) {
                 inputs_held(i)
             } else {
-                // A MaxPool from either layout; a Conv from its input held blocked, or in
-                // planes where it takes those too.
-                is_pool(i) || native[i] || source.contains_key(graph.nodes[i].inputs[0].as_str())
+                // A MaxPool from either layout, a scale from planes; a Conv from its input
+                // held blocked, or in planes where it takes those too.
+                is_pool(i)
+                    || is_scale(i)
+                    || native[i]
+                    || source.contains_key(graph.nodes[i].inputs[0].as_str())
             };
             let out_shape_ok = f32_shape(v).is_some_and(|s| blocked::blockable(&s));
             writes_natively
@@ -359,6 +376,53 @@ mod tests {
         }
         let runner = Runner::new(&g).unwrap();
         let inputs = HashMap::from([("x".to_string(), values(&[1, 16, 12, 12], 18, 1.0))]);
+        let fused = runner.run(inputs.clone()).unwrap();
+        let unfused = runner.run_observed(inputs, |_, _| Ok(())).unwrap();
+        let Tensor::F32(y) = &fused[0].1 else {
+            panic!("f32 output")
+        };
+        assert_eq!(y.shape(), [1, 8, 6, 6]);
+        assert!(y.iter().any(|v| *v != 0.0));
+        assert_eq!(fused, unfused);
+    }
+
+    /// Squeeze-and-excitation: x * sigmoid(fc(avgpool(x))) -> 1x1 16 -> 8 (the graph
+    /// output). The Mul writes blocked for the projection, which reads it natively.
+    #[test]
+    fn holds_a_per_channel_scale_read_by_a_projection() {
+        let x = "x".to_string();
+        let mut g = Graph {
+            name: "se".into(),
+            opset: 17,
+            inputs: vec![decl("x", &[1, 16, 6, 6])],
+            outputs: vec![decl("y", &[1, 8, 6, 6])],
+            nodes: vec![
+                node("pool", Op::GlobalAveragePool, &[&x], "p"),
+                node("fc", conv(1, 0), &["p", "wf", "bf"], "f"),
+                node("gate", Op::Unary(UnaryOp::Sigmoid), &["f"], "s"),
+                node("mul", Op::Binary(BinaryOp::Mul), &[&x, "s"], "m"),
+                node("project", conv(1, 0), &["m", "wp", ""], "y"),
+            ],
+            ..Default::default()
+        };
+        for (name, shape, seed) in [
+            ("wf", &[16, 16, 1, 1][..], 21),
+            ("bf", &[16], 22),
+            ("wp", &[8, 16, 1, 1], 23),
+        ] {
+            g.constants.insert(name.into(), values(shape, seed, 0.5));
+        }
+        let p = crate::exec::prepare::Prepared::new(&g);
+        let held: Vec<&str> = (0..g.nodes.len())
+            .filter(|&i| p.blocked[i])
+            .map(|i| g.nodes[i].name.as_str())
+            .collect();
+        match avx2() {
+            true => assert_eq!(held, ["mul"]),
+            false => assert!(held.is_empty(), "{held:?}"),
+        }
+        let runner = Runner::new(&g).unwrap();
+        let inputs = HashMap::from([(x.clone(), values(&[1, 16, 6, 6], 24, 1.0))]);
         let fused = runner.run(inputs.clone()).unwrap();
         let unfused = runner.run_observed(inputs, |_, _| Ok(())).unwrap();
         let Tensor::F32(y) = &fused[0].1 else {

@@ -311,7 +311,15 @@ impl<'g> Runner<'g> {
             let x_blocked = reads_x
                 && matches!(plan.node_inputs[i].first(), Some(Some(s)) if matches!(slots[*s], Slot::Blocked(_)));
             let point = prep.point[i].filter(|_| fuse);
-            let taken = self.take_in_place(i, point, &mut slots);
+            // A Mul by a per-channel gate asked to write blocked: which input is X.
+            let scale_x = match (&node.op, fuse && prep.blocked[i] && point.is_none()) {
+                (Op::Binary(BinaryOp::Mul), true) => scale_input(&plan.node_inputs[i], &slots),
+                _ => None,
+            };
+            let taken = match scale_x {
+                Some(_) => None,
+                None => self.take_in_place(i, point, &mut slots),
+            };
             // A Concat extending an earlier one's kept output takes it (see `Plan::extends`).
             let prefix = plan.extends[i].and_then(|(s, k)| {
                 match std::mem::replace(&mut slots[s], Slot::Empty) {
@@ -364,6 +372,21 @@ impl<'g> Runner<'g> {
                             .ok_or_else(|| anyhow!("blocked inputs of different sizes"))
                     })
                     .map(|y| vec![Tensor::F32(y)])
+                }
+                (Op::Binary(BinaryOp::Mul), _, _, _) if scale_x.is_some() => {
+                    let k = scale_x.expect("checked");
+                    let f32_in = |j: usize| ins.get(j).copied().flatten().map(Tensor::as_f32);
+                    match (f32_in(k), f32_in(1 - k)) {
+                        (Some(Ok(x)), Some(Ok(g))) => {
+                            kernels::blocked::scale_to_blocked(x, g, k == 1)
+                                .map(|y| {
+                                    out_blocked = true;
+                                    vec![Tensor::F32(y)]
+                                })
+                                .ok_or_else(|| anyhow!("per-channel scale of other shapes"))
+                        }
+                        _ => Err(anyhow!("Mul inputs missing")),
+                    }
                 }
                 (Op::MaxPool(attrs), _, _, _)
                     if (x_blocked || want_blocked)
@@ -426,6 +449,27 @@ impl<'g> Runner<'g> {
             result.push((decl.name.clone(), v));
         }
         Ok(result)
+    }
+}
+
+/// Which of a Mul's two inputs is X when it is a per-channel scale written blocked
+/// (`kernels::blocked::scale_blockable`: X an f32 `[N, C, H, W]` in planes, the other its
+/// f32 `[N, C, 1, 1]` gate).
+fn scale_input(inputs: &[Option<usize>], slots: &[Slot]) -> Option<usize> {
+    let [Some(a), Some(b)] = inputs else {
+        return None;
+    };
+    let planes_f32 = |s: usize| match &slots[s] {
+        Slot::Owned(Tensor::F32(t)) => Some(t.shape()),
+        Slot::Const(Tensor::F32(t)) => Some(t.shape()),
+        _ => None,
+    };
+    let (sa, sb) = (planes_f32(*a)?, planes_f32(*b)?);
+    let scale = kernels::blocked::scale_blockable;
+    match (scale(sa, sb), scale(sb, sa)) {
+        (true, _) => Some(0),
+        (_, true) => Some(1),
+        _ => None,
     }
 }
 

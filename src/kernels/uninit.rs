@@ -7,7 +7,8 @@
 //! 0.96-0.98.
 //!
 //! Soundly: the buffer is `[MaybeUninit<f32>]`, and the kernels that take it unzeroed
-//! (im2col + sgemm, `conv_direct`, `conv_lanes`, the interleaved depthwise, Winograd) only
+//! (im2col + sgemm, `conv_direct`, `conv_lanes`, the interleaved depthwise, Winograd, and
+//! `blocked::scale_to_blocked`) only
 //! write it through raw pointers or `[MaybeUninit<f32>]` rows, each float before any read
 //! of it; the per-plane depthwise paths, which build `&mut [f32]` rows, get it filled
 //! first through [`filled`]. Debug builds (the test suite) fill every new buffer with NaN instead of
