@@ -294,7 +294,7 @@ impl<'g> Runner<'g> {
                 && all_blocked_alike(&plan.node_inputs[i], &slots);
             let blocked_concat = matches!(node.op, Op::Concat { axis } if kernels::blocked::is_channel_axis(axis))
                 && plan.extends[i].is_none()
-                && all_blocked(&plan.node_inputs[i], &slots);
+                && all_blocked_concatenable(&plan.node_inputs[i], &slots);
             let reads_x = match node.op {
                 Op::Conv(_) => true,
                 Op::MaxPool(_) => node.outputs.len() == 1,
@@ -369,7 +369,7 @@ impl<'g> Runner<'g> {
                         .collect();
                     all.and_then(|all| {
                         kernels::blocked::concat_channels(&all)
-                            .ok_or_else(|| anyhow!("blocked inputs of different sizes"))
+                            .ok_or_else(|| anyhow!("blocked inputs of different sizes (checked)"))
                     })
                     .map(|y| vec![Tensor::F32(y)])
                 }
@@ -473,12 +473,19 @@ fn scale_input(inputs: &[Option<usize>], slots: &[Slot]) -> Option<usize> {
     }
 }
 
-/// Whether every input slot holds a blocked value (at least one input).
-fn all_blocked(inputs: &[Option<usize>], slots: &[Slot]) -> bool {
-    !inputs.is_empty()
-        && inputs
-            .iter()
-            .all(|s| matches!(s.map(|s| &slots[s]), Some(Slot::Blocked(_))))
+/// Whether every input slot holds a blocked value, all of one batch and image size (at
+/// least one input): what `kernels::blocked::concat_channels` takes. Other inputs go the
+/// plain Concat's way, and its errors.
+fn all_blocked_concatenable(inputs: &[Option<usize>], slots: &[Slot]) -> bool {
+    let mut shapes = inputs.iter().map(|s| match s.map(|s| &slots[s]) {
+        Some(Slot::Blocked(t)) => Some(t.shape()),
+        _ => None,
+    });
+    let Some(Some(first)) = shapes.next() else {
+        return false;
+    };
+    let alike = |s: &[usize]| s[0] == first[0] && s[2..] == first[2..];
+    shapes.all(|s| s.is_some_and(alike))
 }
 
 /// Whether every input slot holds a blocked value, all of one shape (at least one input).

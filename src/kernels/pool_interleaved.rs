@@ -63,7 +63,8 @@ impl Padded {
 
 /// Max-pools the first `GROUP * floor(planes / GROUP)` planes of `xd` into `out` (planes
 /// of `g.out_plane`); returns how many planes it did. `io` gives the layouts of `xd` and
-/// `out`; a blocked one (`kernels::blocked`) only for f32 on AVX2 (`blocked_capable`),
+/// `out`; a blocked one (`kernels::blocked`) only for f32 on AVX2
+/// (`pool::max_pool_blocked_capable`),
 /// where group `i` of eight planes is block `i`, at the same offsets.
 pub(super) fn max_planes<T: Elem>(
     g: &Geometry,
@@ -215,8 +216,9 @@ fn group<T: Elem, const NAN: bool>(
 ) {
     let [_, _, iw] = g.input;
     let (ip, op) = (g.in_plane, g.out_plane);
-    let ((rows, cols), (pt, pl)) = inside(g, l);
-    s.size(l, inside(g, l), op);
+    let inner = inside(g, l);
+    let ((rows, cols), (pt, pl)) = inner;
+    s.size(l, inner, op);
     for y in 0..rows {
         let row = &mut s.input[(y + pt) * l.wp + pl..][..cols];
         for (j, v) in row.iter_mut().enumerate() {
@@ -284,8 +286,9 @@ mod avx2 {
     ) {
         let [_, _, iw] = g.input;
         let (ip, op) = (g.in_plane, g.out_plane);
-        let ((rows, cols), (pt, pl)) = inside(g, l);
-        s.size(l, inside(g, l), op);
+        let inner = inside(g, l);
+        let ((rows, cols), (pt, pl)) = inner;
+        s.size(l, inner, op);
         let buf = s.input.as_flattened_mut();
         let at = (pt * l.wp + pl, l.wp);
         let nan = match lin {
