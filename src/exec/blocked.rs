@@ -285,14 +285,34 @@ mod tests {
         crate::kernels::sgemm::Kernel::detect() == crate::kernels::sgemm::Kernel::Avx2
     }
 
+    /// The nodes the plan asks to write their output blocked.
+    fn held(g: &Graph) -> Vec<&str> {
+        let p = crate::exec::prepare::Prepared::new(g);
+        (0..g.nodes.len())
+            .filter(|&i| p.blocked[i])
+            .map(|i| g.nodes[i].name.as_str())
+            .collect()
+    }
+
+    /// Runs `g` fused (values held blocked as planned) and unfused (planes only) on input
+    /// `x` of `shape`: the same output bits, of shape `y_shape`, not all zero.
+    fn fused_gives_the_unfused_bits(g: &Graph, shape: &[usize], seed: u32, y_shape: &[usize]) {
+        let runner = Runner::new(g).unwrap();
+        let inputs = HashMap::from([("x".to_string(), values(shape, seed, 1.0))]);
+        let fused = runner.run(inputs.clone()).unwrap();
+        let unfused = runner.run_observed(inputs, |_, _| Ok(())).unwrap();
+        let Tensor::F32(y) = &fused[0].1 else {
+            panic!("f32 output")
+        };
+        assert_eq!(y.shape(), y_shape);
+        assert!(y.iter().any(|v| *v > 0.0));
+        assert_eq!(fused, unfused);
+    }
+
     #[test]
     fn holds_the_chain_between_native_readers() {
         let g = graph();
-        let p = crate::exec::prepare::Prepared::new(&g);
-        let held: Vec<&str> = (0..g.nodes.len())
-            .filter(|&i| p.blocked[i])
-            .map(|i| g.nodes[i].name.as_str())
-            .collect();
+        let held = held(&g);
         match avx2() {
             true => assert_eq!(held, ["dw", "dw2", "add"]),
             false => assert!(held.is_empty(), "{held:?}"),
@@ -301,18 +321,7 @@ mod tests {
 
     #[test]
     fn fused_blocked_run_gives_the_unfused_bits() {
-        let g = graph();
-        let runner = Runner::new(&g).unwrap();
-        let x = values(&[1, 16, 9, 11], 7, 1.0);
-        let inputs = HashMap::from([("x".to_string(), x)]);
-        let fused = runner.run(inputs.clone()).unwrap();
-        let unfused = runner.run_observed(inputs, |_, _| Ok(())).unwrap();
-        let Tensor::F32(y) = &fused[0].1 else {
-            panic!("f32 output")
-        };
-        assert_eq!(y.shape(), [1, 16, 9, 11]);
-        assert!(y.iter().any(|v| *v > 0.0));
-        assert_eq!(fused, unfused);
+        fused_gives_the_unfused_bits(&graph(), &[1, 16, 9, 11], 7, &[1, 16, 9, 11]);
     }
 
     /// A SqueezeNet-like fire module after a MaxPool: pool -> squeeze (1x1) -> expand 1x1
@@ -365,25 +374,12 @@ mod tests {
     #[test]
     fn holds_a_fire_module_from_its_max_pool_to_its_concat() {
         let g = fire();
-        let p = crate::exec::prepare::Prepared::new(&g);
-        let held: Vec<&str> = (0..g.nodes.len())
-            .filter(|&i| p.blocked[i])
-            .map(|i| g.nodes[i].name.as_str())
-            .collect();
+        let held = held(&g);
         match avx2() {
             true => assert_eq!(held, ["pool", "squeeze", "e1", "e3", "cat"]),
             false => assert!(held.is_empty(), "{held:?}"),
         }
-        let runner = Runner::new(&g).unwrap();
-        let inputs = HashMap::from([("x".to_string(), values(&[1, 16, 12, 12], 18, 1.0))]);
-        let fused = runner.run(inputs.clone()).unwrap();
-        let unfused = runner.run_observed(inputs, |_, _| Ok(())).unwrap();
-        let Tensor::F32(y) = &fused[0].1 else {
-            panic!("f32 output")
-        };
-        assert_eq!(y.shape(), [1, 8, 6, 6]);
-        assert!(y.iter().any(|v| *v != 0.0));
-        assert_eq!(fused, unfused);
+        fused_gives_the_unfused_bits(&g, &[1, 16, 12, 12], 18, &[1, 8, 6, 6]);
     }
 
     /// Squeeze-and-excitation: x * sigmoid(fc(avgpool(x))) -> 1x1 16 -> 8 (the graph
@@ -412,24 +408,11 @@ mod tests {
         ] {
             g.constants.insert(name.into(), values(shape, seed, 0.5));
         }
-        let p = crate::exec::prepare::Prepared::new(&g);
-        let held: Vec<&str> = (0..g.nodes.len())
-            .filter(|&i| p.blocked[i])
-            .map(|i| g.nodes[i].name.as_str())
-            .collect();
+        let held = held(&g);
         match avx2() {
             true => assert_eq!(held, ["mul"]),
             false => assert!(held.is_empty(), "{held:?}"),
         }
-        let runner = Runner::new(&g).unwrap();
-        let inputs = HashMap::from([(x.clone(), values(&[1, 16, 6, 6], 24, 1.0))]);
-        let fused = runner.run(inputs.clone()).unwrap();
-        let unfused = runner.run_observed(inputs, |_, _| Ok(())).unwrap();
-        let Tensor::F32(y) = &fused[0].1 else {
-            panic!("f32 output")
-        };
-        assert_eq!(y.shape(), [1, 8, 6, 6]);
-        assert!(y.iter().any(|v| *v != 0.0));
-        assert_eq!(fused, unfused);
+        fused_gives_the_unfused_bits(&g, &[1, 16, 6, 6], 24, &[1, 8, 6, 6]);
     }
 }
