@@ -54,6 +54,8 @@ fn models() -> Vec<(String, PathBuf)> {
 }
 
 fn bench_models(c: &mut Criterion) {
+    // As the command line does (no thread exists yet): freed memory kept for the next run.
+    convgraph::malloc_tuning::keep_freed_memory();
     // One thread for convgraph, as for tract: the comparison is per core.
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod exec;
 pub mod ir;
 pub mod kernels;
+pub mod malloc_tuning;
 pub mod npy;
 pub mod onnx;
 pub mod passes;
