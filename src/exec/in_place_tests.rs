@@ -6,6 +6,7 @@
 use super::*;
 use crate::ir::{BinaryOp, Node, UnaryOp};
 use crate::kernels::pointwise::Fused;
+use crate::kernels::sgemm::Activation;
 
 use super::test_graph::{decl, reference};
 
@@ -55,9 +56,16 @@ fn graph() -> Graph {
                 &["g", "s", "bb", "m", "v"],
             ),
             node("i", un(UnaryOp::Relu), &["h"]),
-            // 9, 10: Add of a per-channel constant + Relu, in place on i.
+            // 9, 10: Add of a per-channel constant + Clip (both bounds bite), in place on i.
             node("j", bin(BinaryOp::Add), &["cc", "i"]),
-            node("k", un(UnaryOp::Relu), &["j"]),
+            node(
+                "k",
+                Op::Clip {
+                    min: Some(-0.25),
+                    max: Some(0.5),
+                },
+                &["j"],
+            ),
             // 11: a view of x, a graph input: copied.
             node("l", Op::Flatten { axis: 1 }, &["x"]),
             // 12: l dies here: keeps its buffer under the new shape.
@@ -97,7 +105,7 @@ fn plans_in_place_only_for_dying_single_read_node_outputs() {
         vec![0], // h
         vec![0], // i
         vec![1], // j: i, not the constant
-        vec![0], // k
+        vec![],  // k: Clip has no in-place form (fused runs apply it in j's pass)
         vec![],  // l: x is a graph input
         vec![0], // n: l, not the shape
     ];
@@ -110,8 +118,14 @@ fn plans_in_place_only_for_dying_single_read_node_outputs() {
         point,
         [
             (6, Fused::Silu { x: 1 }),
-            (7, Fused::Relu),
-            (9, Fused::Relu)
+            (7, Fused::Clamp(Activation::RELU)),
+            (
+                9,
+                Fused::Clamp(Activation {
+                    lo: Some(-0.25),
+                    hi: Some(0.5)
+                })
+            )
         ]
     );
     let skipped: Vec<usize> = (0..g.nodes.len()).filter(|&i| p.skip[i]).collect();

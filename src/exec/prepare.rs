@@ -1,7 +1,6 @@
 //! State built once per plan from the graph's constants, so runs skip work that does not
 //! depend on the inputs: Conv weights packed for the sgemm (on first use), and, for plain
-//! runs only, a Relu or constant Clip fused into the Conv that feeds it, a Relu fused into
-//! the Add or BatchNorm that feeds it, and Sigmoid + Mul(x, Sigmoid(x)) run as one SiLU pass.
+//! runs only, a Relu or constant Clip fused into the Conv, Add or BatchNorm that feeds it, and Sigmoid + Mul(x, Sigmoid(x)) run as one SiLU pass.
 //!
 //! Fusion changes no bits (the Conv's epilogue clamps exactly as the Relu/Clip kernels do,
 //! after the bias), but it does skip the Conv's own output tensor, so runs that look at
@@ -24,7 +23,7 @@ pub struct Prepared {
     /// Per node, fused runs only: this activation node was fused into the Conv before it;
     /// its output is its first input, moved.
     pub forward: Vec<bool>,
-    /// Per node, fused runs only: the pass an Add/BatchNorm (a Relu after it) or a Mul (SiLU)
+    /// Per node, fused runs only: the pass an Add/BatchNorm (a Relu or Clip after it) or a Mul (SiLU)
     /// applies as well.
     pub point: Vec<Option<Fused>>,
     /// Per node, fused runs only: a Sigmoid whose one reader, a Mul by its own input,
@@ -90,11 +89,13 @@ impl Prepared {
                 continue;
             }
             match (&node.op, &next.op) {
-                (Op::Binary(BinaryOp::Add) | Op::BatchNorm { .. }, Op::Unary(UnaryOp::Relu))
+                (Op::Binary(BinaryOp::Add) | Op::BatchNorm { .. }, _)
                     if next.inputs.first() == Some(out) =>
                 {
-                    point[i] = Some(Fused::Relu);
-                    forward[j] = true;
+                    if let Some(act) = activation(graph, &next.op, &next.inputs) {
+                        point[i] = Some(Fused::Clamp(act));
+                        forward[j] = true;
+                    }
                 }
                 (Op::Unary(UnaryOp::Sigmoid), Op::Binary(BinaryOp::Mul)) => {
                     let x = &node.inputs[0];

@@ -1,13 +1,15 @@
 //! Elementwise ops on contiguous f32 written into one input's own buffer, for the
 //! interpreter's in-place plan (an input that dies at this node and already has the output's
-//! shape), and the fused passes of plain runs: Add or BatchNorm followed by Relu, and
-//! Mul(x, Sigmoid(x)) as SiLU.
+//! shape), and the fused passes of plain runs: Add or BatchNorm followed by Relu or a
+//! constant Clip (MobileNet v2's ReLU6 after an unfolded BatchNorm), and Mul(x, Sigmoid(x))
+//! as SiLU.
 //!
 //! Every element is computed by the same expression as the out-of-place kernels in
 //! `elementwise.rs`/`norm.rs`/`vexp.rs` (Rust does not contract `a * b + c` into an FMA), so
 //! in place or not, fused or not, the bits are the same; work is split in `par`'s fixed
 //! chunks, so they never depend on the thread count either.
 
+use super::sgemm::Activation;
 use super::{elementwise, norm, par, vexp};
 use crate::ir::{BinaryOp, Op, UnaryOp};
 use crate::tensor::Tensor;
@@ -15,10 +17,11 @@ use anyhow::{anyhow, Result};
 use ndarray::{ArrayD, IxDyn};
 
 /// A pass fused after (or into) a node in plain runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Fused {
-    /// The Relu node reading this Add or BatchNorm's output is applied here.
-    Relu,
+    /// The Relu or constant-bound Clip node reading this Add or BatchNorm's output is
+    /// applied here (the clamp a Conv's epilogue applies, `Activation::apply`).
+    Clamp(Activation),
     /// This Mul reads `x` (input `x`) and `Sigmoid(x)` (the other input, which is not
     /// computed): it computes `x * sigmoid(x)` from `x` alone.
     Silu { x: usize },
@@ -127,7 +130,10 @@ pub fn eval_in_place(
     let Tensor::F32(mut a) = buf else {
         return Err(anyhow!("in-place {} needs an f32 buffer", op.name()));
     };
-    let relu = fused == Some(Fused::Relu);
+    let clamp = match fused {
+        Some(Fused::Clamp(act)) => Bounds::of(act),
+        _ => Bounds::NONE,
+    };
     let d = a
         .as_slice_mut()
         .ok_or_else(|| anyhow!("in-place {} needs a contiguous buffer", op.name()))?;
@@ -142,7 +148,7 @@ pub fn eval_in_place(
             let (ca, cb) = norm::bn_coeffs(&x_shape, [s?, b?, m?, v?], *epsilon)?;
             let inner: usize = x_shape[2..].iter().product();
             let d = a.as_slice_mut().expect("checked contiguous");
-            batch_norm(d, &ca, &cb, inner, relu);
+            batch_norm(d, &ca, &cb, inner, clamp);
         }
         (Op::Binary(bop), _) => {
             let other = inputs
@@ -154,7 +160,7 @@ pub fn eval_in_place(
             let other = classify(&shape, other)
                 .ok_or_else(|| anyhow!("{} cannot run in place on {shape:?}", op.name()))?;
             let d = a.as_slice_mut().expect("checked contiguous");
-            binary(*bop, k, relu, d, &other);
+            binary(*bop, k, clamp, d, &other);
         }
         _ => return Err(anyhow!("{} has no in-place form", op.name())),
     }
@@ -174,10 +180,11 @@ pub fn eval_fused(op: &Op, fused: Fused, inputs: &[Option<&Tensor>]) -> Result<T
                 elementwise::binary(BinaryOp::Mul, &s, xt)
             }
         }
-        Fused::Relu => {
+        Fused::Clamp(act) => {
+            let clamp = Bounds::of(act);
             if let (Op::BatchNorm { epsilon }, Some(Some(Tensor::F32(x)))) = (op, inputs.first()) {
                 // One pass into a fresh buffer, where the kernel's own output would be
-                // zeroed, written, then Relu'd in a pass of its own (DenseNet's BNs read the
+                // zeroed, written, then clamped in a pass of its own (DenseNet's BNs read the
                 // Concats kept alive for `concat_extending`, so they cannot take their input).
                 let params = [1, 2, 3, 4].map(|i| super::input(inputs, i, "BatchNorm parameter"));
                 let [s, b, m, v] = params;
@@ -185,7 +192,7 @@ pub fn eval_fused(op: &Op, fused: Fused, inputs: &[Option<&Tensor>]) -> Result<T
                 let inner: usize = x.shape()[2..].iter().product();
                 let x = x.as_standard_layout();
                 let src = x.as_slice().expect("standard layout");
-                let out = batch_norm_into(src, &ca, &cb, inner, true);
+                let out = batch_norm_into(src, &ca, &cb, inner, clamp);
                 return Ok(Tensor::F32(ArrayD::from_shape_vec(x.raw_dim(), out)?));
             }
             let mut outs = super::eval(op, inputs, 1)?;
@@ -195,10 +202,10 @@ pub fn eval_fused(op: &Op, fused: Fused, inputs: &[Option<&Tensor>]) -> Result<T
             match t {
                 Tensor::F32(mut a) if a.is_standard_layout() => {
                     let d = a.as_slice_mut().expect("standard layout");
-                    par::map_in_place(d, relu_in_place);
+                    par::map_in_place(d, |d| clamp.apply_all(d));
                     Ok(Tensor::F32(a))
                 }
-                t => elementwise::unary(UnaryOp::Relu, &t),
+                t => elementwise::clip(&t, act.lo.map(f64::from), act.hi.map(f64::from)),
             }
         }
     }
@@ -220,9 +227,52 @@ pub(crate) fn relu_in_place(d: &mut [f32]) {
     }
 }
 
-/// `d = x * a[ch] + b[ch]` per channel block of `inner` elements (then Relu), as
+/// A fused clamp's bounds as plain floats, -inf and +inf where it has none: `v < -inf` and
+/// `v > inf` never hold, so this is `Activation::apply` (NaN and -0.0 kept alike) without
+/// branches on the `Option`s in the loops.
+#[derive(Clone, Copy)]
+struct Bounds {
+    lo: f32,
+    hi: f32,
+}
+
+impl Bounds {
+    const NONE: Bounds = Bounds {
+        lo: f32::NEG_INFINITY,
+        hi: f32::INFINITY,
+    };
+
+    fn of(act: Activation) -> Bounds {
+        Bounds {
+            lo: act.lo.unwrap_or(f32::NEG_INFINITY),
+            hi: act.hi.unwrap_or(f32::INFINITY),
+        }
+    }
+
+    fn is_none(self) -> bool {
+        self.lo == f32::NEG_INFINITY && self.hi == f32::INFINITY
+    }
+
+    #[inline(always)]
+    fn apply(self, v: f32) -> f32 {
+        let v = if v < self.lo { self.lo } else { v };
+        if v > self.hi {
+            self.hi
+        } else {
+            v
+        }
+    }
+
+    fn apply_all(self, d: &mut [f32]) {
+        for v in d {
+            *v = self.apply(*v);
+        }
+    }
+}
+
+/// `d = x * a[ch] + b[ch]` per channel block of `inner` elements (then the clamp), as
 /// `norm::bn_t` computes it.
-fn batch_norm(d: &mut [f32], a: &[f64], b: &[f64], inner: usize, relu_after: bool) {
+fn batch_norm(d: &mut [f32], a: &[f64], b: &[f64], inner: usize, clamp: Bounds) {
     if inner == 0 || a.is_empty() {
         return;
     }
@@ -230,9 +280,9 @@ fn batch_norm(d: &mut [f32], a: &[f64], b: &[f64], inner: usize, relu_after: boo
     let go = |first: usize, d: &mut [f32]| {
         for (blk, d) in (first..).zip(d.chunks_mut(inner)) {
             let (ca, cb) = (a[blk % c] as f32, b[blk % c] as f32);
-            if relu_after {
+            if !clamp.is_none() {
                 for v in d.iter_mut() {
-                    *v = relu(*v * ca + cb);
+                    *v = clamp.apply(*v * ca + cb);
                 }
             } else {
                 for v in d.iter_mut() {
@@ -246,7 +296,7 @@ fn batch_norm(d: &mut [f32], a: &[f64], b: &[f64], inner: usize, relu_after: boo
 
 /// [`batch_norm`] from `src` into a new buffer: the same expression per element, so the
 /// same bits, without zeroing the buffer first.
-fn batch_norm_into(src: &[f32], a: &[f64], b: &[f64], inner: usize, relu_after: bool) -> Vec<f32> {
+fn batch_norm_into(src: &[f32], a: &[f64], b: &[f64], inner: usize, clamp: Bounds) -> Vec<f32> {
     let mut out = Vec::with_capacity(src.len());
     if inner == 0 || a.is_empty() || src.is_empty() {
         out.resize(src.len(), 0.0);
@@ -257,9 +307,9 @@ fn batch_norm_into(src: &[f32], a: &[f64], b: &[f64], inner: usize, relu_after: 
     par::runs_into(src, dst, inner, |first, s, d| {
         for (blk, (s, d)) in (first..).zip(s.chunks(inner).zip(d.chunks_mut(inner))) {
             let (ca, cb) = (a[blk % c] as f32, b[blk % c] as f32);
-            if relu_after {
+            if !clamp.is_none() {
                 for (d, &v) in d.iter_mut().zip(s) {
-                    d.write(relu(v * ca + cb));
+                    d.write(clamp.apply(v * ca + cb));
                 }
             } else {
                 for (d, &v) in d.iter_mut().zip(s) {
@@ -273,13 +323,13 @@ fn batch_norm_into(src: &[f32], a: &[f64], b: &[f64], inner: usize, relu_after: 
     out
 }
 
-/// The binary op into `d` (operand `k`), the other operand `o`, then Relu if asked.
-fn binary(op: BinaryOp, k: usize, relu_after: bool, d: &mut [f32], o: &Other) {
+/// The binary op into `d` (operand `k`), the other operand `o`, then the clamp if asked.
+fn binary(op: BinaryOp, k: usize, clamp: Bounds, d: &mut [f32], o: &Other) {
     // One monomorphized loop per (op, operand order, Relu), so each vectorizes.
     macro_rules! go {
         ($f:expr) => {
-            if relu_after {
-                combine(d, o, move |x, y| relu($f(x, y)))
+            if !clamp.is_none() {
+                combine(d, o, move |x, y| clamp.apply($f(x, y)))
             } else {
                 combine(d, o, $f)
             }

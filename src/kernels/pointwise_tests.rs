@@ -123,41 +123,66 @@ fn bn_params(c: usize) -> Vec<Tensor> {
     vec![data(&[c], 10), data(&[c], 11), data(&[c], 12), var]
 }
 
+/// The clamps a Relu or constant Clip fuses as, and the node each stands for.
+fn clamps() -> Vec<(Activation, Op)> {
+    let clip =
+        |lo: Option<f32>, hi: Option<f32>| (Activation { lo, hi }, Op::Clip { min: lo, max: hi });
+    vec![
+        (Activation::RELU, Op::Unary(UnaryOp::Relu)),
+        clip(Some(0.0), Some(6.0)),
+        clip(Some(-0.5), None),
+        clip(None, Some(0.25)),
+    ]
+}
+
 #[test]
-fn batch_norm_in_place_and_fused_relu_match_unfused() {
+fn batch_norm_in_place_and_fused_clamps_match_unfused() {
     for shape in SHAPES {
         let x = data(shape, 7);
         let p = bn_params(shape[1]);
         let op = Op::BatchNorm { epsilon: 1e-5 };
         let ins: Vec<&Tensor> = [&x].into_iter().chain(&p).collect();
         let bn = out_of_place(&op, &ins);
-        let relu = out_of_place(&Op::Unary(UnaryOp::Relu), &[&bn]);
-        let opt: Vec<Option<&Tensor>> = ins.iter().map(|t| Some(*t)).collect();
-        assert_eq!(
-            bits(&eval_fused(&op, Fused::Relu, &opt).unwrap()),
-            bits(&relu)
-        );
         for threads in [1, 2] {
             assert_eq!(bits(&in_place(&op, None, &ins, 0, threads)), bits(&bn));
-            let fused = in_place(&op, Some(Fused::Relu), &ins, 0, threads);
-            assert_eq!(bits(&fused), bits(&relu));
+        }
+        for (act, node) in clamps() {
+            let want = bits(&out_of_place(&node, &[&bn]));
+            let opt: Vec<Option<&Tensor>> = ins.iter().map(|t| Some(*t)).collect();
+            let fused = Fused::Clamp(act);
+            assert_eq!(
+                bits(&eval_fused(&op, fused, &opt).unwrap()),
+                want,
+                "{node:?}"
+            );
+            for threads in [1, 2] {
+                let got = in_place(&op, Some(fused), &ins, 0, threads);
+                assert_eq!(bits(&got), want, "{node:?}");
+            }
         }
     }
 }
 
 #[test]
-fn add_relu_fused_matches_add_then_relu() {
+fn add_fused_clamps_match_add_then_clamp() {
     for shape in SHAPES {
         let a = data(shape, 8);
         for b in [data(shape, 9), data(&[1, shape[1], 1, 1], 10)] {
             let op = Op::Binary(BinaryOp::Add);
             let sum = out_of_place(&op, &[&a, &b]);
-            let want = bits(&out_of_place(&Op::Unary(UnaryOp::Relu), &[&sum]));
-            let opt = [Some(&a), Some(&b)];
-            assert_eq!(bits(&eval_fused(&op, Fused::Relu, &opt).unwrap()), want);
-            for threads in [1, 2] {
-                let got = in_place(&op, Some(Fused::Relu), &[&a, &b], 0, threads);
-                assert_eq!(bits(&got), want);
+            for (act, node) in clamps() {
+                let want = bits(&out_of_place(&node, &[&sum]));
+                let fused = Fused::Clamp(act);
+                let opt = [Some(&a), Some(&b)];
+                assert_eq!(
+                    bits(&eval_fused(&op, fused, &opt).unwrap()),
+                    want,
+                    "{node:?}"
+                );
+                for threads in [1, 2] {
+                    let got = in_place(&op, Some(fused), &[&a, &b], 0, threads);
+                    assert_eq!(bits(&got), want, "{node:?}");
+                }
             }
         }
     }
