@@ -792,6 +792,11 @@ mod tests {
             c(&[1, 2, 9, 10], &[3, 3], &[2, 2], &[], &[1, 1, 1, 1], false),
             c(&[1, 2, 9, 10], &[2, 3], &[3, 2], &[], &[0, 1, 1, 0], true),
             c(&[1, 2, 7, 8], &[2, 2], &[4, 5], &[], &[], true), // strides > kernel
+            c(&[1, 3, 8, 10], &[2, 2], &[2, 2], &[], &[], false), // DenseNet's 2x2 pairs
+            c(&[1, 2, 7, 9], &[2, 2], &[2, 2], &[], &[], false), // pairs, last row unread
+            c(&[1, 2, 7, 9], &[2, 2], &[2, 2], &[], &[], true), // clipped: not pairs
+            c(&[1, 2, 8, 8], &[2, 2], &[2, 2], &[], &[0, 0, 1, 1], false), // end pads unread
+            c(&[1, 40, 30, 30], &[2, 2], &[2, 2], &[], &[], false), // pairs, split in tasks
             c(
                 &[1, 2, 5, 5],
                 &[2, 2],
@@ -855,6 +860,11 @@ mod tests {
                 (g, w) => assert_eq!(g.is_err(), w.is_err(), "case {i} transposed"),
             }
         }
+        // An AveragePool sum starts at +0: a window of -0.0s averages to +0.0.
+        let z = ArrayD::from_elem(IxDyn(&[1, 1, 2, 2]), -0.0f32);
+        let a = attrs(&[2, 2], &[2, 2], &[], false, false);
+        let got = window_pool(&z, &a, false).unwrap();
+        assert_eq!(got.iter().next().map(|v| v.to_bits()), Some(0));
         // NaN propagates (the first NaN stays) and an all-padding window gives -inf / 0.
         let mut x = noise(&[1, 1, 6, 6], 99);
         x[[0, 0, 2, 3]] = f32::NAN;

@@ -271,6 +271,55 @@ fn tap_sum<T: Elem>(acc: &mut [f64], src: &[T]) {
     sum_body(acc, src)
 }
 
+/// Whether every window is a whole 2x2 block at stride 2 inside the plane (DenseNet's
+/// transitions): no padding or dilation, the ceil_mode overhang (if any) unused.
+fn whole_pairs(g: &Geometry) -> bool {
+    g.kernel[1..] == [2, 2]
+        && g.strides[1..] == [2, 2]
+        && g.dil[1..] == [1, 1]
+        && g.pb[1..] == [0, 0]
+        && 2 * g.output[1] <= g.input[1]
+        && 2 * g.output[2] <= g.input[2]
+}
+
+/// AveragePool over [`whole_pairs`] windows read straight from the planes: no padded
+/// scratch, no pass per tap. The same arithmetic as the general path: an f64 sum from +0
+/// over the taps in window order, divided by the count (4 for every window here).
+fn average_pairs<T: Elem>(g: &Geometry, xd: &[T], out: &mut [T]) {
+    let (iw, ow) = (g.input[2], g.output[2]);
+    let plane = |src: &[T], dst: &mut [T]| {
+        for (oy, d) in dst.chunks_mut(ow).enumerate() {
+            let top = &src[2 * oy * iw..][..2 * ow];
+            let bottom = &src[(2 * oy + 1) * iw..][..2 * ow];
+            for ((d, t), b) in d
+                .iter_mut()
+                .zip(top.chunks_exact(2))
+                .zip(bottom.chunks_exact(2))
+            {
+                let mut acc = 0.0f64;
+                for v in [t[0], t[1], b[0], b[1]] {
+                    acc += v.to_f64();
+                }
+                *d = T::from_f64(acc / 4.0);
+            }
+        }
+    };
+    if super::par::worth_splitting(out.len().saturating_mul(4)) {
+        let per = super::par::units_per_task(g.out_plane.saturating_mul(4));
+        out.par_chunks_mut(per * g.out_plane)
+            .zip(xd.par_chunks(per * g.in_plane))
+            .for_each(|(dst, src)| {
+                for (d, s) in dst.chunks_mut(g.out_plane).zip(src.chunks(g.in_plane)) {
+                    plane(s, d);
+                }
+            });
+    } else {
+        for (d, s) in out.chunks_mut(g.out_plane).zip(xd.chunks(g.in_plane)) {
+            plane(s, d);
+        }
+    }
+}
+
 /// Per-task buffers, reused across the planes of a task.
 struct Scratch<T> {
     padded: Vec<T>,
@@ -295,6 +344,9 @@ pub(super) fn pool_planes<T: Elem>(g: &Geometry, xd: &[T], out: &mut [T], sum: O
         false => 0,
     };
     let out = &mut out[first * g.out_plane..];
+    if sum.is_some() && whole_pairs(g) {
+        return average_pairs(g, &xd[first * g.in_plane..], out);
+    }
     // AveragePool: each column's factor of the count.
     let cols: Vec<f64> = match sum {
         Some(how) => g.axes[2][..ow]
