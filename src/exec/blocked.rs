@@ -1,5 +1,6 @@
 //! Which values fused runs hold blocked (NCHW8c, `kernels::blocked`): the outputs of Convs,
-//! Adds, MaxPools and channel Concats whose every reader reads them blocked natively, so
+//! Adds, MaxPools, channel Concats and BatchNorms whose every reader reads them blocked
+//! natively, so
 //! chains such as MobileNet's 1x1 -> depthwise -> 1x1 -> Add or SqueezeNet's MaxPool ->
 //! squeeze -> expand -> Concat pass their values without the 8x8 transposes each kernel
 //! with the channels in its vector lanes would otherwise do on the way in and out.
@@ -8,10 +9,11 @@
 //! does for its shapes, `conv::blocked_native`; an Add of two blocked values of one shape;
 //! a MaxPool `pool::max_pool_blocked_capable` takes, from either layout; a channel Concat of
 //! blocked values; a Mul of a value in planes by its per-channel gate, squeeze-and-excitation's
-//! scale, `blocked::scale_to_blocked`), it is not a graph output, and every node that reads it (past fused
+//! scale, `blocked::scale_to_blocked`; an inference BatchNorm of a blocked value,
+//! `pointwise::batch_norm_blocked`), it is not a graph output, and every node that reads it (past fused
 //! activations, which pass the value on) is such a Conv reading it as its input, itself
 //! writing its output blocked or having no more output channels than input channels, or
-//! such an Add or Concat writing its output blocked, or such a MaxPool (which reads a
+//! such an Add, Concat or BatchNorm writing its output blocked, or such a MaxPool (which reads a
 //! blocked input by row copies, whatever it writes). (A Conv
 //! reading a blocked input but writing planes runs on `conv_lanes`, with its spread, where
 //! the sgemm would run a widening one faster: EfficientNet-B0's 1x1 expansions, whose
@@ -149,6 +151,14 @@ pub fn plan(graph: &Graph, forward: &[bool]) -> Vec<bool> {
                 .iter()
                 .all(|s| blocked::blockable(s) && s[0] == shapes[0][0] && s[2..] == shapes[0][2..])
     };
+    // Inference BatchNorms of a blockable f32 value (exports that keep them after their
+    // Convs), which run on a blocked input as it is.
+    let is_bn = |i: usize| {
+        let node = &graph.nodes[i];
+        matches!(node.op, Op::BatchNorm { .. })
+            && node.outputs.len() == 1
+            && f32_shape(&node.inputs[0]).is_some_and(|s| blocked::blockable(&s))
+    };
     // Muls of an f32 value in planes by its per-channel gate (squeeze-and-excitation),
     // which write their output blocked in the pass that multiplies.
     let is_scale = |i: usize| {
@@ -163,7 +173,7 @@ pub fn plan(graph: &Graph, forward: &[bool]) -> Vec<bool> {
             }
     };
     let mut held: Vec<bool> = (0..n)
-        .map(|i| native_in[i] || is_add(i) || is_pool(i) || is_concat(i) || is_scale(i))
+        .map(|i| native_in[i] || is_add(i) || is_pool(i) || is_concat(i) || is_scale(i) || is_bn(i))
         .collect();
     // Drop candidates until every held value's readers read it natively and every held Add
     // reads held values only; each round drops at least one, so this ends.
@@ -183,7 +193,11 @@ pub fn plan(graph: &Graph, forward: &[bool]) -> Vec<bool> {
             let concat = held[r] && is_concat(r) && all_held();
             // A MaxPool reads a blocked value with row copies, held output or not.
             let pool = is_pool(r) && node.inputs[0] == v;
-            conv_input || add || concat || pool
+            let bn = held[r]
+                && is_bn(r)
+                && node.inputs[0] == v
+                && node.inputs[1..].iter().all(|i| i != v);
+            conv_input || add || concat || pool || bn
         };
         let keep = |i: usize| {
             let Some(v) = final_value(i) else {
@@ -197,6 +211,8 @@ pub fn plan(graph: &Graph, forward: &[bool]) -> Vec<bool> {
             };
             let writes_natively = if is_add(i) || is_concat(i) {
                 inputs_held(i)
+            } else if is_bn(i) {
+                source.contains_key(graph.nodes[i].inputs[0].as_str())
             } else {
                 // A MaxPool from either layout, a scale from planes; a Conv from its input
                 // held blocked, or in planes where it takes those too.
@@ -380,6 +396,57 @@ mod tests {
             false => assert!(held.is_empty(), "{held:?}"),
         }
         fused_gives_the_unfused_bits(&g, &[1, 16, 12, 12], 18, &[1, 8, 6, 6]);
+    }
+
+    /// An export that keeps its BatchNorms: depthwise 3x3 -> BatchNorm -> Clip(0, 6) (fused
+    /// into the BatchNorm's pass) -> 1x1 16 -> 8 (the graph output). The depthwise conv
+    /// writes blocked, the BatchNorm runs on that value as it is and writes it blocked for
+    /// the projection.
+    #[test]
+    fn holds_a_batch_norm_between_convs() {
+        let clip = Op::Clip {
+            min: Some(0.0),
+            max: Some(6.0),
+        };
+        let mut g = Graph {
+            name: "bn".into(),
+            opset: 17,
+            inputs: vec![decl("x", &[1, 16, 9, 11])],
+            outputs: vec![decl("y", &[1, 8, 9, 11])],
+            nodes: vec![
+                node("dw", conv(16, 1), &["x", "wd", ""], "d"),
+                node(
+                    "bn",
+                    Op::BatchNorm { epsilon: 1e-5 },
+                    &["d", "s", "b", "m", "v"],
+                    "n",
+                ),
+                node("clip", clip, &["n"], "c"),
+                node("project", conv(1, 0), &["c", "wp", "bp"], "y"),
+            ],
+            ..Default::default()
+        };
+        for (name, shape, seed) in [
+            ("wd", &[16, 1, 3, 3][..], 31),
+            ("s", &[16], 32),
+            ("b", &[16], 33),
+            ("m", &[16], 34),
+            ("wp", &[8, 16, 1, 1], 35),
+            ("bp", &[8], 36),
+        ] {
+            g.constants.insert(name.into(), values(shape, seed, 0.5));
+        }
+        let Tensor::F32(v) = values(&[16], 37, 1.0) else {
+            unreachable!("f32")
+        };
+        g.constants
+            .insert("v".into(), Tensor::F32(v.mapv(|v| v.abs() + 0.1)));
+        let held = held(&g);
+        match avx2() {
+            true => assert_eq!(held, ["dw", "bn"]),
+            false => assert!(held.is_empty(), "{held:?}"),
+        }
+        fused_gives_the_unfused_bits(&g, &[1, 16, 9, 11], 38, &[1, 8, 9, 11]);
     }
 
     /// Squeeze-and-excitation: x * sigmoid(fc(avgpool(x))) -> 1x1 16 -> 8 (the graph

@@ -287,21 +287,25 @@ impl<'g> Runner<'g> {
                 }
                 continue;
             }
-            // Blocked values are read as they are by a Conv or a MaxPool (as X), by an Add of
-            // blocked values of one shape and by a channel Concat of blocked values, and
-            // converted to planes in their slot for anyone else.
+            // Blocked values are read as they are by a Conv, a MaxPool or an inference
+            // BatchNorm (as X), by an Add of blocked values of one shape and by a channel
+            // Concat of blocked values, and converted to planes in their slot for anyone else.
             let blocked_add = matches!(node.op, Op::Binary(BinaryOp::Add))
                 && all_blocked_alike(&plan.node_inputs[i], &slots);
             let blocked_concat = matches!(node.op, Op::Concat { axis } if kernels::blocked::is_channel_axis(axis))
                 && plan.extends[i].is_none()
                 && all_blocked_concatenable(&plan.node_inputs[i], &slots);
+            // An inference BatchNorm of a blocked value runs on it as it is.
+            let blocked_bn = matches!(node.op, Op::BatchNorm { .. })
+                && node.outputs.len() == 1
+                && matches!(plan.node_inputs[i].first(), Some(Some(s)) if matches!(slots[*s], Slot::Blocked(_)));
             let reads_x = match node.op {
                 Op::Conv(_) => true,
                 Op::MaxPool(_) => node.outputs.len() == 1,
                 _ => false,
             };
             for (k, s) in plan.node_inputs[i].iter().enumerate() {
-                let native = blocked_add || blocked_concat || (k == 0 && reads_x);
+                let native = blocked_add || blocked_concat || (k == 0 && (reads_x || blocked_bn));
                 if let (Some(s), false) = (*s, native) {
                     if let Slot::Blocked(t) = &slots[s] {
                         slots[s] = Slot::Owned(kernels::blocked::unblock(t)?);
@@ -400,6 +404,22 @@ impl<'g> Runner<'g> {
                         out_blocked = l == Layout::Blocked;
                         vec![Tensor::F32(y)]
                     })
+                }
+                (Op::BatchNorm { epsilon }, _, taken, _) if blocked_bn => {
+                    let buf = match taken {
+                        Some((_, t)) => Ok(t),
+                        None => ins
+                            .first()
+                            .copied()
+                            .flatten()
+                            .cloned()
+                            .ok_or_else(|| anyhow!("BatchNorm X missing")),
+                    };
+                    buf.and_then(|b| pointwise::batch_norm_blocked(*epsilon, point, b, &ins))
+                        .map(|t| {
+                            out_blocked = true;
+                            vec![t]
+                        })
                 }
                 (op, _, Some((k, buf)), _) => {
                     kernels::eval_in_place(op, point, buf, k, &ins).map(|t| vec![t])

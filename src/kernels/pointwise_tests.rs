@@ -164,6 +164,38 @@ fn batch_norm_in_place_and_fused_clamps_match_unfused() {
 }
 
 #[test]
+fn batch_norm_on_a_blocked_value_is_the_batch_norm_blocked() {
+    use crate::kernels::blocked::{to_blocked, to_planes};
+    for shape in [&[1, 16, 5, 7][..], &[2, 24, 40, 40]] {
+        let x = data(shape, 14);
+        let p = bn_params(shape[1]);
+        let op = Op::BatchNorm { epsilon: 1e-5 };
+        let ins: Vec<&Tensor> = [&x].into_iter().chain(&p).collect();
+        let opt: Vec<Option<&Tensor>> = ins.iter().map(|t| Some(*t)).collect();
+        let Tensor::F32(xf) = &x else { unreachable!() };
+        let xb = Tensor::F32(to_blocked(xf));
+        let fused = [None]
+            .into_iter()
+            .chain(clamps().into_iter().map(|(a, _)| Some(Fused::Clamp(a))));
+        for f in fused {
+            let want = match f {
+                Some(f) => eval_fused(&op, f, &opt).unwrap(),
+                None => out_of_place(&op, &ins),
+            };
+            for threads in [1, 2] {
+                let got = on_threads(threads, || {
+                    batch_norm_blocked(1e-5, f, xb.clone(), &opt).unwrap()
+                });
+                let Tensor::F32(g) = &got else { unreachable!() };
+                assert_eq!(g.shape(), xb.shape());
+                let planes = Tensor::F32(to_planes(g));
+                assert_eq!(bits(&planes), bits(&want), "{f:?} {shape:?}");
+            }
+        }
+    }
+}
+
+#[test]
 fn add_fused_clamps_match_add_then_clamp() {
     for shape in SHAPES {
         let a = data(shape, 8);
