@@ -1,9 +1,8 @@
 //! Which values fused runs hold blocked (NCHW8c, `kernels::blocked`): the outputs of Convs,
 //! Adds, MaxPools, channel Concats and BatchNorms whose every reader reads them blocked
-//! natively, so
-//! chains such as MobileNet's 1x1 -> depthwise -> 1x1 -> Add or SqueezeNet's MaxPool ->
-//! squeeze -> expand -> Concat pass their values without the 8x8 transposes each kernel
-//! with the channels in its vector lanes would otherwise do on the way in and out.
+//! natively, so chains such as MobileNet's 1x1 -> depthwise -> 1x1 -> Add or SqueezeNet's
+//! MaxPool -> squeeze -> expand -> Concat pass their values without the 8x8 transposes each
+//! kernel with the channels in its vector lanes would otherwise do on the way in and out.
 //!
 //! A node's output is held blocked when the node writes it so natively (a Conv whose path
 //! does for its shapes, `conv::blocked_native`; an Add of two blocked values of one shape;

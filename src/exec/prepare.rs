@@ -1,6 +1,7 @@
 //! State built once per plan from the graph's constants, so runs skip work that does not
 //! depend on the inputs: Conv weights packed for the sgemm (on first use), and, for plain
-//! runs only, a Relu or constant Clip fused into the Conv, Add or BatchNorm that feeds it, and Sigmoid + Mul(x, Sigmoid(x)) run as one SiLU pass.
+//! runs only, a Relu or constant Clip fused into the Conv, Add or BatchNorm that feeds it,
+//! and Sigmoid + Mul(x, Sigmoid(x)) run as one SiLU pass.
 //!
 //! Fusion changes no bits (the Conv's epilogue clamps exactly as the Relu/Clip kernels do,
 //! after the bias), but it does skip the Conv's own output tensor, so runs that look at
@@ -23,8 +24,8 @@ pub struct Prepared {
     /// Per node, fused runs only: this activation node was fused into the Conv before it;
     /// its output is its first input, moved.
     pub forward: Vec<bool>,
-    /// Per node, fused runs only: the pass an Add/BatchNorm (a Relu or Clip after it) or a Mul (SiLU)
-    /// applies as well.
+    /// Per node, fused runs only: the pass an Add/BatchNorm (a Relu or Clip after it) or a
+    /// Mul (SiLU) applies as well.
     pub point: Vec<Option<Fused>>,
     /// Per node, fused runs only: a Sigmoid whose one reader, a Mul by its own input,
     /// computes SiLU; it runs nothing and its output stays empty.
