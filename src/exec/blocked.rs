@@ -283,16 +283,17 @@ mod tests {
             ],
             ..Default::default()
         };
-        for (name, shape, seed) in [
-            ("wd", &[16, 1, 3, 3][..], 1),
-            ("bd", &[16], 2),
-            ("wd2", &[16, 1, 3, 3], 3),
-            ("wp", &[8, 16, 1, 1], 4),
-            ("bp", &[8], 5),
-            ("wl", &[16, 8, 1, 1], 6),
-        ] {
-            g.constants.insert(name.into(), values(shape, seed, 0.5));
-        }
+        add_values(
+            &mut g,
+            &[
+                ("wd", &[16, 1, 3, 3][..], 1),
+                ("bd", &[16], 2),
+                ("wd2", &[16, 1, 3, 3], 3),
+                ("wp", &[8, 16, 1, 1], 4),
+                ("bp", &[8], 5),
+                ("wl", &[16, 8, 1, 1], 6),
+            ],
+        );
         g
     }
 
@@ -307,6 +308,13 @@ mod tests {
             .filter(|&i| p.blocked[i])
             .map(|i| g.nodes[i].name.as_str())
             .collect()
+    }
+
+    /// Adds constants of seeded values (scale 0.5) to `g`: (name, shape, seed) each.
+    fn add_values(g: &mut Graph, table: &[(&str, &[usize], u32)]) {
+        for &(name, shape, seed) in table {
+            g.constants.insert(name.into(), values(shape, seed, 0.5));
+        }
     }
 
     /// Runs `g` fused (values held blocked as planned) and unfused (planes only) on input
@@ -372,17 +380,18 @@ mod tests {
             ],
             ..Default::default()
         };
-        for (name, shape, seed) in [
-            ("ws", &[8, 16, 1, 1][..], 11),
-            ("bs", &[8], 12),
-            ("w1", &[16, 8, 1, 1], 13),
-            ("b1", &[16], 14),
-            ("w3", &[16, 8, 3, 3], 15),
-            ("b3", &[16], 16),
-            ("wl", &[8, 32, 1, 1], 17),
-        ] {
-            g.constants.insert(name.into(), values(shape, seed, 0.5));
-        }
+        add_values(
+            &mut g,
+            &[
+                ("ws", &[8, 16, 1, 1][..], 11),
+                ("bs", &[8], 12),
+                ("w1", &[16, 8, 1, 1], 13),
+                ("b1", &[16], 14),
+                ("w3", &[16, 8, 3, 3], 15),
+                ("b3", &[16], 16),
+                ("wl", &[8, 32, 1, 1], 17),
+            ],
+        );
         g
     }
 
@@ -425,16 +434,17 @@ mod tests {
             ],
             ..Default::default()
         };
-        for (name, shape, seed) in [
-            ("wd", &[16, 1, 3, 3][..], 31),
-            ("s", &[16], 32),
-            ("b", &[16], 33),
-            ("m", &[16], 34),
-            ("wp", &[8, 16, 1, 1], 35),
-            ("bp", &[8], 36),
-        ] {
-            g.constants.insert(name.into(), values(shape, seed, 0.5));
-        }
+        add_values(
+            &mut g,
+            &[
+                ("wd", &[16, 1, 3, 3][..], 31),
+                ("s", &[16], 32),
+                ("b", &[16], 33),
+                ("m", &[16], 34),
+                ("wp", &[8, 16, 1, 1], 35),
+                ("bp", &[8], 36),
+            ],
+        );
         let Tensor::F32(v) = values(&[16], 37, 1.0) else {
             unreachable!("f32")
         };
@@ -467,13 +477,14 @@ mod tests {
             ],
             ..Default::default()
         };
-        for (name, shape, seed) in [
-            ("wf", &[16, 16, 1, 1][..], 21),
-            ("bf", &[16], 22),
-            ("wp", &[8, 16, 1, 1], 23),
-        ] {
-            g.constants.insert(name.into(), values(shape, seed, 0.5));
-        }
+        add_values(
+            &mut g,
+            &[
+                ("wf", &[16, 16, 1, 1][..], 21),
+                ("bf", &[16], 22),
+                ("wp", &[8, 16, 1, 1], 23),
+            ],
+        );
         let held = held(&g);
         match avx2() {
             true => assert_eq!(held, ["mul"]),

@@ -497,19 +497,21 @@ fn scale_input(inputs: &[Option<usize>], slots: &[Slot]) -> Option<usize> {
 /// least one input): what `kernels::blocked::concat_channels` takes. Other inputs go the
 /// plain Concat's way, and its errors.
 fn all_blocked_concatenable(inputs: &[Option<usize>], slots: &[Slot]) -> bool {
-    let mut shapes = inputs.iter().map(|s| match s.map(|s| &slots[s]) {
-        Some(Slot::Blocked(t)) => Some(t.shape()),
-        _ => None,
-    });
-    let Some(Some(first)) = shapes.next() else {
-        return false;
-    };
-    let alike = |s: &[usize]| s[0] == first[0] && s[2..] == first[2..];
-    shapes.all(|s| s.is_some_and(alike))
+    all_blocked(inputs, slots, |a, b| a[0] == b[0] && a[2..] == b[2..])
 }
 
 /// Whether every input slot holds a blocked value, all of one shape (at least one input).
 fn all_blocked_alike(inputs: &[Option<usize>], slots: &[Slot]) -> bool {
+    all_blocked(inputs, slots, |a, b| a == b)
+}
+
+/// Whether every input slot holds a blocked value (at least one input) whose held shape
+/// `fits` the first one's.
+fn all_blocked(
+    inputs: &[Option<usize>],
+    slots: &[Slot],
+    fits: impl Fn(&[usize], &[usize]) -> bool,
+) -> bool {
     let mut shapes = inputs.iter().map(|s| match s.map(|s| &slots[s]) {
         Some(Slot::Blocked(t)) => Some(t.shape()),
         _ => None,
@@ -517,5 +519,5 @@ fn all_blocked_alike(inputs: &[Option<usize>], slots: &[Slot]) -> bool {
     let Some(Some(first)) = shapes.next() else {
         return false;
     };
-    shapes.all(|s| s == Some(first))
+    shapes.all(|s| s.is_some_and(|s| fits(s, first)))
 }
