@@ -8,8 +8,8 @@
 //! A 1x1 stride-1 unpadded conv uses the input directly as the matrix, and depthwise convs
 //! (one input channel per group, any channel multiplier) go to the direct kernel in
 //! `depthwise.rs`, where a GEMM with a single output row would only add overhead.
-//! Ungrouped 2-D 3x3 stride-1 convs with enough channels go to Winograd F(2x2, 3x3) in
-//! `winograd.rs`, which runs 16 smaller products on the same sgemm. Convs with very short
+//! Ungrouped 2-D 3x3 stride-1 convs with enough channels go to Winograd F(4x4, 3x3) or
+//! F(2x2, 3x3) in `winograd.rs`, which runs 36 or 16 smaller products on the same sgemm. Convs with very short
 //! reductions (image stems with 3 input channels, 1x1 convs with at most 32, grouped convs
 //! with at most 16 per group on rows of 28 or more) go to the direct kernel in
 //! `conv_direct.rs`, which gives the im2col path's bits without its
@@ -253,11 +253,12 @@ pub fn conv_f32_io(
                 let wd = w.as_slice().expect("standard layout");
                 conv_direct::conv(&p, xd, wd, bias, act, &mut out);
             } else if winograd::applies(&p) {
-                let slots = prepared.map(|pr| &pr.winograd);
+                let v = winograd::Variant::of(&p);
+                let slots = prepared.map(|pr| &pr.winograd[v as usize]);
                 with_weights(
                     slots,
                     winograd::prefer_cols(&p),
-                    Source::Winograd(w),
+                    Source::Winograd(w, v),
                     |ws| winograd::conv(&p, xd, ws, bias, act, &mut out),
                 );
             } else {
@@ -356,7 +357,7 @@ fn lanes(
 
 /// Conv weights packed once for the sgemm, so that runs of a graph whose weights are
 /// constants skip the packing: for im2col, one `PackedA` or `PackedCols` per group; for
-/// Winograd, one per transformed position (16). Each in the orientation the first run's
+/// Winograd, one per transformed position (16 or 36). Each in the orientation the first run's
 /// output size asks for ([`prefer_cols`]), packed then; the other only if a later run with
 /// another input size asks for it. Built by [`prepare`].
 #[derive(Clone, Debug)]
@@ -365,7 +366,8 @@ pub struct Prepared {
     w_shape: Vec<usize>,
     group: usize,
     direct: Slots,
-    winograd: Slots,
+    /// Per Winograd variant (`Variant as usize`): the one a run's plane size picks.
+    winograd: [Slots; 2],
     /// `conv_lanes`'s layout, packed on first use.
     lanes: OnceLock<Vec<f32>>,
 }
@@ -382,14 +384,14 @@ struct Slots {
 #[derive(Clone, Copy)]
 enum Source<'a> {
     Direct(&'a ArrayD<f32>, usize),
-    Winograd(&'a ArrayD<f32>),
+    Winograd(&'a ArrayD<f32>, winograd::Variant),
 }
 
 impl Source<'_> {
     fn pack<P: PackWeights>(self) -> Vec<P> {
         match self {
             Source::Direct(w, group) => pack_weights(w, group),
-            Source::Winograd(w) => winograd::pack_weights(w),
+            Source::Winograd(w, v) => winograd::pack_weights(w, v),
         }
     }
 }
@@ -482,7 +484,7 @@ pub fn prepare(attrs: &ConvAttrs, w: &Tensor) -> Option<Prepared> {
         w_shape: ws.to_vec(),
         group: g,
         direct: Slots::default(),
-        winograd: Slots::default(),
+        winograd: Default::default(),
         lanes: OnceLock::new(),
     })
 }
@@ -750,14 +752,21 @@ pub(super) fn with_pack_buffer<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -
         // Taken out rather than borrowed, so a nested call (a rayon task stolen by this
         // thread while `f` waits) gets an empty buffer of its own instead of a panic.
         let mut buf = cell.take();
-        if buf.len() < len {
-            buf.resize(len, 0.0);
+        if buf.len() < len + ALIGN_SLACK {
+            buf.resize(len + ALIGN_SLACK, 0.0);
         }
-        let r = f(&mut buf[..len]);
+        // The slice starts on a cache line whatever address the allocator gave: the
+        // packed panels are read in 32-byte vectors, and a buffer 16 bytes off a line
+        // split every other one across two lines.
+        let skip = buf.as_ptr().align_offset(64).min(ALIGN_SLACK);
+        let r = f(&mut buf[skip..skip + len]);
         cell.replace(buf);
         r
     })
 }
+
+/// Floats kept past a pack buffer's length so that it can start on a 64-byte line.
+const ALIGN_SLACK: usize = 16;
 
 /// A plain direct convolution, accumulating in f64: the reference the fast paths are tested
 /// against. Same shape rules and geometry as [`conv_f32`].

@@ -44,6 +44,7 @@ pub(crate) mod vexp;
 #[cfg(target_arch = "x86_64")]
 mod vexp_avx2;
 mod winograd;
+mod winograd4;
 
 use crate::ir::Op;
 use crate::tensor::Tensor;

@@ -1,4 +1,6 @@
-//! Winograd F(2x2, 3x3): 3x3 stride-1 convs with 2.25x fewer multiply-adds.
+//! Winograd F(2x2, 3x3) and F(4x4, 3x3): 3x3 stride-1 convs with 2.25x or 4x fewer
+//! multiply-adds. F(4x4, 3x3) (`winograd4.rs` holds its transforms) on output planes of
+//! at least [`F4_MIN_SIDE`] on each side, F(2x2, 3x3) (below) on smaller ones.
 //!
 //! The output plane is cut into 2x2 tiles. Tile t's 4x4 input patch `d` becomes
 //! `V = B^T d B`, each 3x3 kernel `g` becomes `U = G g G^T` (once per model), and the tile's
@@ -27,11 +29,55 @@ use std::ops::Range;
 
 /// Most tiles per unit: 64 tiles (256 output positions, as conv.rs's im2col blocks) keep a
 /// unit's transformed input and products (`16 x 64 x (C + M)` floats) near the L2 size for
-/// 64 to 128 channels.
+/// 64 to 128 channels; F(4x4, 3x3)'s 32 tiles (512 positions, `36 x 32 x (C + M)` floats)
+/// about as much.
 const TILES: usize = 64;
+const TILES_F4: usize = 32;
 
 /// Positions of a transformed 4x4 tile.
 const XI: usize = 16;
+
+/// Fewest output rows and columns for F(4x4, 3x3). Below, its tiles waste more of the plane
+/// (14x14 takes 16x16 of them) and its 36 transformed weight matrices (4x the weights,
+/// against 1.8x) stream from memory for few tiles each.
+pub(super) const F4_MIN_SIDE: usize = 28;
+
+/// Which Winograd transform a conv runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Variant {
+    F2,
+    F4,
+}
+
+impl Variant {
+    /// The variant for `p`'s output plane.
+    pub(super) fn of(p: &Plan) -> Variant {
+        match p.output[1] >= F4_MIN_SIDE && p.output[2] >= F4_MIN_SIDE {
+            true => Variant::F4,
+            false => Variant::F2,
+        }
+    }
+    /// Output rows and columns per tile.
+    fn side(self) -> usize {
+        match self {
+            Variant::F2 => 2,
+            Variant::F4 => 4,
+        }
+    }
+    /// Transformed positions: products per unit.
+    fn xi(self) -> usize {
+        match self {
+            Variant::F2 => XI,
+            Variant::F4 => super::winograd4::XI,
+        }
+    }
+    fn tiles_per_unit(self) -> usize {
+        match self {
+            Variant::F2 => TILES,
+            Variant::F4 => TILES_F4,
+        }
+    }
+}
 
 /// Fewest input channels for the Winograd path: the products' reduction is the input
 /// channels (not 9 times them, as in im2col), and below 64 the micro-kernel's stores and the
@@ -55,26 +101,26 @@ pub(super) fn applies(p: &Plan) -> bool {
         && p.m >= MIN_OUTPUTS
 }
 
-/// The grid of 2x2 output tiles over an output plane.
+/// The grid of 2x2 or 4x4 output tiles over an output plane.
 #[derive(Clone, Copy, Debug)]
-struct Grid {
+pub(super) struct Grid {
     /// Tile rows and columns.
-    th: usize,
-    tw: usize,
+    pub th: usize,
+    pub tw: usize,
 }
 
 impl Grid {
-    fn of(p: &Plan) -> Grid {
+    fn of(p: &Plan, v: Variant) -> Grid {
         Grid {
-            th: p.output[1].div_ceil(2),
-            tw: p.output[2].div_ceil(2),
+            th: p.output[1].div_ceil(v.side()),
+            tw: p.output[2].div_ceil(v.side()),
         }
     }
     fn tiles(&self) -> usize {
         self.th * self.tw
     }
     /// The tile rows that `tiles` touches, each with its range of tile columns.
-    fn rows(&self, tiles: Range<usize>) -> impl Iterator<Item = (usize, Range<usize>)> {
+    pub(super) fn rows(&self, tiles: Range<usize>) -> impl Iterator<Item = (usize, Range<usize>)> {
         let tw = self.tw;
         let first = tiles.start / tw;
         let last = tiles.end.div_ceil(tw);
@@ -86,20 +132,28 @@ impl Grid {
     }
 }
 
-/// The units' tile ranges: `ceil(tiles / TILES)` blocks of whole 8-tile groups (the
-/// transposed sgemm's tile width), as equal as the groups allow.
-fn block(tiles: usize, n_blocks: usize, blk: usize) -> Range<usize> {
-    let groups = tiles.div_ceil(sgemm::MR);
-    let start = |b: usize| (b * groups / n_blocks * sgemm::MR).min(tiles);
+/// The units' tile ranges: `ceil(tiles / per unit)` blocks of whole groups of tiles, as
+/// equal as the groups allow: for F(2x2, 3x3) of 8 tiles (the transposed sgemm's tile
+/// width), for F(4x4, 3x3) of 32 (the sgemm's B panel: its units of 32 tiles are whole
+/// panels but the last, where groups of 8 made units of 24 and 28 tiles on 56x56 planes,
+/// all edge tiles).
+fn block(v: Variant, tiles: usize, n_blocks: usize, blk: usize) -> Range<usize> {
+    let group = match v {
+        Variant::F2 => sgemm::MR,
+        Variant::F4 => sgemm::NR,
+    };
+    let groups = tiles.div_ceil(group);
+    let start = |b: usize| (b * groups / n_blocks * group).min(tiles);
     start(blk)..start(blk + 1)
 }
 
 /// Whether the products run in the transposed orientation (output channels along the
 /// vectors), by the padded work of every unit, as for im2col.
 pub(super) fn prefer_cols(p: &Plan) -> bool {
-    let tiles = Grid::of(p).tiles();
-    let n_blocks = tiles.div_ceil(TILES);
-    let lens = (0..n_blocks).map(|b| block(tiles, n_blocks, b).len());
+    let v = Variant::of(p);
+    let tiles = Grid::of(p, v).tiles();
+    let n_blocks = tiles.div_ceil(v.tiles_per_unit());
+    let lens = (0..n_blocks).map(|b| block(v, tiles, n_blocks, b).len());
     cols_cheaper(p.m, p.c, lens)
 }
 
@@ -140,15 +194,22 @@ fn transformed(g: &[f32]) -> [f32; XI] {
     u.map(|v| v as f32)
 }
 
-/// The 16 transformed weight matrices `U[ξ]` of `w` (`M x C x 3 x 3`): `U[ξ][o][c]` is
-/// element ξ of the transformed kernel of output `o` and input `c`, packed for the sgemm in
-/// orientation `P`. All 16 are packed together from each kernel's transform (each kernel
-/// read and transformed once), with no unpacked copy of them (1.8 times the weights) held.
-pub(super) fn pack_weights<P: super::conv::PackWeights>(w: &ArrayD<f32>) -> Vec<P> {
+/// The 16 (F(2x2, 3x3)) or 36 (F(4x4, 3x3)) transformed weight matrices `U[ξ]` of `w`
+/// (`M x C x 3 x 3`): `U[ξ][o][c]` is element ξ of the transformed kernel of output `o` and
+/// input `c`, packed for the sgemm in orientation `P`. All are packed together from each
+/// kernel's transform (each kernel read and transformed once), with no unpacked copy of
+/// them (1.8 or 4 times the weights) held.
+pub(super) fn pack_weights<P: super::conv::PackWeights>(w: &ArrayD<f32>, v: Variant) -> Vec<P> {
     let (m, c) = (w.shape()[0], w.shape()[1]);
     let w = w.as_standard_layout();
     let wd = w.as_slice().expect("standard layout");
-    P::from_fn_n(m, c, |o, ci| transformed(&wd[(o * c + ci) * 9..][..9])).into()
+    let kernel = |o: usize, ci: usize| &wd[(o * c + ci) * 9..][..9];
+    match v {
+        Variant::F2 => P::from_fn_n(m, c, |o, ci| transformed(kernel(o, ci))).into(),
+        Variant::F4 => {
+            P::from_fn_n(m, c, |o, ci| super::winograd4::transformed(kernel(o, ci))).into()
+        }
+    }
 }
 
 /// The conv: `out` (`N x M x OH x OW`) from `x` (`N x C x H x W`), the transformed weights
@@ -162,25 +223,26 @@ pub(super) fn conv(
     act: Activation,
     out: &mut [MaybeUninit<f32>],
 ) {
-    let grid = Grid::of(p);
+    let v = Variant::of(p);
+    let grid = Grid::of(p, v);
     let tiles = grid.tiles();
-    let n_blocks = tiles.div_ceil(TILES);
+    let n_blocks = tiles.div_ceil(v.tiles_per_unit());
     let units = p.n * n_blocks;
     let (in_plane, out_plane) = (p.in_plane(), p.out_plane());
     // Every output is written once through this pointer (by `transform_output`), never read.
     let outp = SendPtr(out.as_mut_ptr().cast::<f32>());
     let unit = |u: usize, par: bool| {
-        let (n, range) = (u / n_blocks, block(tiles, n_blocks, u % n_blocks));
+        let (n, range) = (u / n_blocks, block(v, tiles, n_blocks, u % n_blocks));
         let xn = &x[n * p.c * in_plane..(n + 1) * p.c * in_plane];
-        let v_len = XI * sgemm::packed_b_len(p.c, range.len());
-        let m_len = XI * p.m * range.len();
+        let v_len = v.xi() * sgemm::packed_b_len(p.c, range.len());
+        let m_len = v.xi() * p.m * range.len();
         super::conv::with_pack_buffer(v_len + m_len, |buf| {
-            let (v, prod) = buf.split_at_mut(v_len);
-            transform_input(p, grid, xn, range.clone(), v, par);
-            multiply(weights, v, prod, range.len(), par);
+            let (vb, prod) = buf.split_at_mut(v_len);
+            transform_input(p, (v, grid), xn, range.clone(), vb, par);
+            multiply(weights, vb, prod, range.len(), par);
             // SAFETY: batch item n's output is inside `out`; units write disjoint tiles.
             let outn = SendPtr(unsafe { outp.get().add(n * p.m * out_plane) });
-            transform_output(p, grid, prod, range, bias, act, outn, par);
+            transform_output(p, (v, grid), prod, range, bias, act, outn, par);
         });
     };
     // Many units: one task each. Few: one after another, each spread over the threads (by
@@ -208,25 +270,43 @@ fn each<S>(
     }
 }
 
-/// Writes `V[ξ]` for the tiles `tiles` into `v`: 16 matrices of `C x len` packed as the
-/// sgemm's B (`packed_b_len(C, len)` floats each), columns past `len` in the last panel 0.
-fn transform_input(p: &Plan, grid: Grid, x: &[f32], tiles: Range<usize>, v: &mut [f32], par: bool) {
+/// Writes `V[ξ]` for the tiles `tiles` into `v`: 16 or 36 matrices of `C x len` packed as
+/// the sgemm's B (`packed_b_len(C, len)` floats each), columns past `len` in the last
+/// panel 0.
+fn transform_input(
+    p: &Plan,
+    (var, grid): (Variant, Grid),
+    x: &[f32],
+    tiles: Range<usize>,
+    v: &mut [f32],
+    par: bool,
+) {
     let vp = SendPtr(v.as_mut_ptr());
-    let width = scratch_width(grid);
+    let len = match var {
+        Variant::F2 => 10 * scratch_width(grid),
+        Variant::F4 => super::winograd4::scratch_len(grid),
+    };
     each(
         0..p.c,
         par,
-        || vec![0f32; 10 * width],
+        || vec![0f32; len],
         |s, ci| {
             // SAFETY: channel ci writes row ci of each packed matrix of `v` (inside it, as
             // `input_channel` computes), which no other task writes.
-            unsafe { dispatch!(input_channel(p, grid, x, tiles.clone(), ci, s, vp)) }
+            unsafe {
+                match var {
+                    Variant::F2 => dispatch!(input_channel(p, grid, x, tiles.clone(), ci, s, vp)),
+                    Variant::F4 => {
+                        super::winograd4::input_channel(p, grid, x, tiles.clone(), ci, s, vp)
+                    }
+                }
+            }
         },
     );
 }
 
 /// Tiles per step of the transforms' inner loops: one 8-float vector per value.
-const L: usize = 8;
+pub(super) const L: usize = 8;
 
 /// The width of the transforms' row scratch: a tile row's input columns (`2 * tw + 2`),
 /// rounded up so whole steps of `L` tiles read inside it.
@@ -382,18 +462,19 @@ unsafe fn input_channel(
     }
 }
 
-/// `prod[ξ] = U[ξ] V[ξ]` (`M x len`, row-major, one after another) for the 16 ξ.
+/// `prod[ξ] = U[ξ] V[ξ]` (`M x len`, row-major, one after another) for the 16 or 36 ξ
+/// (one per weight matrix).
 fn multiply(weights: Weights, v: &[f32], prod: &mut [f32], len: usize, par: bool) {
     let kernel = Kernel::detect();
     let epi = Epilogue::default();
-    let m = match weights {
-        Weights::Rows(a) => a[0].m(),
-        Weights::Cols(a) => a[0].m(),
+    let (m, xis) = match weights {
+        Weights::Rows(a) => (a[0].m(), a.len()),
+        Weights::Cols(a) => (a[0].m(), a.len()),
     };
-    let stride = v.len() / XI;
+    let stride = v.len() / xis;
     let pp = SendPtr(prod.as_mut_ptr());
     each(
-        0..XI,
+        0..xis,
         par,
         || (),
         |_, xi| {
@@ -421,7 +502,7 @@ fn multiply(weights: Weights, v: &[f32], prod: &mut [f32], len: usize, par: bool
 #[allow(clippy::too_many_arguments)]
 fn transform_output(
     p: &Plan,
-    grid: Grid,
+    (var, grid): (Variant, Grid),
     prod: &[f32],
     tiles: Range<usize>,
     bias: Option<&[f32]>,
@@ -436,7 +517,23 @@ fn transform_output(
         |_, o| {
             let b = bias.map(|b| b[o]);
             // SAFETY: only this task writes output channel o of these tiles.
-            unsafe { dispatch!(output_channel(p, grid, prod, tiles.clone(), o, b, act, out)) }
+            unsafe {
+                match var {
+                    Variant::F2 => {
+                        dispatch!(output_channel(p, grid, prod, tiles.clone(), o, b, act, out))
+                    }
+                    Variant::F4 => super::winograd4::output_channel(
+                        p,
+                        grid,
+                        prod,
+                        tiles.clone(),
+                        o,
+                        b,
+                        act,
+                        out,
+                    ),
+                }
+            }
         },
     );
 }
@@ -519,8 +616,13 @@ mod tests {
         let want = conv_reference(&x, &w, Some(&b), &a).unwrap();
         assert_eq!(got.len(), want.len());
         // The sums run over C * 9 products of values up to 8 in magnitude: allow 1e-6 of
-        // the largest possible partial sum (64 * C * 9), a few ULP of it.
-        let tol = 64.0 * (ws[1] * 9) as f32 * 1e-6;
+        // the largest possible partial sum (64 * C * 9), a few ULP of it (F(2x2, 3x3)), or
+        // 4e-6 (F(4x4, 3x3), whose transforms scale values by up to 5 and 8 on the way).
+        let scale = match Variant::of(&p) {
+            Variant::F2 => 1e-6,
+            Variant::F4 => 4e-6,
+        };
+        let tol = 64.0 * (ws[1] * 9) as f32 * scale;
         for (i, (g, r)) in got.iter().zip(want.iter()).enumerate() {
             let r = act.apply(*r);
             assert!(
@@ -543,11 +645,11 @@ mod tests {
         let (rows_w, cols_w);
         let weights = match cols {
             false => {
-                rows_w = pack_weights(w);
+                rows_w = pack_weights(w, Variant::of(p));
                 Weights::Rows(&rows_w)
             }
             true => {
-                cols_w = pack_weights(w);
+                cols_w = pack_weights(w, Variant::of(p));
                 Weights::Cols(&cols_w)
             }
         };
@@ -565,7 +667,7 @@ mod tests {
         /// Input shape, weight shape, pads, activation.
         type Case<'a> = (&'a [usize], &'a [usize], &'a [usize], Activation);
         #[rustfmt::skip]
-        let cases: [Case; 5] = [
+        let cases: [Case; 9] = [
             // One unit, odd plane, symmetric pads (ResNet's 7x7 and 14x14 layers, smaller).
             (&[1, 16, 7, 7], &[24, 16, 3, 3], &[1, 1, 1, 1], Activation::NONE),
             // Odd channel counts, no pads, an output of 1 x 1.
@@ -576,6 +678,15 @@ mod tests {
             (&[3, 16, 18, 18], &[16, 16, 3, 3], &[1, 1, 1, 1], Activation::RELU),
             // More input channels than one K block of the sgemm (256).
             (&[1, 300, 5, 6], &[33, 300, 3, 3], &[1, 1, 1, 1], Activation::NONE),
+            // F(4x4, 3x3): planes of 28 and more. Partial tiles on both sides (30 x 29), two
+            // units of a panel and a remainder (8 x 8 tiles), and a clamp.
+            (&[1, 16, 30, 29], &[24, 16, 3, 3], &[1, 1, 1, 1], clip),
+            // Asymmetric pads, no pads on one side (31 x 28 output).
+            (&[1, 20, 31, 30], &[40, 20, 3, 3], &[2, 0, 1, 0], Activation::RELU),
+            // Batch 2: the parallel path over units; 56 x 56 as ResNet's first layers.
+            (&[2, 16, 56, 56], &[16, 16, 3, 3], &[1, 1, 1, 1], Activation::NONE),
+            // More input channels than one K block.
+            (&[1, 260, 28, 28], &[16, 260, 3, 3], &[1, 1, 1, 1], Activation::RELU),
         ];
         for cols in [false, true] {
             for (xs, ws, pads, act) in cases {
@@ -618,8 +729,14 @@ mod tests {
 
     #[test]
     fn same_bits_for_any_thread_count() {
-        // One unit (spread over channels and ξ) and many units (one task each).
-        for xs in [[1, 32, 14, 14], [2, 32, 30, 30]] {
+        // One unit (spread over channels and ξ) and many units (one task each), of both
+        // variants.
+        for xs in [
+            [1, 32, 14, 14],
+            [2, 32, 26, 26],
+            [1, 32, 28, 28],
+            [2, 32, 60, 60],
+        ] {
             let ws = [40, 32, 3, 3];
             let p = plan(
                 &xs,
@@ -634,6 +751,37 @@ mod tests {
                 let two = on_threads(2, || run(&p, &x, &w, &b, cols, Activation::RELU));
                 let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&one), bits(&two), "{xs:?} cols {cols}");
+            }
+        }
+    }
+
+    /// F(4x4, 3x3)'s weight transform against `G g G^T` as two f64 matrix products.
+    #[test]
+    fn weight_transform_f4_is_g_g_gt() {
+        let g: Vec<f32> = [1.0, -2.0, 3.5, 0.25, 5.0, -6.0, 7.0, 8.0, -0.5].to_vec();
+        let gm = [
+            [0.25, 0.0, 0.0],
+            [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+            [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+            [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+            [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+            [0.0, 0.0, 1.0],
+        ];
+        let got = super::super::winograd4::transformed(&g);
+        for i in 0..6 {
+            for j in 0..6 {
+                let mut want = 0f64;
+                for r in 0..3 {
+                    for s in 0..3 {
+                        want += gm[i][r] * g[3 * r + s] as f64 * gm[j][s];
+                    }
+                }
+                let d = (got[6 * i + j] as f64 - want).abs();
+                assert!(
+                    d <= want.abs() * 1e-7 + 1e-12,
+                    "({i}, {j}): {} vs {want}",
+                    got[6 * i + j]
+                );
             }
         }
     }

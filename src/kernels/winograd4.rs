@@ -1,0 +1,389 @@
+//! The transforms of Winograd F(4x4, 3x3) (`winograd.rs` runs the units and the products):
+//! 4x4 output tiles from 6x6 input patches, `V = B^T d B`, `U = G g G^T`, `Y = A^T M A`
+//! with the interpolation points 0, ±1, ±2 (Lavin and Gray's matrices). Per tile and pair
+//! of channels 36 multiply-adds for 16 outputs (2.25 per output, against 4 in F(2x2, 3x3)
+//! and 9 in the direct sum).
+//!
+//! B and A hold 0, ±1, ±2, ±4, ±5 and ±8 and G fractions down to 1/24, so the rounding
+//! error grows faster than in F(2x2, 3x3): a few times that of the direct sum on the
+//! channel sums of ResNet's layers (tests: `winograd::tests`, against the f64 reference).
+//! Every operation's order is fixed by the shape alone: the same bits for any thread count.
+
+use super::conv::Plan;
+use super::gemm::SendPtr;
+use super::im2col::{copy_short, copy_short_uninit};
+use super::sgemm::{Activation, NR};
+use super::winograd::{Grid, L};
+use std::mem::MaybeUninit;
+use std::ops::Range;
+
+/// Positions of a transformed 6x6 tile.
+pub(super) const XI: usize = 36;
+
+/// `G` of F(4x4, 3x3): `U = G g G^T` for a 3x3 kernel `g`.
+const G: [[f64; 3]; 6] = [
+    [1.0 / 4.0, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [0.0, 0.0, 1.0],
+];
+
+/// The coefficient of kernel tap `(r, s)` (`t = 3r + s`) in element `ξ = 6i + j` of
+/// `G g G^T`: `G[i][r] * G[j][s]`.
+const COEF: [[f64; 9]; XI] = {
+    let mut c = [[0f64; 9]; XI];
+    let mut xi = 0;
+    while xi < XI {
+        let mut t = 0;
+        while t < 9 {
+            c[xi][t] = G[xi / 6][t / 3] * G[xi % 6][t % 3];
+            t += 1;
+        }
+        xi += 1;
+    }
+    c
+};
+
+/// The 36 elements of `G g G^T` of the 3x3 kernel `g` (row-major), element `ξ = 6i + j` at
+/// index ξ; summed over the taps in order in f64 and rounded once.
+pub(super) fn transformed(g: &[f32]) -> [f32; XI] {
+    let mut u = [0f64; XI];
+    for (t, &gt) in g[..9].iter().enumerate() {
+        for (u, c) in u.iter_mut().zip(&COEF) {
+            *u += c[t] * gt as f64;
+        }
+    }
+    u.map(|v| v as f32)
+}
+
+/// `B^T d` for six values `d` (a column or a row of a patch), in a fixed order.
+#[inline(always)]
+fn bt(d: [f32; 6]) -> [f32; 6] {
+    let [d0, d1, d2, d3, d4, d5] = d;
+    [
+        (4.0 * d0 - 5.0 * d2) + d4,
+        (d3 + d4) - 4.0 * (d1 + d2),
+        (d4 - d3) + 4.0 * (d1 - d2),
+        (d4 - d2) + 2.0 * (d3 - d1),
+        (d4 - d2) - 2.0 * (d3 - d1),
+        (4.0 * d1 - 5.0 * d3) + d5,
+    ]
+}
+
+/// `A^T m` for six values `m`, in a fixed order.
+#[inline(always)]
+fn at(m: [f32; 6]) -> [f32; 4] {
+    let [m0, m1, m2, m3, m4, m5] = m;
+    let (s12, d12, s34, d34) = (m1 + m2, m1 - m2, m3 + m4, m3 - m4);
+    [
+        (m0 + s12) + s34,
+        d12 + 2.0 * d34,
+        s12 + 4.0 * s34,
+        (d12 + 8.0 * d34) + m5,
+    ]
+}
+
+/// Floats of the input transform's scratch for `grid`: six rows of four column phases,
+/// their vertical transforms, one input row, and six horizontal results.
+pub(super) fn scratch_len(grid: Grid) -> usize {
+    let hmax = phase_len(grid);
+    2 * 6 * 4 * hmax + 4 * hmax + 6 * hmax
+}
+
+/// Floats per column phase in the scratch: a tile row's tiles in whole steps of L, and one
+/// more step (tile k reads element k + 1; the vertical step runs whole steps).
+fn phase_len(grid: Grid) -> usize {
+    grid.tw.next_multiple_of(L) + L
+}
+
+/// `B^T` over eight lanes at once: `d[r]` holds row r's lanes from `k`.
+#[inline(always)]
+fn bt8(src: [&[f32]; 6], k: usize) -> [[f32; L]; 6] {
+    let mut d = [[0f32; L]; 6];
+    for (d, s) in d.iter_mut().zip(src) {
+        d.copy_from_slice(&s[k..k + L]);
+    }
+    let mut out = [[0f32; L]; 6];
+    for l in 0..L {
+        let t = bt([d[0][l], d[1][l], d[2][l], d[3][l], d[4][l], d[5][l]]);
+        for (o, t) in out.iter_mut().zip(t) {
+            o[l] = t;
+        }
+    }
+    out
+}
+
+/// Six runs of `len` floats at `off` in consecutive rows of `stride` floats of `buf`.
+#[inline(always)]
+fn six_mut(buf: &mut [f32], stride: usize, off: usize, len: usize) -> [&mut [f32]; 6] {
+    let (r0, rest) = buf.split_at_mut(stride);
+    let (r1, rest) = rest.split_at_mut(stride);
+    let (r2, rest) = rest.split_at_mut(stride);
+    let (r3, rest) = rest.split_at_mut(stride);
+    let (r4, r5) = rest.split_at_mut(stride);
+    [r0, r1, r2, r3, r4, r5].map(|r| &mut r[off..off + len])
+}
+
+/// [`input_channel_body`] compiled for AVX2 where the CPU has it (8-wide loops; the same
+/// operations, so the same bits).
+///
+/// # Safety
+/// As [`input_channel_body`].
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn input_channel(
+    p: &Plan,
+    grid: Grid,
+    x: &[f32],
+    tiles: Range<usize>,
+    ci: usize,
+    s: &mut [f32],
+    v: SendPtr<f32>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        return input_avx2(p, grid, x, tiles, ci, s, v);
+    }
+    input_channel_body(p, grid, x, tiles, ci, s, v)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn input_avx2(
+    p: &Plan,
+    grid: Grid,
+    x: &[f32],
+    tiles: Range<usize>,
+    ci: usize,
+    s: &mut [f32],
+    v: SendPtr<f32>,
+) {
+    input_channel_body(p, grid, x, tiles, ci, s, v)
+}
+
+/// [`output_channel_body`] compiled for AVX2 where the CPU has it.
+///
+/// # Safety
+/// As [`output_channel_body`].
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn output_channel(
+    p: &Plan,
+    grid: Grid,
+    prod: &[f32],
+    tiles: Range<usize>,
+    o: usize,
+    bias: Option<f32>,
+    act: Activation,
+    out: SendPtr<f32>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        return output_avx2(p, grid, prod, tiles, o, bias, act, out);
+    }
+    output_channel_body(p, grid, prod, tiles, o, bias, act, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn output_avx2(
+    p: &Plan,
+    grid: Grid,
+    prod: &[f32],
+    tiles: Range<usize>,
+    o: usize,
+    bias: Option<f32>,
+    act: Activation,
+    out: SendPtr<f32>,
+) {
+    output_channel_body(p, grid, prod, tiles, o, bias, act, out)
+}
+
+/// Writes row `ci` of the 36 packed matrices `V[ξ]` for the tiles `tiles` (see
+/// `winograd::transform_input`), with `s` as scratch ([`scratch_len`]).
+///
+/// Each input row a tile row reads is split by column phase (column mod 4), so that tile
+/// k's six columns `4k .. 4k + 6` are elements k of the four phases and k + 1 of the first
+/// two: both steps run over whole rows of tiles in loops the compiler vectorizes.
+///
+/// # Safety
+/// `v` must point at the 36 packed matrices for `tiles`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn input_channel_body(
+    p: &Plan,
+    grid: Grid,
+    x: &[f32],
+    tiles: Range<usize>,
+    ci: usize,
+    s: &mut [f32],
+    v: SendPtr<f32>,
+) {
+    let (c, len) = (p.c, tiles.len());
+    let [_, h, w] = p.input;
+    let (pt, pl) = (p.pads[1] as isize, p.pads[2] as isize);
+    let stride = super::sgemm::packed_b_len(c, len);
+    let plane = &x[ci * h * w..(ci + 1) * h * w];
+    // `vals` into matrix ξ from column j on, cut where the run crosses a panel edge.
+    let put = |xi: usize, mut j: usize, mut vals: &[f32]| {
+        while !vals.is_empty() {
+            let n = (NR - j % NR).min(vals.len());
+            let at = xi * stride + ((j / NR) * c + ci) * NR + j % NR;
+            let dst = std::slice::from_raw_parts_mut(v.get().add(at), n);
+            copy_short(dst, &vals[..n]);
+            j += n;
+            vals = &vals[n..];
+        }
+    };
+    // Phase length: a tile row's columns and one more element per phase.
+    let hmax = phase_len(grid);
+    let (rows, rest) = s.split_at_mut(6 * 4 * hmax);
+    let (vert, rest) = rest.split_at_mut(6 * 4 * hmax);
+    let (line, q) = rest.split_at_mut(4 * hmax);
+    for (ty, txs) in grid.rows(tiles.clone()) {
+        let n = txs.len();
+        let nl = n.next_multiple_of(L);
+        let hn = nl + L;
+        // Input columns 4 * txs.start - pl + col for col in 0 .. 4 * hn, zero outside the
+        // plane, copied into `line`, then column col to phase col % 4 at col / 4.
+        let x0 = 4 * txs.start as isize - pl;
+        for (r, row) in rows.chunks_exact_mut(4 * hmax).enumerate() {
+            let line = &mut line[..4 * hn];
+            line.fill(0.0);
+            let y = (4 * ty + r) as isize - pt;
+            if y >= 0 && y < h as isize {
+                let lo = (-x0).clamp(0, 4 * hn as isize) as usize;
+                let hi = (w as isize - x0).clamp(0, 4 * hn as isize) as usize;
+                if lo < hi {
+                    let at = y as usize * w + (x0 + lo as isize) as usize;
+                    copy_short(&mut line[lo..hi], &plane[at..][..hi - lo]);
+                }
+            }
+            // Eight columns of each phase at a time, from 32 consecutive ones.
+            for (k, cols) in (0..hn).step_by(L).zip(line.chunks_exact(4 * L)) {
+                let cols: &[f32; 4 * L] = cols.try_into().expect("4 L floats");
+                let mut ph = [[0f32; L]; 4];
+                for (f, ph) in ph.iter_mut().enumerate() {
+                    for (l, v) in ph.iter_mut().enumerate() {
+                        *v = cols[4 * l + f];
+                    }
+                }
+                for (f, ph) in ph.iter().enumerate() {
+                    row[f * hmax + k..][..L].copy_from_slice(ph);
+                }
+            }
+        }
+        // B^T d, column by column: on each phase's elements, six rows at a time.
+        for f in 0..4 {
+            let r = |i: usize| &rows[(i * 4 + f) * hmax..][..hn];
+            let src = [r(0), r(1), r(2), r(3), r(4), r(5)];
+            let mut dst = six_mut(vert, 4 * hmax, f * hmax, hn);
+            for k in (0..hn).step_by(L) {
+                for (d, t) in dst.iter_mut().zip(bt8(src, k)) {
+                    d[k..k + L].copy_from_slice(&t);
+                }
+            }
+        }
+        // (B^T d) B, per tile: its six columns are phases 0-3 at k and 0-1 at k + 1. Whole
+        // steps of L tiles (lanes past `n` are computed on what the scratch holds, not put).
+        let j0 = ty * grid.tw + txs.start - tiles.start;
+        for (i, vr) in vert.chunks_exact(4 * hmax).enumerate() {
+            let ph = |f: usize, from: usize| &vr[f * hmax + from..][..nl];
+            let e = [ph(0, 0), ph(1, 0), ph(2, 0), ph(3, 0), ph(0, 1), ph(1, 1)];
+            let mut dst = six_mut(q, hmax, 0, nl);
+            for k in (0..nl).step_by(L) {
+                for (d, t) in dst.iter_mut().zip(bt8(e, k)) {
+                    d[k..k + L].copy_from_slice(&t);
+                }
+            }
+            for (jj, qr) in q.chunks_exact(hmax).enumerate() {
+                put(6 * i + jj, j0, &qr[..n]);
+            }
+        }
+    }
+    for xi in 0..XI {
+        let tail = len.next_multiple_of(NR) - len;
+        put(xi, len, &[0.0; NR][..tail]);
+    }
+}
+
+/// Writes output channel `o` of the tiles `tiles`: `Y = A^T M A` from the products, plus
+/// bias, through the activation, trimmed at the plane's edges.
+///
+/// # Safety
+/// `out` must point at the batch item's output; this writes channel `o` of the tiles.
+#[inline(always)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // lane loops index arrays
+unsafe fn output_channel_body(
+    p: &Plan,
+    grid: Grid,
+    prod: &[f32],
+    tiles: Range<usize>,
+    o: usize,
+    bias: Option<f32>,
+    act: Activation,
+    out: SendPtr<f32>,
+) {
+    let (m, len) = (p.m, tiles.len());
+    let [_, oh, ow] = p.output;
+    for (ty, txs) in grid.rows(tiles.clone()) {
+        let j0 = ty * grid.tw + txs.start - tiles.start;
+        let n = txs.len();
+        for k in (0..n).step_by(L) {
+            let cnt = L.min(n - k);
+            let mut mx = [[0f32; L]; XI];
+            for (xi, mv) in mx.iter_mut().enumerate() {
+                copy_short(&mut mv[..cnt], &prod[(xi * m + o) * len + j0 + k..]);
+            }
+            // A^T M on each column j (rows 6i + j), then the same on each result row.
+            let mut cols = [[[0f32; L]; 6]; 4];
+            for j in 0..6 {
+                for l in 0..L {
+                    let m = [
+                        mx[j][l],
+                        mx[6 + j][l],
+                        mx[12 + j][l],
+                        mx[18 + j][l],
+                        mx[24 + j][l],
+                        mx[30 + j][l],
+                    ];
+                    let t = at(m);
+                    for dy in 0..4 {
+                        cols[dy][j][l] = t[dy];
+                    }
+                }
+            }
+            let mut y = [[[0f32; L]; 4]; 4];
+            for dy in 0..4 {
+                let c = &cols[dy];
+                for l in 0..L {
+                    let t = at([c[0][l], c[1][l], c[2][l], c[3][l], c[4][l], c[5][l]]);
+                    for dx in 0..4 {
+                        y[dy][dx][l] = t[dx];
+                    }
+                }
+            }
+            // Rows 4 ty + dy, columns 4 tx + dx of each tile, interleaved.
+            let x0 = 4 * (txs.start + k);
+            let wd = (4 * cnt).min(ow - x0);
+            for (dy, yr) in y.iter().enumerate() {
+                let yy = 4 * ty + dy;
+                if yy >= oh {
+                    break;
+                }
+                let mut row = [0f32; 4 * L];
+                for l in 0..L {
+                    for dx in 0..4 {
+                        let v = bias.map_or(yr[dx][l], |b| yr[dx][l] + b);
+                        row[4 * l + dx] = act.apply(v);
+                    }
+                }
+                let dst = out.get().add((o * oh + yy) * ow + x0);
+                let dst = std::slice::from_raw_parts_mut(dst.cast::<MaybeUninit<f32>>(), wd);
+                copy_short_uninit(dst, &row);
+            }
+        }
+    }
+}
