@@ -58,17 +58,111 @@ pub(super) fn transformed(g: &[f32]) -> [f32; XI] {
     u.map(|v| v as f32)
 }
 
-/// `B^T d` for six values `d` (a column or a row of a patch), in a fixed order.
+/// Eight lanes of f32 with the operations the input transform needs: `[f32; 8]` for any
+/// CPU, `__m256` on AVX2. Each lane does the same operations, so both give the same bits.
+trait Lanes: Copy {
+    /// # Safety
+    /// `p` valid for reading 8 floats.
+    unsafe fn load(p: *const f32) -> Self;
+    /// # Safety
+    /// `p` valid for writing 8 floats.
+    unsafe fn store(self, p: *mut f32);
+    fn add(self, o: Self) -> Self;
+    fn sub(self, o: Self) -> Self;
+    fn scale(self, c: f32) -> Self;
+    /// The 32 floats from `p` by column phase: lane l of phase f is float `4l + f`.
+    ///
+    /// # Safety
+    /// `p` valid for reading 32 floats.
+    unsafe fn phases(p: *const f32) -> [Self; 4];
+}
+
+impl Lanes for [f32; L] {
+    unsafe fn load(p: *const f32) -> Self {
+        std::ptr::read_unaligned(p.cast())
+    }
+    unsafe fn store(self, p: *mut f32) {
+        std::ptr::write_unaligned(p.cast(), self)
+    }
+    fn add(self, o: Self) -> Self {
+        std::array::from_fn(|l| self[l] + o[l])
+    }
+    fn sub(self, o: Self) -> Self {
+        std::array::from_fn(|l| self[l] - o[l])
+    }
+    fn scale(self, c: f32) -> Self {
+        self.map(|v| c * v)
+    }
+    unsafe fn phases(p: *const f32) -> [Self; 4] {
+        std::array::from_fn(|f| std::array::from_fn(|l| *p.add(4 * l + f)))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod lanes_avx2 {
+    use std::arch::x86_64::*;
+
+    // The intrinsics need AVX (their callers are compiled for AVX2: `input_avx2`).
+    impl super::Lanes for __m256 {
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            _mm256_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm256_storeu_ps(p, self)
+        }
+        #[inline(always)]
+        fn add(self, o: Self) -> Self {
+            // SAFETY: only instantiated in code compiled for AVX2.
+            unsafe { _mm256_add_ps(self, o) }
+        }
+        #[inline(always)]
+        fn sub(self, o: Self) -> Self {
+            // SAFETY: as `add`.
+            unsafe { _mm256_sub_ps(self, o) }
+        }
+        #[inline(always)]
+        fn scale(self, c: f32) -> Self {
+            // SAFETY: as `add`.
+            unsafe { _mm256_mul_ps(_mm256_set1_ps(c), self) }
+        }
+        /// An 8x4 transpose: unpacks and shuffles within the 128-bit halves give each
+        /// phase's lanes in the order 0 2 4 6 1 3 5 7, which one permute puts right.
+        #[inline(always)]
+        unsafe fn phases(p: *const f32) -> [Self; 4] {
+            let a = [0, 8, 16, 24].map(|o| _mm256_loadu_ps(p.add(o)));
+            let (t0, t1) = (
+                _mm256_unpacklo_ps(a[0], a[1]),
+                _mm256_unpackhi_ps(a[0], a[1]),
+            );
+            let (t2, t3) = (
+                _mm256_unpacklo_ps(a[2], a[3]),
+                _mm256_unpackhi_ps(a[2], a[3]),
+            );
+            let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+            [
+                _mm256_shuffle_ps::<0x44>(t0, t2),
+                _mm256_shuffle_ps::<0xEE>(t0, t2),
+                _mm256_shuffle_ps::<0x44>(t1, t3),
+                _mm256_shuffle_ps::<0xEE>(t1, t3),
+            ]
+            .map(|v| _mm256_permutevar8x32_ps(v, order))
+        }
+    }
+}
+
+/// `B^T d` for six values `d` (a column or a row of a patch) in each lane, in a fixed order.
 #[inline(always)]
-fn bt(d: [f32; 6]) -> [f32; 6] {
+fn bt<V: Lanes>(d: [V; 6]) -> [V; 6] {
     let [d0, d1, d2, d3, d4, d5] = d;
     [
-        (4.0 * d0 - 5.0 * d2) + d4,
-        (d3 + d4) - 4.0 * (d1 + d2),
-        (d4 - d3) + 4.0 * (d1 - d2),
-        (d4 - d2) + 2.0 * (d3 - d1),
-        (d4 - d2) - 2.0 * (d3 - d1),
-        (4.0 * d1 - 5.0 * d3) + d5,
+        d0.scale(4.0).sub(d2.scale(5.0)).add(d4),
+        d3.add(d4).sub(d1.add(d2).scale(4.0)),
+        d4.sub(d3).add(d1.sub(d2).scale(4.0)),
+        d4.sub(d2).add(d3.sub(d1).scale(2.0)),
+        d4.sub(d2).sub(d3.sub(d1).scale(2.0)),
+        d1.scale(4.0).sub(d3.scale(5.0)).add(d5),
     ]
 }
 
@@ -98,34 +192,6 @@ fn phase_len(grid: Grid) -> usize {
     grid.tw.next_multiple_of(L) + L
 }
 
-/// `B^T` over eight lanes at once: `d[r]` holds row r's lanes from `k`.
-#[inline(always)]
-fn bt8(src: [&[f32]; 6], k: usize) -> [[f32; L]; 6] {
-    let mut d = [[0f32; L]; 6];
-    for (d, s) in d.iter_mut().zip(src) {
-        d.copy_from_slice(&s[k..k + L]);
-    }
-    let mut out = [[0f32; L]; 6];
-    for l in 0..L {
-        let t = bt([d[0][l], d[1][l], d[2][l], d[3][l], d[4][l], d[5][l]]);
-        for (o, t) in out.iter_mut().zip(t) {
-            o[l] = t;
-        }
-    }
-    out
-}
-
-/// Six runs of `len` floats at `off` in consecutive rows of `stride` floats of `buf`.
-#[inline(always)]
-fn six_mut(buf: &mut [f32], stride: usize, off: usize, len: usize) -> [&mut [f32]; 6] {
-    let (r0, rest) = buf.split_at_mut(stride);
-    let (r1, rest) = rest.split_at_mut(stride);
-    let (r2, rest) = rest.split_at_mut(stride);
-    let (r3, rest) = rest.split_at_mut(stride);
-    let (r4, r5) = rest.split_at_mut(stride);
-    [r0, r1, r2, r3, r4, r5].map(|r| &mut r[off..off + len])
-}
-
 /// [`input_channel_body`] compiled for AVX2 where the CPU has it (8-wide loops; the same
 /// operations, so the same bits).
 ///
@@ -145,7 +211,7 @@ pub(super) unsafe fn input_channel(
     if std::arch::is_x86_feature_detected!("avx2") {
         return input_avx2(p, grid, x, tiles, ci, s, v);
     }
-    input_channel_body(p, grid, x, tiles, ci, s, v)
+    input_channel_body::<[f32; L]>(p, grid, x, tiles, ci, s, v)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -160,7 +226,7 @@ unsafe fn input_avx2(
     s: &mut [f32],
     v: SendPtr<f32>,
 ) {
-    input_channel_body(p, grid, x, tiles, ci, s, v)
+    input_channel_body::<std::arch::x86_64::__m256>(p, grid, x, tiles, ci, s, v)
 }
 
 /// [`output_channel_body`] compiled for AVX2 where the CPU has it.
@@ -212,7 +278,7 @@ unsafe fn output_avx2(
 /// `v` must point at the 36 packed matrices for `tiles`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn input_channel_body(
+unsafe fn input_channel_body<V: Lanes>(
     p: &Plan,
     grid: Grid,
     x: &[f32],
@@ -261,41 +327,39 @@ unsafe fn input_channel_body(
                     copy_short(&mut line[lo..hi], &plane[at..][..hi - lo]);
                 }
             }
-            // Eight columns of each phase at a time, from 32 consecutive ones.
-            for (k, cols) in (0..hn).step_by(L).zip(line.chunks_exact(4 * L)) {
-                let cols: &[f32; 4 * L] = cols.try_into().expect("4 L floats");
-                let mut ph = [[0f32; L]; 4];
-                for (f, ph) in ph.iter_mut().enumerate() {
-                    for (l, v) in ph.iter_mut().enumerate() {
-                        *v = cols[4 * l + f];
-                    }
-                }
-                for (f, ph) in ph.iter().enumerate() {
-                    row[f * hmax + k..][..L].copy_from_slice(ph);
+            // Eight columns of each phase at a time, from 32 consecutive ones (`line` holds
+            // 4 hn floats, each phase of `row` hmax >= hn).
+            for k in (0..hn).step_by(L) {
+                let ph = V::phases(line.as_ptr().add(4 * k));
+                for (f, v) in ph.into_iter().enumerate() {
+                    v.store(row.as_mut_ptr().add(f * hmax + k));
                 }
             }
         }
-        // B^T d, column by column: on each phase's elements, six rows at a time.
+        // B^T d, column by column: on each phase's elements, six rows at a time (all
+        // within the six rows of four phases of hmax >= hn floats).
+        let (rp, vp) = (rows.as_ptr(), vert.as_mut_ptr());
         for f in 0..4 {
-            let r = |i: usize| &rows[(i * 4 + f) * hmax..][..hn];
-            let src = [r(0), r(1), r(2), r(3), r(4), r(5)];
-            let mut dst = six_mut(vert, 4 * hmax, f * hmax, hn);
             for k in (0..hn).step_by(L) {
-                for (d, t) in dst.iter_mut().zip(bt8(src, k)) {
-                    d[k..k + L].copy_from_slice(&t);
+                let at = |r: usize| (r * 4 + f) * hmax + k;
+                let t = bt(std::array::from_fn(|r| V::load(rp.add(at(r)))));
+                for (r, t) in t.into_iter().enumerate() {
+                    t.store(vp.add(at(r)));
                 }
             }
         }
         // (B^T d) B, per tile: its six columns are phases 0-3 at k and 0-1 at k + 1. Whole
-        // steps of L tiles (lanes past `n` are computed on what the scratch holds, not put).
+        // steps of L tiles (lanes past `n` are computed on what the scratch holds, not put;
+        // k + 1 + L <= nl + L = hn).
         let j0 = ty * grid.tw + txs.start - tiles.start;
+        let qp = q.as_mut_ptr();
         for (i, vr) in vert.chunks_exact(4 * hmax).enumerate() {
-            let ph = |f: usize, from: usize| &vr[f * hmax + from..][..nl];
-            let e = [ph(0, 0), ph(1, 0), ph(2, 0), ph(3, 0), ph(0, 1), ph(1, 1)];
-            let mut dst = six_mut(q, hmax, 0, nl);
+            let vr = vr.as_ptr();
             for k in (0..nl).step_by(L) {
-                for (d, t) in dst.iter_mut().zip(bt8(e, k)) {
-                    d[k..k + L].copy_from_slice(&t);
+                let e = [(0, 0), (1, 0), (2, 0), (3, 0), (0, 1), (1, 1)]
+                    .map(|(f, from)| V::load(vr.add(f * hmax + k + from)));
+                for (jj, t) in bt(e).into_iter().enumerate() {
+                    t.store(qp.add(jj * hmax + k));
                 }
             }
             for (jj, qr) in q.chunks_exact(hmax).enumerate() {
@@ -384,6 +448,61 @@ unsafe fn output_channel_body(
                 let dst = std::slice::from_raw_parts_mut(dst.cast::<MaybeUninit<f32>>(), wd);
                 copy_short_uninit(dst, &row);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::op::ConvAttrs;
+    use crate::kernels::conv::plan;
+    use crate::kernels::test_data::{conv_attrs, noise};
+
+    /// The input transform on eight-float arrays and on AVX2 vectors (where the CPU has it)
+    /// writes the same bits, for a plane with partial tiles, pads on both sides and a unit
+    /// that starts and ends inside tile rows.
+    #[test]
+    fn input_transform_lanes_agree() {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            let a: ConvAttrs = conv_attrs(1, &[], &[], &[1, 2, 1, 0]);
+            let (xs, ws) = ([1, 3, 29, 30], [16, 3, 3, 3]);
+            let p = plan(&xs, &ws, None, &a).unwrap();
+            let grid = Grid {
+                th: p.output[1].div_ceil(4),
+                tw: p.output[2].div_ceil(4),
+            };
+            let x = noise(&xs, 9);
+            let x = x.as_slice().unwrap();
+            let tiles = 5..grid.th * grid.tw - 3;
+            let len = XI * crate::kernels::sgemm::packed_b_len(p.c, tiles.len());
+            let run = |avx2: bool| {
+                let mut v = vec![f32::NAN; len];
+                let mut s = vec![0f32; scratch_len(grid)];
+                for ci in 0..p.c {
+                    let vp = SendPtr(v.as_mut_ptr());
+                    // SAFETY: `v` holds the 36 packed matrices of these tiles; AVX2 checked.
+                    unsafe {
+                        match avx2 {
+                            true => input_avx2(&p, grid, x, tiles.clone(), ci, &mut s, vp),
+                            false => input_channel_body::<[f32; L]>(
+                                &p,
+                                grid,
+                                x,
+                                tiles.clone(),
+                                ci,
+                                &mut s,
+                                vp,
+                            ),
+                        }
+                    }
+                }
+                v.iter().map(|f| f.to_bits()).collect::<Vec<_>>()
+            };
+            let portable = run(false);
+            assert!(portable.iter().all(|b| !f32::from_bits(*b).is_nan()));
+            assert_eq!(portable, run(true));
         }
     }
 }
