@@ -17,7 +17,7 @@
 //! multiple of 8 output channels go to `conv_lanes.rs` (output channels in the vector
 //! lanes), again with the im2col path's bits, and so do the ungrouped ones it runs faster
 //! (a multiple of 8 output channels and either fewer than 64 input channels, at most 32
-//! output channels on planes up to 28x28, or strides: the ResNets' 3x3 stride-2 convs),
+//! output channels on planes smaller than 28x28, or strides: the ResNets' 3x3 stride-2 convs),
 //! ahead of Winograd and `conv_direct`.
 //!
 //! Input and output may each be held in planes (NCHW) or blocked (NCHW8c, `blocked.rs`):

@@ -61,16 +61,17 @@ pub(super) fn applies(p: &Plan, blocked: bool) -> bool {
 /// (single convs, one thread, alternating runs): with fewer than 64 input channels, which
 /// im2col packs 9 or more times over (GoogLeNet's 16 -> 32 on 28x28 0.12 -> 0.087 ms,
 /// 32 -> 64 on 14x14 0.110 -> 0.081, SqueezeNet's 16 -> 64 on 55x55 0.78 -> 0.74); with
-/// at most 32 output channels on planes up to 28x28, where Winograd's transforms outweigh
-/// its products (DenseNet's 128 -> 32: 7x7 0.11 -> 0.043, 14x14 0.25 -> 0.16, 28x28 0.75 ->
-/// 0.68); strided (ResNets' 3x3 stride-2 convs, which Winograd does not take, minima of 50:
+/// at most 32 output channels on planes smaller than 28x28, where Winograd F(2x2, 3x3)'s
+/// transforms outweigh its products (DenseNet's 128 -> 32: 7x7 0.11 -> 0.043, 14x14 0.25 ->
+/// 0.16; on 28x28 F(4x4, 3x3) beats this path, best medians of 5 rounds of 40: 0.71 against
+/// 0.61 ms, DenseNet-121 in all 77.5 -> 73.2 ms); strided (ResNets' 3x3 stride-2 convs, which Winograd does not take, minima of 50:
 /// 64 -> 128 on 56x56 1.62 -> 1.31 ms, 128 -> 128 3.19 -> 2.60, 256 -> 256 on 28x28 3.09
 /// -> 2.53, 512 -> 512 on 14x14 3.40 -> 2.58; onnxruntime 2.55-2.65 on the last three).
 /// Not 1x1 convs (the sgemm runs them 1.0-1.4x faster), nor stride-1 ones Winograd takes
 /// (128 -> 32 on 56x56 2.40 against 2.58, 96 -> 128 on 28x28 1.46 against 1.89).
 fn ungrouped_pays(p: &Plan) -> bool {
     let strided = p.strides[1] > 1 || p.strides[2] > 1;
-    p.k_plane() > 1 && (p.c < 64 || (p.m <= 32 && p.out_plane() <= 28 * 28) || strided)
+    p.k_plane() > 1 && (p.c < 64 || (p.m <= 32 && p.out_plane() < 28 * 28) || strided)
 }
 
 /// Whether an ungrouped conv whose input is blocked (read with no gather) runs here: every
