@@ -713,18 +713,23 @@ mod tests {
         assert!(!yes(&x, &[16, 64, 5, 5], &same));
         let three_d = conv_attrs(1, &[], &[], &[0; 6]);
         assert!(!yes(&[1, 64, 4, 8, 8], &[16, 64, 1, 3, 3], &three_d));
-        // Through the public entry, with prepared weights: the same bits as packed per call.
-        let (x, w) = (noise(&[1, 64, 9, 9], 4), noise(&[48, 64, 3, 3], 5));
+        // Through the public entry, with prepared weights: the same bits as packed per call,
+        // for either variant, and each run of one prepared conv with the other plane size
+        // (a variant's weights in their own slot).
+        let w = noise(&[48, 64, 3, 3], 5);
         let prep = prepare(&same, &crate::tensor::Tensor::F32(w.clone()));
-        let plain = conv_f32_with(&x, &w, None, &same, None, Activation::NONE).unwrap();
-        let with = conv_f32_with(&x, &w, None, &same, prep.as_ref(), Activation::NONE).unwrap();
-        assert_eq!(plain, with);
-        let want = conv_reference(&x, &w, None, &same).unwrap();
-        let tol = 64.0 * (64 * 9) as f32 * 1e-6;
-        assert!(plain
-            .iter()
-            .zip(want.iter())
-            .all(|(g, r)| (g - r).abs() <= tol));
+        for (side, scale) in [(9, 1e-6), (30, 4e-6), (9, 1e-6)] {
+            let x = noise(&[1, 64, side, side], 4);
+            let plain = conv_f32_with(&x, &w, None, &same, None, Activation::NONE).unwrap();
+            let with = conv_f32_with(&x, &w, None, &same, prep.as_ref(), Activation::NONE).unwrap();
+            assert_eq!(plain, with, "{side}x{side}");
+            let want = conv_reference(&x, &w, None, &same).unwrap();
+            let tol = 64.0 * (64 * 9) as f32 * scale;
+            assert!(plain
+                .iter()
+                .zip(want.iter())
+                .all(|(g, r)| (g - r).abs() <= tol));
+        }
     }
 
     #[test]
