@@ -555,7 +555,6 @@ unsafe fn output_channel(
     out: SendPtr<f32>,
 ) {
     let (m, len) = (p.m, tiles.len());
-    let [_, oh, ow] = p.output;
     for (ty, txs) in grid.rows(tiles.clone()) {
         let j0 = ty * grid.tw + txs.start - tiles.start;
         let n = txs.len();
@@ -576,26 +575,45 @@ unsafe fn output_channel(
                 y[1][0][l] = s1[0] + s1[1] + s1[2];
                 y[1][1][l] = s1[1] - s1[2] - s1[3];
             }
-            // Rows 2 ty and 2 ty + 1, columns 2 tx and 2 tx + 1 of each tile, interleaved.
-            let x0 = 2 * (txs.start + k);
-            let wd = (2 * cnt).min(ow - x0);
-            for (dy, yr) in y.iter().enumerate() {
-                let yy = 2 * ty + dy;
-                if yy >= oh {
-                    break;
-                }
-                let mut row = [0f32; 2 * L];
-                for l in 0..L {
-                    for dx in 0..2 {
-                        let v = bias.map_or(yr[dx][l], |b| yr[dx][l] + b);
-                        row[2 * l + dx] = act.apply(v);
-                    }
-                }
-                let dst = out.get().add((o * oh + yy) * ow + x0);
-                let dst = std::slice::from_raw_parts_mut(dst.cast::<MaybeUninit<f32>>(), wd);
-                copy_short_uninit(dst, &row);
+            store_tiles(p, &y, (ty, txs.start + k, cnt), o, (bias, act), out);
+        }
+    }
+}
+
+/// Stores output channel `o` of `cnt` tiles of side `S` from tile column `tx` of tile row
+/// `ty`: `y[dy][dx][l]` is tile `tx + l`'s output at (`dy`, `dx`), stored plus bias,
+/// through the activation, the tiles' rows interleaved, trimmed at the plane's edges.
+///
+/// # Safety
+/// `out` must point at the batch item's output.
+#[inline(always)]
+pub(super) unsafe fn store_tiles<const S: usize>(
+    p: &Plan,
+    y: &[[[f32; L]; S]; S],
+    (ty, tx, cnt): (usize, usize, usize),
+    o: usize,
+    (bias, act): (Option<f32>, Activation),
+    out: SendPtr<f32>,
+) {
+    let [_, oh, ow] = p.output;
+    let x0 = S * tx;
+    let wd = (S * cnt).min(ow - x0);
+    for (dy, yr) in y.iter().enumerate() {
+        let yy = S * ty + dy;
+        if yy >= oh {
+            break;
+        }
+        // Sized for the largest tiles (4 x 4); the first `S * L` used.
+        let mut row = [0f32; 4 * L];
+        for l in 0..L {
+            for dx in 0..S {
+                let v = bias.map_or(yr[dx][l], |b| yr[dx][l] + b);
+                row[S * l + dx] = act.apply(v);
             }
         }
+        let dst = out.get().add((o * oh + yy) * ow + x0);
+        let dst = std::slice::from_raw_parts_mut(dst.cast::<MaybeUninit<f32>>(), wd);
+        copy_short_uninit(dst, &row[..S * L]);
     }
 }
 

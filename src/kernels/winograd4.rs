@@ -11,10 +11,9 @@
 
 use super::conv::Plan;
 use super::gemm::SendPtr;
-use super::im2col::{copy_short, copy_short_uninit};
+use super::im2col::copy_short;
 use super::sgemm::{Activation, NR};
-use super::winograd::{Grid, L};
-use std::mem::MaybeUninit;
+use super::winograd::{store_tiles, Grid, L};
 use std::ops::Range;
 
 /// Positions of a transformed 6x6 tile.
@@ -391,7 +390,6 @@ unsafe fn output_channel_body(
     out: SendPtr<f32>,
 ) {
     let (m, len) = (p.m, tiles.len());
-    let [_, oh, ow] = p.output;
     for (ty, txs) in grid.rows(tiles.clone()) {
         let j0 = ty * grid.tw + txs.start - tiles.start;
         let n = txs.len();
@@ -429,25 +427,7 @@ unsafe fn output_channel_body(
                     }
                 }
             }
-            // Rows 4 ty + dy, columns 4 tx + dx of each tile, interleaved.
-            let x0 = 4 * (txs.start + k);
-            let wd = (4 * cnt).min(ow - x0);
-            for (dy, yr) in y.iter().enumerate() {
-                let yy = 4 * ty + dy;
-                if yy >= oh {
-                    break;
-                }
-                let mut row = [0f32; 4 * L];
-                for l in 0..L {
-                    for dx in 0..4 {
-                        let v = bias.map_or(yr[dx][l], |b| yr[dx][l] + b);
-                        row[4 * l + dx] = act.apply(v);
-                    }
-                }
-                let dst = out.get().add((o * oh + yy) * ow + x0);
-                let dst = std::slice::from_raw_parts_mut(dst.cast::<MaybeUninit<f32>>(), wd);
-                copy_short_uninit(dst, &row);
-            }
+            store_tiles(p, &y, (ty, txs.start + k, cnt), o, (bias, act), out);
         }
     }
 }
