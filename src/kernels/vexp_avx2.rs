@@ -3,7 +3,7 @@
 //! interleaved nothing and spilled); here each lane does exactly the scalar operations of
 //! `vexp` (`mul_add` is one FMA), so the bits are the same.
 
-use super::vexp::{Kernel, HI, LN2_HI, LN2_LO, LO, LOG2E, P, ROUND, ROUND_BITS};
+use super::vexp::{Kernel, HI, LN2_HI, LN2_LO, LO, LOG2E, P, ROUND, ROUND_BITS, SIG_LO};
 use std::arch::x86_64::*;
 
 /// Whether this CPU runs these kernels.
@@ -11,9 +11,10 @@ pub(super) fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
-/// `vexp::exp_in_range` on eight lanes.
+/// exp(r) - 1 + 1 for the reduced argument and the integer n of `vexp::exp_in_range`:
+/// `(y, ni)`, shared by both of its scalings.
 #[inline(always)]
-unsafe fn exp_in_range(x: __m256) -> __m256 {
+unsafe fn exp_reduced(x: __m256) -> (__m256, __m256i) {
     let round = _mm256_set1_ps(ROUND);
     let t = _mm256_fmadd_ps(x, _mm256_set1_ps(LOG2E), round);
     let n = _mm256_sub_ps(t, round);
@@ -27,6 +28,13 @@ unsafe fn exp_in_range(x: __m256) -> __m256 {
         p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
     }
     let y = _mm256_add_ps(_mm256_fmadd_ps(p, z, r), _mm256_set1_ps(1.0));
+    (y, ni)
+}
+
+/// `vexp::exp_in_range` on eight lanes.
+#[inline(always)]
+unsafe fn exp_in_range(x: __m256) -> __m256 {
+    let (y, ni) = exp_reduced(x);
     let n1 = _mm256_srai_epi32::<1>(ni);
     let n2 = _mm256_sub_epi32(ni, n1);
     let bias = _mm256_set1_epi32(127);
@@ -36,6 +44,14 @@ unsafe fn exp_in_range(x: __m256) -> __m256 {
         _mm256_mul_ps(y, _mm256_castsi256_ps(s1)),
         _mm256_castsi256_ps(s2),
     )
+}
+
+/// `vexp::exp_normal` on eight lanes.
+#[inline(always)]
+unsafe fn exp_normal(x: __m256) -> __m256 {
+    let (y, ni) = exp_reduced(x);
+    let s = _mm256_slli_epi32::<23>(_mm256_add_epi32(ni, _mm256_set1_epi32(127)));
+    _mm256_mul_ps(y, _mm256_castsi256_ps(s))
 }
 
 /// Lanes of `x` that are NaN put back over `v`.
@@ -53,15 +69,15 @@ unsafe fn exp(x: __m256) -> __m256 {
     keep_nan(x, exp_in_range(c))
 }
 
-/// `vexp::sigmoid_f32`.
+/// `vexp::sigmoid_f32`: `max`/`min` return their second operand when either is NaN, so
+/// with the bound first they are the scalar `SIG_LO > v ? SIG_LO : v` and `HI < v ? HI : v`.
 #[inline(always)]
 unsafe fn sigmoid(x: __m256) -> __m256 {
-    let m = _mm256_or_ps(x, _mm256_set1_ps(-0.0));
-    let e = exp_in_range(_mm256_max_ps(m, _mm256_set1_ps(LO)));
+    let v = _mm256_xor_ps(x, _mm256_set1_ps(-0.0));
+    let v = _mm256_max_ps(_mm256_set1_ps(SIG_LO), v);
+    let v = _mm256_min_ps(_mm256_set1_ps(HI), v);
     let one = _mm256_set1_ps(1.0);
-    let non_negative = _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_setzero_ps());
-    let num = _mm256_blendv_ps(e, one, non_negative);
-    keep_nan(x, _mm256_div_ps(num, _mm256_add_ps(one, e)))
+    _mm256_div_ps(one, _mm256_add_ps(one, exp_normal(v)))
 }
 
 #[inline(always)]
