@@ -194,6 +194,20 @@ pub fn sgemm_strided_par(
     ldc: usize,
     accumulate: bool,
 ) {
+    // One row: B streamed once, column by column or row by row (`row_product.rs`).
+    if m == 1
+        && k > 0
+        && super::row_product::row_times_matrix(
+            (k, n),
+            alpha,
+            (a, a_cs),
+            (b, b_rs, b_cs),
+            c,
+            accumulate,
+        )
+    {
+        return;
+    }
     if n <= PAR_BLOCK_N {
         return sgemm_strided(
             m, n, k, alpha, a, a_rs, a_cs, b, b_rs, b_cs, c, ldc, accumulate,

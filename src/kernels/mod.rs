@@ -33,6 +33,7 @@ pub mod pool;
 mod pool_flat;
 mod pool_interleaved;
 pub mod reduce;
+mod row_product;
 pub mod sgemm;
 #[cfg(test)]
 mod test_data;
