@@ -17,6 +17,8 @@ pub(super) const ROUND_BITS: i32 = 0x4B40_0000;
 /// past f32::MAX (inf).
 pub(super) const LO: f32 = -104.0;
 pub(super) const HI: f32 = 88.8;
+/// Lowest argument of [`exp_normal`] (sigmoid's): 2^n stays a normal float (n >= -126).
+pub(super) const SIG_LO: f32 = -87.0;
 /// The polynomial's coefficients, highest degree first.
 pub(super) const P: [f32; 6] = [
     1.987_569_1e-4,
@@ -78,9 +80,6 @@ fn exp_normal(x: f32) -> f32 {
     let (y, ni) = exp_reduced(x);
     y * f32::from_bits(((ni + 127) as u32) << 23)
 }
-
-/// Lowest argument of [`exp_normal`]: 2^n stays a normal float (n >= -126).
-pub(super) const SIG_LO: f32 = -87.0;
 
 /// 1 / (1 + exp(-x)), exp's argument clamped to `[SIG_LO, HI]`: past 87 the result is 1
 /// either way; below -88.37 exp gives inf and the result 0, where the true one is below

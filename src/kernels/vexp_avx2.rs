@@ -11,8 +11,8 @@ pub(super) fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
-/// exp(r) - 1 + 1 for the reduced argument and the integer n of `vexp::exp_in_range`:
-/// `(y, ni)`, shared by both of its scalings.
+/// `vexp::exp_reduced` on eight lanes: y = exp(r) and the integer n, shared by both
+/// scalings.
 #[inline(always)]
 unsafe fn exp_reduced(x: __m256) -> (__m256, __m256i) {
     let round = _mm256_set1_ps(ROUND);
