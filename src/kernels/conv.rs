@@ -46,6 +46,7 @@ use anyhow::{bail, Result};
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 use std::sync::OnceLock;
 
 /// Most output positions per im2col block. A plane is cut into `ceil(positions / BLOCK)`
@@ -673,11 +674,12 @@ fn im2col_gemm(
     // p0..p0+len of the output (`out_plane` apart); calls differ in (n, g, block, panels),
     // so they write disjoint elements, all inside `out` (n < N, channel < M, column <
     // out_plane).
-    let run = |n: usize, g: usize, p0: usize, len: usize, panels, b: &[f32]| unsafe {
+    let run = |n: usize, g: usize, p0: usize, len: usize, panels, blocks, b: &[f32]| unsafe {
         let c = outp.get().add((n * p.m + g * mg) * out_plane + p0);
         match weights {
             Weights::Rows(a) => {
-                sgemm::gemm_packed(kernel, &a[g], panels, b, len, c, out_plane, &epi_of(g))
+                let epi = epi_of(g);
+                sgemm::gemm_packed_blocks(kernel, &a[g], panels, blocks, b, len, c, out_plane, &epi)
             }
             Weights::Cols(a) => {
                 sgemm::gemm_cols(kernel, &a[g], panels, b, len, c, out_plane, &epi_of(g))
@@ -696,7 +698,8 @@ fn im2col_gemm(
                 let (n, g, p0, len) = unit(u);
                 with_pack_buffer(sgemm::packed_b_len(kdim, len), |buf| {
                     pack_patches(p, x_of(n, g), (p0, len), pointwise, s, buf);
-                    run(n, g, p0, len, 0..a_panels, buf);
+                    let blocks = 0..sgemm::k_blocks(kdim).count();
+                    run(n, g, p0, len, 0..a_panels, blocks, buf);
                 });
             });
     } else {
@@ -728,12 +731,33 @@ fn im2col_gemm(
                     pack_patches(p, x_of(n, g), cols, pointwise, s, panels);
                 });
             let chunks = a_panels.div_ceil(chunk_panels);
-            (0..units * chunks).into_par_iter().for_each(|t| {
-                let (u, ch) = (t / chunks, t % chunks);
-                let (n, g, p0, len) = unit(u);
-                let end = ((ch + 1) * chunk_panels).min(a_panels);
-                run(n, g, p0, len, ch * chunk_panels..end, bufs[u]);
-            });
+            let tasks = |blocks: Range<usize>| {
+                (0..units * chunks).into_par_iter().for_each(|t| {
+                    let (u, ch) = (t / chunks, t % chunks);
+                    let (n, g, p0, len) = unit(u);
+                    let end = ((ch + 1) * chunk_panels).min(a_panels);
+                    run(
+                        n,
+                        g,
+                        p0,
+                        len,
+                        ch * chunk_panels..end,
+                        blocks.clone(),
+                        bufs[u],
+                    );
+                })
+            };
+            match weights {
+                // One K block at a time over every task, so that block's B panels (up to
+                // 256 x 224 floats for a 14x14 plane) stay in L2 while all of A's panels
+                // pass; whole, B (up to 1024 x 224) was streamed from L3 once per task.
+                Weights::Rows(_) => {
+                    for kb in 0..sgemm::k_blocks(kdim).count() {
+                        tasks(kb..kb + 1);
+                    }
+                }
+                Weights::Cols(_) => tasks(0..sgemm::k_blocks(kdim).count()),
+            }
         });
     }
 }

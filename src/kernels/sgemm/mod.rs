@@ -190,11 +190,35 @@ pub unsafe fn gemm_packed(
     ldc: usize,
     epi: &Epilogue,
 ) {
+    let all = 0..k_blocks(a.k()).count();
+    gemm_packed_blocks(kernel, a, panels, all, b, n, c, ldc, epi)
+}
+
+/// [`gemm_packed`] for the K blocks `blocks` of [`k_blocks`]`(a.k())` only: the first
+/// starts from C's values unless it is block 0, the epilogue comes with the last block of
+/// all. Running the blocks in order, in one call or several, gives the bits of one call.
+///
+/// # Safety
+/// As [`gemm_packed`]; the blocks before `blocks.start` must have been run on the same
+/// elements of C.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_packed_blocks(
+    kernel: Kernel,
+    a: &PackedA,
+    panels: Range<usize>,
+    blocks: Range<usize>,
+    b: &[f32],
+    n: usize,
+    c: *mut f32,
+    ldc: usize,
+    epi: &Epilogue,
+) {
     let (m, k) = (a.m(), a.k());
     check_call((m, k), panels.end <= a.panels(), b, n, epi);
     let nq = b_panels(n);
     let n_kb = k.div_ceil(KC_MAX).max(1);
-    for (kb, (k0, kc)) in k_blocks(k).enumerate() {
+    let chosen = k_blocks(k).enumerate().skip(blocks.start);
+    for (kb, (k0, kc)) in chosen.take(blocks.len()) {
         let last = kb + 1 == n_kb;
         for q in 0..nq {
             let cols = NR.min(n - q * NR);

@@ -409,3 +409,41 @@ fn gemv_gives_the_bits_of_gemm_packed() {
     }
     assert_eq!(checked, 14);
 }
+
+/// `gemm_packed_blocks` run one K block at a time, over panel ranges cut differently in each
+/// call, gives `gemm_packed`'s bits (the few-unit conv path runs it so): every kernel, K of
+/// one to three blocks, an edge in both dimensions, bias and clamp on the last block only.
+#[test]
+fn block_by_block_gives_the_bits_of_one_call() {
+    let act = Activation {
+        lo: Some(-0.5),
+        hi: Some(0.25),
+    };
+    for kernel in kernels() {
+        for (m, n, k) in [(70, 49, 600), (13, 196, 256), (24, 5, 513), (9, 40, 7)] {
+            let (a, b, bias) = (data(m * k, 40), data(k * n, 41), data(m, 42));
+            let epi = Epilogue {
+                bias: Some(&bias),
+                act,
+            };
+            let mut pb = vec![0f32; packed_b_len(k, n)];
+            pack_b(k, n, &b, n, &mut pb);
+            let pa = PackedA::pack(m, k, &a, k);
+            let (mut whole, mut split) = (vec![0f32; m * n], vec![f32::NAN; m * n]);
+            let panels = pa.panels();
+            // SAFETY: both C buffers hold m rows of n floats; the blocks run in order.
+            unsafe {
+                gemm_packed(kernel, &pa, 0..panels, &pb, n, whole.as_mut_ptr(), n, &epi);
+                for kb in 0..k_blocks(k).count() {
+                    let cut = (kb + 1).min(panels);
+                    for range in [0..cut, cut..panels] {
+                        let c = split.as_mut_ptr();
+                        gemm_packed_blocks(kernel, &pa, range, kb..kb + 1, &pb, n, c, n, &epi);
+                    }
+                }
+            }
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&split), bits(&whole), "{kernel:?} m={m} n={n} k={k}");
+        }
+    }
+}
