@@ -599,8 +599,8 @@ const M_CHUNK_PANELS: usize = 4;
 /// into B panels, times the group's packed weights, with bias and activation applied as the
 /// tiles are stored. Parallel over those units; with few units, the patches of every unit
 /// are packed first, in parallel over (unit, B panel), and the products then split over
-/// (unit, chunk of M panels). Each output element is computed by the same tile calls either
-/// way.
+/// (unit, chunk of M panels), one K block at a time. Each output element is computed by the
+/// same tile calls, in the same order, either way.
 /// The im2col path on its own, weights packed for this call in the chosen orientation (the
 /// other paths' tests compare against it).
 #[cfg(test)]
