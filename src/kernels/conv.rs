@@ -681,6 +681,7 @@ fn im2col_gemm(
                 let epi = epi_of(g);
                 sgemm::gemm_packed_blocks(kernel, &a[g], panels, blocks, b, len, c, out_plane, &epi)
             }
+            // Every K block per call (`blocks` is always all of them here).
             Weights::Cols(a) => {
                 sgemm::gemm_cols(kernel, &a[g], panels, b, len, c, out_plane, &epi_of(g))
             }
@@ -750,7 +751,8 @@ fn im2col_gemm(
             match weights {
                 // One K block at a time over every task, so that block's B panels (up to
                 // 256 x 224 floats for a 14x14 plane) stay in L2 while all of A's panels
-                // pass; whole, B (up to 1024 x 224) was streamed from L3 once per task.
+                // pass; whole, B (1024 x 224 floats for DenseNet's last transition) was
+                // streamed from L3 once per task.
                 Weights::Rows(_) => {
                     for kb in 0..sgemm::k_blocks(kdim).count() {
                         tasks(kb..kb + 1);
