@@ -44,8 +44,12 @@ pub fn row_times_matrix(
         "row product: B is too short"
     );
     assert!(c.len() >= n, "row product: C is too short");
-    // `a` as k contiguous floats (k is a layer's width: cheap to gather).
-    let a: Vec<f32> = (0..k).map(|p| a[p * a_cs]).collect();
+    // `a` as k contiguous floats: as it is when it already is, else gathered (k is a
+    // layer's width: cheap).
+    let a: std::borrow::Cow<[f32]> = match a_cs {
+        1 => std::borrow::Cow::Borrowed(&a[..k]),
+        _ => (0..k).map(|p| a[p * a_cs]).collect(),
+    };
     let cp = SendPtr(c.as_mut_ptr());
     (0..n.div_ceil(BLOCK)).into_par_iter().for_each(|blk| {
         let (j0, nb) = (blk * BLOCK, BLOCK.min(n - blk * BLOCK));
