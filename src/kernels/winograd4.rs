@@ -13,7 +13,7 @@ use super::conv::Plan;
 use super::gemm::SendPtr;
 use super::im2col::copy_short;
 use super::sgemm::{Activation, NR};
-use super::winograd::{store_tiles, Grid, L};
+use super::winograd::{spaced, store_tiles, Grid, L};
 use std::ops::Range;
 
 /// Positions of a transformed 6x6 tile.
@@ -289,14 +289,15 @@ unsafe fn input_channel_body<V: Lanes>(
     let (c, len) = (p.c, tiles.len());
     let [_, h, w] = p.input;
     let (pt, pl) = (p.pads[1] as isize, p.pads[2] as isize);
-    let stride = super::sgemm::packed_b_len(c, len);
+    let stride = spaced(super::sgemm::packed_b_len(c, len));
     let plane = &x[ci * h * w..(ci + 1) * h * w];
+    // Where column j of matrix ξ's row ci is.
+    let at = |xi: usize, j: usize| xi * stride + ((j / NR) * c + ci) * NR + j % NR;
     // `vals` into matrix ξ from column j on, cut where the run crosses a panel edge.
     let put = |xi: usize, mut j: usize, mut vals: &[f32]| {
         while !vals.is_empty() {
             let n = (NR - j % NR).min(vals.len());
-            let at = xi * stride + ((j / NR) * c + ci) * NR + j % NR;
-            let dst = std::slice::from_raw_parts_mut(v.get().add(at), n);
+            let dst = std::slice::from_raw_parts_mut(v.get().add(at(xi, j)), n);
             copy_short(dst, &vals[..n]);
             j += n;
             vals = &vals[n..];
@@ -310,7 +311,10 @@ unsafe fn input_channel_body<V: Lanes>(
     for (ty, txs) in grid.rows(tiles.clone()) {
         let n = txs.len();
         let nl = n.next_multiple_of(L);
-        let hn = nl + L;
+        // Phase elements the tiles read: k and k + 1 for tile k, in whole steps of L. (The
+        // horizontal step's lanes past `n` read up to element nl + L, what the scratch
+        // holds there; they are not put.)
+        let hn = (n + 1).next_multiple_of(L);
         // Input columns 4 * txs.start - pl + col for col in 0 .. 4 * hn, zero outside the
         // plane, copied into `line`, then column col to phase col % 4 at col / 4.
         let x0 = 4 * txs.start as isize - pl;
@@ -348,8 +352,12 @@ unsafe fn input_channel_body<V: Lanes>(
             }
         }
         // (B^T d) B, per tile: its six columns are phases 0-3 at k and 0-1 at k + 1. Whole
-        // steps of L tiles (lanes past `n` are computed on what the scratch holds, not put;
-        // k + 1 + L <= nl + L = hn).
+        // steps of L tiles (lanes past `n` are computed on what the scratch holds; k + 1 +
+        // L <= nl + L <= hmax). A step whose L columns lie in one panel stores straight
+        // into it, lanes past `n` too: those columns are this channel's row, and the next
+        // row of tiles (or the zero tail after the last) writes them again. Others go
+        // through `q` and `put` (a store across the panel's edge would land in another
+        // channel's row).
         let j0 = ty * grid.tw + txs.start - tiles.start;
         let qp = q.as_mut_ptr();
         for (i, vr) in vert.chunks_exact(4 * hmax).enumerate() {
@@ -357,12 +365,19 @@ unsafe fn input_channel_body<V: Lanes>(
             for k in (0..nl).step_by(L) {
                 let e = [(0, 0), (1, 0), (2, 0), (3, 0), (0, 1), (1, 1)]
                     .map(|(f, from)| V::load(vr.add(f * hmax + k + from)));
+                let j = j0 + k;
+                let direct = j % NR + L <= NR;
                 for (jj, t) in bt(e).into_iter().enumerate() {
-                    t.store(qp.add(jj * hmax + k));
+                    match direct {
+                        true => t.store(v.get().add(at(6 * i + jj, j))),
+                        false => t.store(qp.add(jj * hmax + k)),
+                    }
                 }
-            }
-            for (jj, qr) in q.chunks_exact(hmax).enumerate() {
-                put(6 * i + jj, j0, &qr[..n]);
+                if !direct {
+                    for (jj, qr) in q.chunks_exact(hmax).enumerate() {
+                        put(6 * i + jj, j, &qr[k..n.min(k + L)]);
+                    }
+                }
             }
         }
     }
@@ -389,7 +404,7 @@ unsafe fn output_channel_body(
     act: Activation,
     out: SendPtr<f32>,
 ) {
-    let (m, len) = (p.m, tiles.len());
+    let (len, stride) = (tiles.len(), spaced(p.m * tiles.len()));
     for (ty, txs) in grid.rows(tiles.clone()) {
         let j0 = ty * grid.tw + txs.start - tiles.start;
         let n = txs.len();
@@ -397,7 +412,7 @@ unsafe fn output_channel_body(
             let cnt = L.min(n - k);
             let mut mx = [[0f32; L]; XI];
             for (xi, mv) in mx.iter_mut().enumerate() {
-                copy_short(&mut mv[..cnt], &prod[(xi * m + o) * len + j0 + k..]);
+                copy_short(&mut mv[..cnt], &prod[xi * stride + o * len + j0 + k..]);
             }
             // A^T M on each column j (rows 6i + j), then the same on each result row.
             let mut cols = [[[0f32; L]; 6]; 4];
@@ -456,7 +471,8 @@ mod tests {
             let x = noise(&xs, 9);
             let x = x.as_slice().unwrap();
             let tiles = 5..grid.th * grid.tw - 3;
-            let len = XI * crate::kernels::sgemm::packed_b_len(p.c, tiles.len());
+            let b_len = crate::kernels::sgemm::packed_b_len(p.c, tiles.len());
+            let len = XI * spaced(b_len);
             let run = |avx2: bool| {
                 let mut v = vec![f32::NAN; len];
                 let mut s = vec![0f32; scratch_len(grid)];
@@ -481,7 +497,9 @@ mod tests {
                 v.iter().map(|f| f.to_bits()).collect::<Vec<_>>()
             };
             let portable = run(false);
-            assert!(portable.iter().all(|b| !f32::from_bits(*b).is_nan()));
+            // Every float of the 36 matrices written (the floats between them are not).
+            let written = portable.chunks(spaced(b_len)).flat_map(|m| &m[..b_len]);
+            assert!(written.into_iter().all(|b| !f32::from_bits(*b).is_nan()));
             assert_eq!(portable, run(true));
         }
     }
