@@ -374,12 +374,13 @@ unsafe fn input_channel(
     let (pt, pl) = (p.pads[1] as isize, p.pads[2] as isize);
     let stride = spaced(sgemm::packed_b_len(c, len));
     let plane = &x[ci * h * w..(ci + 1) * h * w];
+    // Where column j of matrix ξ's row ci is.
+    let at = |xi: usize, j: usize| xi * stride + ((j / NR) * c + ci) * NR + j % NR;
     // `vals` into matrix ξ from column j on, cut where the run crosses a panel edge.
     let put = |xi: usize, mut j: usize, mut vals: &[f32]| {
         while !vals.is_empty() {
             let n = (NR - j % NR).min(vals.len());
-            let at = xi * stride + ((j / NR) * c + ci) * NR + j % NR;
-            let dst = std::slice::from_raw_parts_mut(v.get().add(at), n);
+            let dst = std::slice::from_raw_parts_mut(v.get().add(at(xi, j)), n);
             copy_short(dst, &vals[..n]);
             j += n;
             vals = &vals[n..];
@@ -444,25 +445,40 @@ unsafe fn input_channel(
         // (B^T d) B, per tile: e0 - e1, o0 + e1, e1 - o0, o0 - o1 of its 4 columns (e, o:
         // the even and odd ones; tile k's are phase elements k and k + 1), as four rows.
         // Whole steps of L tiles (the lanes past `n` read what the scratch holds there,
-        // zeros or the row's next columns, and are not put): a remainder loop would run
-        // scalar, and rows of 4 or 7 tiles (7x7 and 14x14 outputs) are all remainder.
+        // zeros or the row's next columns): a remainder loop would run scalar, and rows of
+        // 4 or 7 tiles (7x7 and 14x14 outputs) are all remainder. When the steps' columns
+        // lie in one panel, they are stored straight into it, lanes past `n` too: those
+        // columns are this channel's row, and the next row of tiles (or the zero tail after
+        // the last) writes them again. Else through `horiz` and `put` (a store across the
+        // panel's edge would land in another channel's row).
         let j0 = ty * grid.tw + txs.start - tiles.start;
         let nl = n.next_multiple_of(L);
+        let direct = j0 % NR + nl <= NR;
         for (i, vr) in vert.chunks_exact(width).enumerate() {
             let (ve, vo) = vr.split_at(half);
-            let (q0, rest) = horiz.split_at_mut(half);
-            let (q1, rest) = rest.split_at_mut(half);
-            let (q2, q3) = rest.split_at_mut(half);
             let (e0, e1, o0, o1) = (&ve[..nl], &ve[1..=nl], &vo[..nl], &vo[1..=nl]);
-            let (q0, q1, q2, q3) = (&mut q0[..nl], &mut q1[..nl], &mut q2[..nl], &mut q3[..nl]);
+            let [q0, q1, q2, q3] = match direct {
+                // SAFETY: four matrices' runs of nl columns in row ci of one panel, apart.
+                true => [0, 1, 2, 3].map(|jj| unsafe {
+                    std::slice::from_raw_parts_mut(v.get().add(at(4 * i + jj, j0)), nl)
+                }),
+                false => {
+                    let (q0, rest) = horiz.split_at_mut(half);
+                    let (q1, rest) = rest.split_at_mut(half);
+                    let (q2, q3) = rest.split_at_mut(half);
+                    [&mut q0[..nl], &mut q1[..nl], &mut q2[..nl], &mut q3[..nl]]
+                }
+            };
             for k in 0..nl {
                 q0[k] = e0[k] - e1[k];
                 q1[k] = o0[k] + e1[k];
                 q2[k] = e1[k] - o0[k];
                 q3[k] = o0[k] - o1[k];
             }
-            for (jj, q) in [q0, q1, q2, q3].into_iter().enumerate() {
-                put(4 * i + jj, j0, &q[..n]);
+            if !direct {
+                for (jj, q) in [q0, q1, q2, q3].into_iter().enumerate() {
+                    put(4 * i + jj, j0, &q[..n]);
+                }
             }
         }
     }
