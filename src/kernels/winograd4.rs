@@ -312,8 +312,8 @@ unsafe fn input_channel_body<V: Lanes>(
         let n = txs.len();
         let nl = n.next_multiple_of(L);
         // Phase elements the tiles read: k and k + 1 for tile k, in whole steps of L. (The
-        // horizontal step's lanes past `n` read up to element nl + L, what the scratch
-        // holds there; they are not put.)
+        // horizontal step's lanes past `n` read up to element nl, past `hn` what the
+        // scratch holds there; their results are written over or never put.)
         let hn = (n + 1).next_multiple_of(L);
         // Input columns 4 * txs.start - pl + col for col in 0 .. 4 * hn, zero outside the
         // plane, copied into `line`, then column col to phase col % 4 at col / 4.
