@@ -235,7 +235,7 @@ pub(super) fn conv(
         let (n, range) = (u / n_blocks, block(v, tiles, n_blocks, u % n_blocks));
         let xn = &x[n * p.c * in_plane..(n + 1) * p.c * in_plane];
         let v_len = v.xi() * spaced(sgemm::packed_b_len(p.c, range.len()));
-        let m_len = v.xi() * spaced(p.m * range.len());
+        let m_len = v.xi() * prod_stride(p.m, range.len());
         super::conv::with_pack_buffer(v_len + m_len, |buf| {
             let (vb, prod) = buf.split_at_mut(v_len);
             transform_input(p, (v, grid), xn, range.clone(), vb, par);
@@ -262,6 +262,15 @@ pub(super) fn conv(
 /// 56x56 and 28x28 took 0.91 and 0.93 of the time (per-node minima of 4 profiles).
 pub(super) fn spaced(len: usize) -> usize {
     (len.div_ceil(16) | 1) * 16
+}
+
+/// Floats from the start of one of a unit's products (`m x len`) to the next: [`spaced`],
+/// with room for `L` floats more, so the output transforms read whole steps of `L` tiles
+/// even where a row has fewer left (a partial step copied into a vector's worth first,
+/// two stores then one load across both, stalled on the failed store forwarding: half the
+/// output transform's time on 56x56 planes, 14 tiles a row).
+pub(super) fn prod_stride(m: usize, len: usize) -> usize {
+    spaced(m * len + L)
 }
 
 /// `f(i)` for each `i` in `range`, over rayon's pool when `par`, each task with its own
@@ -498,7 +507,7 @@ fn multiply(weights: Weights, v: &[f32], prod: &mut [f32], len: usize, par: bool
         Weights::Cols(a) => (a[0].m(), a[0].k(), a.len()),
     };
     let b_len = sgemm::packed_b_len(k, len);
-    let (stride, prod_stride) = (spaced(b_len), spaced(m * len));
+    let (stride, prod_stride) = (spaced(b_len), prod_stride(m, len));
     let pp = SendPtr(prod.as_mut_ptr());
     each(
         0..xis,
@@ -581,7 +590,7 @@ unsafe fn output_channel(
     act: Activation,
     out: SendPtr<f32>,
 ) {
-    let (len, stride) = (tiles.len(), spaced(p.m * tiles.len()));
+    let (len, stride) = (tiles.len(), prod_stride(p.m, tiles.len()));
     for (ty, txs) in grid.rows(tiles.clone()) {
         let j0 = ty * grid.tw + txs.start - tiles.start;
         let n = txs.len();

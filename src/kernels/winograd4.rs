@@ -11,9 +11,10 @@
 
 use super::conv::Plan;
 use super::gemm::SendPtr;
-use super::im2col::copy_short;
+use super::im2col::{copy_short, copy_short_uninit};
 use super::sgemm::{Activation, NR};
-use super::winograd::{spaced, store_tiles, Grid, L};
+use super::winograd::{prod_stride, spaced, Grid, L};
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// Positions of a transformed 6x6 tile.
@@ -69,11 +70,17 @@ trait Lanes: Copy {
     fn add(self, o: Self) -> Self;
     fn sub(self, o: Self) -> Self;
     fn scale(self, c: f32) -> Self;
+    fn splat(c: f32) -> Self;
+    /// [`Activation::apply`] on each lane.
+    fn clamp(self, act: Activation) -> Self;
     /// The 32 floats from `p` by column phase: lane l of phase f is float `4l + f`.
     ///
     /// # Safety
     /// `p` valid for reading 32 floats.
     unsafe fn phases(p: *const f32) -> [Self; 4];
+    /// The inverse of [`Lanes::phases`]: 32 consecutive floats, float `4l + f` lane l of
+    /// `f[f]`.
+    fn rows(f: [Self; 4]) -> [Self; 4];
 }
 
 impl Lanes for [f32; L] {
@@ -92,8 +99,17 @@ impl Lanes for [f32; L] {
     fn scale(self, c: f32) -> Self {
         self.map(|v| c * v)
     }
+    fn splat(c: f32) -> Self {
+        [c; L]
+    }
+    fn clamp(self, act: Activation) -> Self {
+        self.map(|v| act.apply(v))
+    }
     unsafe fn phases(p: *const f32) -> [Self; 4] {
         std::array::from_fn(|f| std::array::from_fn(|l| *p.add(4 * l + f)))
+    }
+    fn rows(f: [Self; 4]) -> [Self; 4] {
+        std::array::from_fn(|q| std::array::from_fn(|i| f[i % 4][2 * q + i / 4]))
     }
 }
 
@@ -125,6 +141,47 @@ mod lanes_avx2 {
         fn scale(self, c: f32) -> Self {
             // SAFETY: as `add`.
             unsafe { _mm256_mul_ps(_mm256_set1_ps(c), self) }
+        }
+        #[inline(always)]
+        fn splat(c: f32) -> Self {
+            // SAFETY: as `add`.
+            unsafe { _mm256_set1_ps(c) }
+        }
+        #[inline(always)]
+        fn clamp(self, act: crate::kernels::sgemm::Activation) -> Self {
+            // SAFETY: as `add`.
+            unsafe { crate::kernels::sgemm::clamp_avx2(self, act) }
+        }
+        /// Unpacks give each pair of phases' lanes interleaved within the 128-bit halves,
+        /// shuffles each tile's four floats (tiles l and l + 4 in the two halves), and
+        /// 128-bit permutes put tiles 2q and 2q + 1 in vector q.
+        #[inline(always)]
+        fn rows(f: [Self; 4]) -> [Self; 4] {
+            // SAFETY: as `add`.
+            unsafe {
+                let (t0, t1) = (
+                    _mm256_unpacklo_ps(f[0], f[1]),
+                    _mm256_unpackhi_ps(f[0], f[1]),
+                );
+                let (t2, t3) = (
+                    _mm256_unpacklo_ps(f[2], f[3]),
+                    _mm256_unpackhi_ps(f[2], f[3]),
+                );
+                let (u0, u1) = (
+                    _mm256_shuffle_ps::<0x44>(t0, t2),
+                    _mm256_shuffle_ps::<0xEE>(t0, t2),
+                );
+                let (u2, u3) = (
+                    _mm256_shuffle_ps::<0x44>(t1, t3),
+                    _mm256_shuffle_ps::<0xEE>(t1, t3),
+                );
+                [
+                    _mm256_permute2f128_ps::<0x20>(u0, u1),
+                    _mm256_permute2f128_ps::<0x20>(u2, u3),
+                    _mm256_permute2f128_ps::<0x31>(u0, u1),
+                    _mm256_permute2f128_ps::<0x31>(u2, u3),
+                ]
+            }
         }
         /// An 8x4 transpose: unpacks and shuffles within the 128-bit halves give each
         /// phase's lanes in the order 0 2 4 6 1 3 5 7, which one permute puts right.
@@ -165,16 +222,16 @@ fn bt<V: Lanes>(d: [V; 6]) -> [V; 6] {
     ]
 }
 
-/// `A^T m` for six values `m`, in a fixed order.
+/// `A^T m` for six values `m` in each lane, in a fixed order.
 #[inline(always)]
-fn at(m: [f32; 6]) -> [f32; 4] {
+fn a_t<V: Lanes>(m: [V; 6]) -> [V; 4] {
     let [m0, m1, m2, m3, m4, m5] = m;
-    let (s12, d12, s34, d34) = (m1 + m2, m1 - m2, m3 + m4, m3 - m4);
+    let (s12, d12, s34, d34) = (m1.add(m2), m1.sub(m2), m3.add(m4), m3.sub(m4));
     [
-        (m0 + s12) + s34,
-        d12 + 2.0 * d34,
-        s12 + 4.0 * s34,
-        (d12 + 8.0 * d34) + m5,
+        m0.add(s12).add(s34),
+        d12.add(d34.scale(2.0)),
+        s12.add(s34.scale(4.0)),
+        d12.add(d34.scale(8.0)).add(m5),
     ]
 }
 
@@ -247,7 +304,7 @@ pub(super) unsafe fn output_channel(
     if std::arch::is_x86_feature_detected!("avx2") {
         return output_avx2(p, grid, prod, tiles, o, bias, act, out);
     }
-    output_channel_body(p, grid, prod, tiles, o, bias, act, out)
+    output_channel_body::<[f32; L]>(p, grid, prod, tiles, o, bias, act, out)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -263,7 +320,7 @@ unsafe fn output_avx2(
     act: Activation,
     out: SendPtr<f32>,
 ) {
-    output_channel_body(p, grid, prod, tiles, o, bias, act, out)
+    output_channel_body::<std::arch::x86_64::__m256>(p, grid, prod, tiles, o, bias, act, out)
 }
 
 /// Writes row `ci` of the 36 packed matrices `V[ξ]` for the tiles `tiles` (see
@@ -393,8 +450,8 @@ unsafe fn input_channel_body<V: Lanes>(
 /// # Safety
 /// `out` must point at the batch item's output; this writes channel `o` of the tiles.
 #[inline(always)]
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // lane loops index arrays
-unsafe fn output_channel_body(
+#[allow(clippy::too_many_arguments)]
+unsafe fn output_channel_body<V: Lanes>(
     p: &Plan,
     grid: Grid,
     prod: &[f32],
@@ -404,45 +461,57 @@ unsafe fn output_channel_body(
     act: Activation,
     out: SendPtr<f32>,
 ) {
-    let (len, stride) = (tiles.len(), spaced(p.m * tiles.len()));
+    let (len, stride) = (tiles.len(), prod_stride(p.m, tiles.len()));
+    let [_, oh, ow] = p.output;
     for (ty, txs) in grid.rows(tiles.clone()) {
         let j0 = ty * grid.tw + txs.start - tiles.start;
         let n = txs.len();
         for k in (0..n).step_by(L) {
+            // L tiles, one vector per ξ (lanes past `cnt` read the next row or the room
+            // after the last, `prod_stride`; their outputs are not stored). Loops, not
+            // closures: a closure does not take the AVX2 target feature, and its vector
+            // operations became calls.
             let cnt = L.min(n - k);
-            let mut mx = [[0f32; L]; XI];
-            for (xi, mv) in mx.iter_mut().enumerate() {
-                copy_short(&mut mv[..cnt], &prod[xi * stride + o * len + j0 + k..]);
+            let mut m = [V::splat(0.0); XI];
+            for (xi, m) in m.iter_mut().enumerate() {
+                *m = V::load(prod[xi * stride + o * len + j0 + k..][..L].as_ptr());
             }
             // A^T M on each column j (rows 6i + j), then the same on each result row.
-            let mut cols = [[[0f32; L]; 6]; 4];
-            for j in 0..6 {
-                for l in 0..L {
-                    let m = [
-                        mx[j][l],
-                        mx[6 + j][l],
-                        mx[12 + j][l],
-                        mx[18 + j][l],
-                        mx[24 + j][l],
-                        mx[30 + j][l],
-                    ];
-                    let t = at(m);
-                    for dy in 0..4 {
-                        cols[dy][j][l] = t[dy];
-                    }
-                }
+            let mut cols = [[V::splat(0.0); 4]; 6];
+            for (j, c) in cols.iter_mut().enumerate() {
+                *c = a_t([m[j], m[6 + j], m[12 + j], m[18 + j], m[24 + j], m[30 + j]]);
             }
-            let mut y = [[[0f32; L]; 4]; 4];
+            let x0 = 4 * (txs.start + k);
+            let wd = (4 * cnt).min(ow - x0);
             for dy in 0..4 {
-                let c = &cols[dy];
-                for l in 0..L {
-                    let t = at([c[0][l], c[1][l], c[2][l], c[3][l], c[4][l], c[5][l]]);
-                    for dx in 0..4 {
-                        y[dy][dx][l] = t[dx];
+                let yy = 4 * ty + dy;
+                if yy >= oh {
+                    break;
+                }
+                let c = &cols;
+                let mut y = a_t([c[0][dy], c[1][dy], c[2][dy], c[3][dy], c[4][dy], c[5][dy]]);
+                for v in y.iter_mut() {
+                    if let Some(b) = bias {
+                        *v = v.add(V::splat(b));
                     }
+                    *v = v.clamp(act);
+                }
+                // Output row yy from column x0: tile l's four columns at 4l.
+                let r = V::rows(y);
+                let dst = out.get().add((o * oh + yy) * ow + x0);
+                if wd == 4 * L {
+                    for (q, v) in r.into_iter().enumerate() {
+                        v.store(dst.add(L * q));
+                    }
+                } else {
+                    let mut row = [0f32; 4 * L];
+                    for (q, v) in r.into_iter().enumerate() {
+                        v.store(row.as_mut_ptr().add(L * q));
+                    }
+                    let dst = std::slice::from_raw_parts_mut(dst.cast::<MaybeUninit<f32>>(), wd);
+                    copy_short_uninit(dst, &row[..wd]);
                 }
             }
-            store_tiles(p, &y, (ty, txs.start + k, cnt), o, (bias, act), out);
         }
     }
 }
@@ -500,6 +569,60 @@ mod tests {
             // Every float of the 36 matrices written (the floats between them are not).
             let written = portable.chunks(spaced(b_len)).flat_map(|m| &m[..b_len]);
             assert!(written.into_iter().all(|b| !f32::from_bits(*b).is_nan()));
+            assert_eq!(portable, run(true));
+        }
+    }
+
+    /// The output transform on eight-float arrays and on AVX2 vectors (where the CPU has it)
+    /// writes the same bits, with a bias and a clamp, for partial tiles at the plane's right
+    /// and bottom edges and a unit that starts and ends inside tile rows.
+    #[test]
+    fn output_transform_lanes_agree() {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            let a: ConvAttrs = conv_attrs(1, &[], &[], &[1, 2, 1, 0]);
+            let (xs, ws) = ([1, 3, 29, 30], [5, 3, 3, 3]);
+            let p = plan(&xs, &ws, None, &a).unwrap();
+            let grid = Grid {
+                th: p.output[1].div_ceil(4),
+                tw: p.output[2].div_ceil(4),
+            };
+            let tiles = 5..grid.th * grid.tw - 3;
+            let prod = noise(&[XI * prod_stride(p.m, tiles.len())], 10);
+            let prod = prod.as_slice().unwrap();
+            let act = Activation {
+                lo: Some(-0.5),
+                hi: Some(0.75),
+            };
+            let run = |avx2: bool| {
+                let mut out = vec![f32::NAN; p.m * p.out_plane()];
+                for o in 0..p.m {
+                    let op = SendPtr(out.as_mut_ptr());
+                    let bias = Some(0.125 * o as f32);
+                    // SAFETY: `out` holds the output planes; AVX2 checked.
+                    unsafe {
+                        match avx2 {
+                            true => output_avx2(&p, grid, prod, tiles.clone(), o, bias, act, op),
+                            false => output_channel_body::<[f32; L]>(
+                                &p,
+                                grid,
+                                prod,
+                                tiles.clone(),
+                                o,
+                                bias,
+                                act,
+                                op,
+                            ),
+                        }
+                    }
+                }
+                out.iter().map(|f| f.to_bits()).collect::<Vec<_>>()
+            };
+            let portable = run(false);
+            let written = portable.iter().filter(|b| !f32::from_bits(**b).is_nan());
+            // Tiles 5.. of 8 x 8 (29 x 30 outputs, the last row and column of tiles
+            // partial), but the last 3: all but 5 + 3 tiles of positions written.
+            assert!(written.count() >= p.m * (p.out_plane() - 8 * 16));
             assert_eq!(portable, run(true));
         }
     }
