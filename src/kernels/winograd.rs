@@ -596,9 +596,12 @@ unsafe fn output_channel(
         let n = txs.len();
         for k in (0..n).step_by(L) {
             let cnt = L.min(n - k);
+            // Whole steps of L tiles (lanes past `cnt` read the next row or the room after
+            // the last, `prod_stride`; their outputs are not stored): `cnt` floats copied
+            // were reloaded across two stores, a failed store forwarding.
             let mut mx = [[0f32; L]; XI];
             for (xi, mv) in mx.iter_mut().enumerate() {
-                copy_short(&mut mv[..cnt], &prod[xi * stride + o * len + j0 + k..]);
+                mv.copy_from_slice(&prod[xi * stride + o * len + j0 + k..][..L]);
             }
             // A^T M: rows m0 + m1 + m2, m1 - m2 - m3; then the same on columns. y[dy][dx].
             let mut y = [[[0f32; L]; 2]; 2];
