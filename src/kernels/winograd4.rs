@@ -523,6 +523,20 @@ mod tests {
     use crate::kernels::conv::plan;
     use crate::kernels::test_data::{conv_attrs, noise};
 
+    /// The transform tests' conv: 3 input channels on 29 x 30 with pads on both sides, `m`
+    /// output channels, so partial tiles at the right and bottom edges; the unit starts and
+    /// ends inside tile rows (tiles 5.. but the last 3).
+    fn case(m: usize) -> (Plan, Grid, Range<usize>) {
+        let a: ConvAttrs = conv_attrs(1, &[], &[], &[1, 2, 1, 0]);
+        let p = plan(&[1, 3, 29, 30], &[m, 3, 3, 3], None, &a).unwrap();
+        let grid = Grid {
+            th: p.output[1].div_ceil(4),
+            tw: p.output[2].div_ceil(4),
+        };
+        let tiles = 5..grid.th * grid.tw - 3;
+        (p, grid, tiles)
+    }
+
     /// The input transform on eight-float arrays and on AVX2 vectors (where the CPU has it)
     /// writes the same bits, for a plane with partial tiles, pads on both sides and a unit
     /// that starts and ends inside tile rows.
@@ -530,16 +544,9 @@ mod tests {
     fn input_transform_lanes_agree() {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
-            let a: ConvAttrs = conv_attrs(1, &[], &[], &[1, 2, 1, 0]);
-            let (xs, ws) = ([1, 3, 29, 30], [16, 3, 3, 3]);
-            let p = plan(&xs, &ws, None, &a).unwrap();
-            let grid = Grid {
-                th: p.output[1].div_ceil(4),
-                tw: p.output[2].div_ceil(4),
-            };
-            let x = noise(&xs, 9);
+            let (p, grid, tiles) = case(16);
+            let x = noise(&[1, 3, 29, 30], 9);
             let x = x.as_slice().unwrap();
-            let tiles = 5..grid.th * grid.tw - 3;
             let b_len = crate::kernels::sgemm::packed_b_len(p.c, tiles.len());
             let len = XI * spaced(b_len);
             let run = |avx2: bool| {
@@ -580,14 +587,7 @@ mod tests {
     fn output_transform_lanes_agree() {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
-            let a: ConvAttrs = conv_attrs(1, &[], &[], &[1, 2, 1, 0]);
-            let (xs, ws) = ([1, 3, 29, 30], [5, 3, 3, 3]);
-            let p = plan(&xs, &ws, None, &a).unwrap();
-            let grid = Grid {
-                th: p.output[1].div_ceil(4),
-                tw: p.output[2].div_ceil(4),
-            };
-            let tiles = 5..grid.th * grid.tw - 3;
+            let (p, grid, tiles) = case(5);
             let prod = noise(&[XI * prod_stride(p.m, tiles.len())], 10);
             let prod = prod.as_slice().unwrap();
             let act = Activation {
