@@ -622,11 +622,12 @@ unsafe fn output_channel(
 /// Stores output channel `o` of `cnt` tiles of side `S` from tile column `tx` of tile row
 /// `ty`: `y[dy][dx][l]` is tile `tx + l`'s output at (`dy`, `dx`), stored plus bias,
 /// through the activation, the tiles' rows interleaved, trimmed at the plane's edges.
+/// F(2x2)'s (F(4x4) stores vectors of its rows itself).
 ///
 /// # Safety
 /// `out` must point at the batch item's output.
 #[inline(always)]
-pub(super) unsafe fn store_tiles<const S: usize>(
+unsafe fn store_tiles<const S: usize>(
     p: &Plan,
     y: &[[[f32; L]; S]; S],
     (ty, tx, cnt): (usize, usize, usize),
