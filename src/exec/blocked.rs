@@ -12,7 +12,10 @@
 //! `pointwise::batch_norm_blocked`), it is not a graph output, and every node that reads it (past fused
 //! activations, which pass the value on) is such a Conv reading it as its input, itself
 //! writing its output blocked or having no more output channels than input channels, or
-//! such an Add, Concat or BatchNorm writing its output blocked, or such a MaxPool (which reads a
+//! such a BatchNorm writing its output blocked, or such an Add or Concat of held values (which
+//! runs on them as they are whether its own output is held or not: a stage of residual Adds
+//! ending in a reader of planes, RegNet's last, stays blocked up to its last Add, whose output
+//! is converted once), or such a MaxPool (which reads a
 //! blocked input by row copies, whatever it writes). (A Conv
 //! reading a blocked input but writing planes runs on `conv_lanes`, with its spread, where
 //! the sgemm would run a widening one faster: EfficientNet-B0's 1x1 expansions, whose
@@ -188,8 +191,12 @@ pub fn plan(graph: &Graph, forward: &[bool]) -> Vec<bool> {
                 && node.inputs.first().map(String::as_str) == Some(v)
                 && node.inputs[1..].iter().all(|i| i != v);
             let all_held = || node.inputs.iter().all(|i| source.contains_key(i.as_str()));
-            let add = held[r] && is_add(r) && all_held();
-            let concat = held[r] && is_concat(r) && all_held();
+            // An Add or Concat of blocked values runs on them as they are, held output or
+            // not (the Runner converts a blocked output that is not held for its readers):
+            // a chain of residual Adds ending in a reader of planes stays blocked up to its
+            // last Add.
+            let add = is_add(r) && all_held();
+            let concat = is_concat(r) && all_held();
             // A MaxPool reads a blocked value with row copies, held output or not.
             let pool = is_pool(r) && node.inputs[0] == v;
             let bn = held[r]
@@ -345,6 +352,45 @@ mod tests {
     #[test]
     fn fused_blocked_run_gives_the_unfused_bits() {
         fused_gives_the_unfused_bits(&graph(), &[1, 16, 9, 11], 7, &[1, 16, 9, 11]);
+    }
+
+    /// A residual chain whose last Add is the graph output (RegNet's and MobileNet's
+    /// stages end in a reader of planes): a = relu(dw(x)), s = a + 1x1(a), y = s + 1x1(s).
+    /// Every value up to the last Add's inputs is held: that Add runs on blocked values
+    /// whether its output is held or not (the output is converted for its reader).
+    #[test]
+    fn holds_a_residual_chain_up_to_its_last_add() {
+        let mut g = Graph {
+            name: "residual".into(),
+            opset: 17,
+            inputs: vec![decl("x", &[1, 16, 9, 11])],
+            outputs: vec![decl("y", &[1, 16, 9, 11])],
+            nodes: vec![
+                node("dw", conv(16, 1), &["x", "wd", "bd"], "d"),
+                node("relu", Op::Unary(UnaryOp::Relu), &["d"], "a"),
+                node("c1", conv(1, 0), &["a", "w1", "b1"], "c"),
+                node("add1", Op::Binary(BinaryOp::Add), &["a", "c"], "s"),
+                node("c2", conv(1, 0), &["s", "w2", ""], "e"),
+                node("add2", Op::Binary(BinaryOp::Add), &["s", "e"], "y"),
+            ],
+            ..Default::default()
+        };
+        add_values(
+            &mut g,
+            &[
+                ("wd", &[16, 1, 3, 3][..], 21),
+                ("bd", &[16], 22),
+                ("w1", &[16, 16, 1, 1], 23),
+                ("b1", &[16], 24),
+                ("w2", &[16, 16, 1, 1], 25),
+            ],
+        );
+        let held = held(&g);
+        match avx2() {
+            true => assert_eq!(held, ["dw", "c1", "add1", "c2"]),
+            false => assert!(held.is_empty(), "{held:?}"),
+        }
+        fused_gives_the_unfused_bits(&g, &[1, 16, 9, 11], 26, &[1, 16, 9, 11]);
     }
 
     /// A SqueezeNet-like fire module after a MaxPool: pool -> squeeze (1x1) -> expand 1x1
