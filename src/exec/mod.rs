@@ -312,6 +312,13 @@ impl<'g> Runner<'g> {
                     }
                 }
             }
+            // A Conv applying a BatchNorm to its input reads the BatchNorm's X, in planes.
+            let affine_bn = prep.input_affine[i].filter(|_| fuse);
+            if let Some(Some(s)) = affine_bn.and_then(|bn| plan.node_inputs[bn].first()) {
+                if let Slot::Blocked(t) = &slots[*s] {
+                    slots[*s] = Slot::Owned(kernels::blocked::unblock(t)?);
+                }
+            }
             let x_blocked = reads_x
                 && matches!(plan.node_inputs[i].first(), Some(Some(s)) if matches!(slots[*s], Slot::Blocked(_)));
             let point = prep.point[i].filter(|_| fuse);
@@ -355,6 +362,29 @@ impl<'g> Runner<'g> {
                     all.ok_or_else(|| anyhow!("Concat input missing"))
                         .and_then(|all| kernels::layout::concat_extending(prefix, k, &all, *axis))
                         .map(|t| vec![t])
+                }
+                (Op::Conv(attrs), conv, _, _) if affine_bn.is_some() => {
+                    let bn = affine_bn.expect("checked");
+                    let bn_ins: Vec<Option<&Tensor>> = plan.node_inputs[bn]
+                        .iter()
+                        .map(|s| s.and_then(|s| slots[s].get()))
+                        .collect();
+                    let clamp = match prep.point[bn] {
+                        Some(pointwise::Fused::Clamp(a)) => a,
+                        _ => kernels::sgemm::Activation::NONE,
+                    };
+                    let epsilon = match self.graph.nodes[bn].op {
+                        Op::BatchNorm { epsilon } => epsilon,
+                        _ => unreachable!("input_affine names BatchNorm nodes"),
+                    };
+                    let mut conv_ins = ins.clone();
+                    conv_ins[0] = bn_ins.first().copied().flatten();
+                    kernels::conv::InputAffine::batch_norm(epsilon, clamp, &bn_ins)
+                        .and_then(|f| {
+                            let act = act.unwrap_or_default();
+                            kernels::conv::eval_affine(attrs, conv.as_ref(), act, &f, &conv_ins)
+                        })
+                        .map(|y| vec![y])
                 }
                 (Op::Conv(attrs), conv, _, _)
                     if conv.is_some() || act.is_some() || x_blocked || want_blocked =>

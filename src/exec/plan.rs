@@ -95,6 +95,15 @@ impl Plan {
                 last_use.insert(*s, i);
             }
         }
+        // A Conv that applies a BatchNorm to its input reads that BatchNorm's X in fused
+        // runs (`Prepared::input_affine`).
+        let prepared = Prepared::new(graph);
+        for (k, bn) in prepared.input_affine.iter().enumerate() {
+            if let Some(Some(x)) = bn.and_then(|i| node_inputs[i].first().copied()) {
+                let at = last_use.entry(x).or_insert(k);
+                *at = (*at).max(k);
+            }
+        }
         let extends = concat_extends(graph, &node_inputs, &node_outputs, &output_slots, &last_use);
         for (j, e) in extends.iter().enumerate() {
             if let Some((s, _)) = e {
@@ -138,7 +147,7 @@ impl Plan {
             output_slots,
             in_place,
             extends,
-            prepared: Prepared::new(graph),
+            prepared,
         })
     }
 }

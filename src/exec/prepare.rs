@@ -1,7 +1,9 @@
 //! State built once per plan from the graph's constants, so runs skip work that does not
 //! depend on the inputs: Conv weights packed for the sgemm (on first use), and, for plain
 //! runs only, a Relu or constant Clip fused into the Conv, Add or BatchNorm that feeds it,
-//! and Sigmoid + Mul(x, Sigmoid(x)) run as one SiLU pass.
+//! Sigmoid + Mul(x, Sigmoid(x)) run as one SiLU pass, and an inference BatchNorm (with its
+//! Relu or Clip) read only by a 1x1 Conv applied by that Conv to its input
+//! (`input_affine`).
 //!
 //! Fusion changes no bits (the Conv's epilogue clamps exactly as the Relu/Clip kernels do,
 //! after the bias), but it does skip the Conv's own output tensor, so runs that look at
@@ -33,6 +35,12 @@ pub struct Prepared {
     /// Per node, fused runs only: a Conv or Add asked to write its output blocked
     /// (`exec/blocked.rs`).
     pub blocked: Vec<bool>,
+    /// Per node, fused runs only: for an ungrouped Conv with 1x1 constant weights, the
+    /// inference BatchNorm (with the Relu or Clip fused into it, `point`) whose output only
+    /// this Conv reads, as its X. The Conv applies it to the BatchNorm's own X as it packs
+    /// it (`conv::InputAffine`); the BatchNorm and its activation node are skipped, and the
+    /// plan keeps that X alive until the Conv.
+    pub input_affine: Vec<Option<usize>>,
 }
 
 impl Prepared {
@@ -112,6 +120,21 @@ impl Prepared {
             }
         }
         let blocked = super::blocked::plan(graph, &forward);
+        let mut input_affine = vec![None; n];
+        for i in 0..n {
+            let Some((j, k)) = affine_reader(graph, &readers, &forward, i) else {
+                continue;
+            };
+            if blocked[i] || blocked[k] {
+                continue;
+            }
+            input_affine[k] = Some(i);
+            skip[i] = true;
+            if let Some(j) = j {
+                forward[j] = false;
+                skip[j] = true;
+            }
+        }
         Prepared {
             conv,
             fused_act,
@@ -119,8 +142,44 @@ impl Prepared {
             point,
             skip,
             blocked,
+            input_affine,
         }
     }
+}
+
+/// For an inference BatchNorm `i` with constant parameters: its activation node (fused
+/// into it, `forward`), if any, and the Conv that alone reads the result, as its X, when
+/// that Conv is ungrouped with constant 1x1 weights (`Prepared::input_affine`).
+fn affine_reader(
+    graph: &Graph,
+    readers: &HashMap<&str, Vec<usize>>,
+    forward: &[bool],
+    i: usize,
+) -> Option<(Option<usize>, usize)> {
+    let node = &graph.nodes[i];
+    let constant = |k: usize| {
+        node.inputs
+            .get(k)
+            .is_some_and(|v| graph.constants.contains_key(v))
+    };
+    if !matches!(node.op, Op::BatchNorm { .. }) || node.inputs.len() != 5 || !(1..5).all(constant) {
+        return None;
+    }
+    let mut out = single_use_output(graph, readers, node)?;
+    let mut act = None;
+    let mut k = readers[out.as_str()][0];
+    if forward[k] {
+        act = Some(k);
+        out = single_use_output(graph, readers, &graph.nodes[k])?;
+        k = readers[out.as_str()][0];
+    }
+    let conv = &graph.nodes[k];
+    let Op::Conv(attrs) = &conv.op else {
+        return None;
+    };
+    let w = conv.inputs.get(1).and_then(|w| graph.constants.get(w))?;
+    let one_by_one = w.rank() >= 3 && w.shape()[2..].iter().all(|&d| d == 1);
+    (attrs.group == 1 && one_by_one && conv.inputs.first() == Some(out)).then_some((act, k))
 }
 
 /// The one output of `node`, when a single node reads it (once) and it is not a graph output.
@@ -249,6 +308,84 @@ mod tests {
         assert_eq!(fused, want);
         let fwd: Vec<usize> = (0..9).filter(|&i| p.forward[i]).collect();
         assert_eq!(fwd, [1, 3]);
+    }
+
+    /// a = 1x1 conv(x); n = BatchNorm(a); r = relu(n); b = 1x1 conv(r); y = concat(a, b),
+    /// and a second BatchNorm of `a` read twice (by a Relu and the output Concat), which
+    /// stays a node of its own.
+    fn affine_graph() -> Graph {
+        let conv = Op::Conv(ConvAttrs {
+            window: Window {
+                kernel_shape: None,
+                strides: vec![],
+                dilations: vec![],
+                padding: Padding::Explicit(vec![0; 4]),
+            },
+            group: 1,
+        });
+        let bn = Op::BatchNorm { epsilon: 1e-5 };
+        let relu = Op::Unary(UnaryOp::Relu);
+        let mut g = Graph {
+            name: "affine".into(),
+            opset: 17,
+            inputs: vec![decl("x", &[1, 40, 6, 7])],
+            outputs: vec![decl("y", &[1, 136, 6, 7])],
+            nodes: vec![
+                node("conv_a", conv.clone(), &["x", "wa", ""], "a"),
+                node("norm", bn.clone(), &["a", "s", "b", "m", "v"], "n"),
+                node("relu", relu.clone(), &["n"], "r"),
+                node("conv_b", conv, &["r", "wb", "bb"], "c"),
+                node("norm2", bn, &["a", "s", "b", "m", "v"], "n2"),
+                node("relu2", relu, &["n2"], "r2"),
+                node("cat", Op::Concat { axis: 1 }, &["a", "c", "n2"], "y0"),
+                node("cat2", Op::Concat { axis: 1 }, &["y0", "r2"], "y"),
+            ],
+            ..Default::default()
+        };
+        for (name, shape, seed) in [
+            ("wa", &[40, 40, 1, 1][..], 11),
+            ("wb", &[16, 40, 1, 1], 12),
+            ("bb", &[16], 13),
+            ("s", &[40], 14),
+            ("b", &[40], 15),
+            ("m", &[40], 16),
+        ] {
+            g.constants.insert(name.into(), values(shape, seed));
+        }
+        let var = crate::exec::test_graph::values(&[40], 17, 0.5)
+            .as_f32()
+            .unwrap()
+            .mapv(|v| v.abs() + 0.5);
+        g.constants.insert("v".into(), Tensor::F32(var));
+        g
+    }
+
+    #[test]
+    fn fuses_a_batch_norm_read_only_by_a_1x1_conv_into_it() {
+        let g = affine_graph();
+        let p = Prepared::new(&g);
+        let fused: Vec<(usize, usize)> = (0..g.nodes.len())
+            .filter_map(|k| p.input_affine[k].map(|i| (k, i)))
+            .collect();
+        assert_eq!(fused, [(3, 1)]);
+        let skipped: Vec<usize> = (0..g.nodes.len()).filter(|&i| p.skip[i]).collect();
+        assert_eq!(skipped, [1, 2]);
+        let fwd: Vec<usize> = (0..g.nodes.len()).filter(|&i| p.forward[i]).collect();
+        assert!(fwd.is_empty(), "{fwd:?}");
+        // The fused run (the BatchNorm and Relu applied as conv_b packs `a`) gives the bits
+        // of the unfused one, which runs every node on its own.
+        let runner = Runner::new(&g).unwrap();
+        let x = values(&[1, 40, 6, 7], 18);
+        let inputs = std::collections::HashMap::from([("x".to_string(), x)]);
+        let fused = runner.run(inputs.clone()).unwrap();
+        let unfused = runner.run_observed(inputs, |_, _| Ok(())).unwrap();
+        assert_eq!(fused, unfused);
+        let Tensor::F32(y) = &fused[0].1 else {
+            panic!("f32 output")
+        };
+        assert_eq!(y.shape(), [1, 136, 6, 7]);
+        // conv_b's output is channels 40..56: not all zero.
+        assert!(y.iter().skip(40 * 42).take(16 * 42).any(|v| *v != 0.0));
     }
 
     /// The fused plain run gives the same bits as the unfused observed run, whose observed

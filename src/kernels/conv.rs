@@ -33,7 +33,7 @@ use super::conv_direct;
 use super::conv_lanes;
 use super::depthwise;
 use super::gemm::SendPtr;
-use super::im2col::{pack_patches, Scratch};
+use super::im2col::{pack_patches, Patches, Scratch};
 use super::input;
 use super::sgemm::{self, Activation, Epilogue, Kernel, PackedA, PackedCols};
 use super::uninit;
@@ -230,30 +230,31 @@ pub fn conv_f32_io(
             lanes(&p, xd, w, prepared, bias.as_deref(), act, &mut out, io);
         }
     } else if p.out_plane() > 0 && p.m > 0 {
-        if let Some(g) = dw {
-            let w = w.as_standard_layout();
-            let wd = w.as_slice().expect("standard layout");
-            depthwise::depthwise(&g, xd, wd, bias.as_deref(), act, &mut out);
-        } else {
-            let prepared = prepared.filter(|pr| pr.w_shape == w.shape() && pr.group == p.group);
-            let bias = bias.as_deref();
-            if lanes_applies(&p, false) {
-                lanes(
-                    &p,
-                    xd,
-                    w,
-                    prepared,
-                    bias,
-                    act,
-                    &mut out,
-                    (Layout::Planes, Layout::Planes),
-                );
-            } else if conv_direct::applies(&p) && !gemv_applies(&p) {
+        let prepared = prepared.filter(|pr| pr.w_shape == w.shape() && pr.group == p.group);
+        let bias = bias.as_deref();
+        match route(&p) {
+            Route::Depthwise(g) => {
+                let w = w.as_standard_layout();
+                let wd = w.as_slice().expect("standard layout");
+                depthwise::depthwise(&g, xd, wd, bias, act, &mut out);
+            }
+            Route::Lanes => lanes(
+                &p,
+                xd,
+                w,
+                prepared,
+                bias,
+                act,
+                &mut out,
+                (Layout::Planes, Layout::Planes),
+            ),
+            Route::Direct => {
                 crate::tensor::limits::check_alloc(&conv_direct::scratch_dims(&p), DType::F32)?;
                 let w = w.as_standard_layout();
                 let wd = w.as_slice().expect("standard layout");
                 conv_direct::conv(&p, xd, wd, bias, act, &mut out);
-            } else if winograd::applies(&p) {
+            }
+            Route::Winograd => {
                 let v = winograd::Variant::of(&p);
                 let slots = prepared.map(|pr| &pr.winograd[v as usize]);
                 with_weights(
@@ -262,10 +263,11 @@ pub fn conv_f32_io(
                     Source::Winograd(w, v),
                     |ws| winograd::conv(&p, xd, ws, bias, act, &mut out),
                 );
-            } else {
+            }
+            Route::Patches => {
                 let slots = prepared.map(|pr| &pr.direct);
                 with_weights(slots, prefer_cols(&p), Source::Direct(w, p.group), |ws| {
-                    im2col_gemm(&p, xd, ws, bias, act, &mut out)
+                    im2col_gemm(&p, xd, ws, bias, act, None, &mut out)
                 });
             }
         }
@@ -278,6 +280,145 @@ pub fn conv_f32_io(
         Layout::Blocked => blocked::blocked_shape(&p.out_shape),
     };
     Ok((ArrayD::from_shape_vec(IxDyn(&shape), out)?, lout))
+}
+
+/// The kernel that runs a conv whose input and output are in planes.
+enum Route {
+    Depthwise(depthwise::Geometry),
+    Lanes,
+    Direct,
+    Winograd,
+    /// The patch matrix times the packed weights (`im2col_gemm`), or its matrix-vector form.
+    Patches,
+}
+
+/// Which kernel runs `p` on planes, in the order they are asked: the depthwise kernels, then
+/// `conv_lanes` where it pays, `conv_direct` (but for what `gemv` runs), Winograd, and the
+/// patch path for everything else.
+fn route(p: &Plan) -> Route {
+    if let Some(g) = depthwise_geometry(p) {
+        Route::Depthwise(g)
+    } else if lanes_applies(p, false) {
+        Route::Lanes
+    } else if conv_direct::applies(p) && !gemv_applies(p) {
+        Route::Direct
+    } else if winograd::applies(p) {
+        Route::Winograd
+    } else {
+        Route::Patches
+    }
+}
+
+/// Whether `p` is a 1x1 stride-1 unpadded conv, whose input plane is its patch matrix.
+fn pointwise(p: &Plan) -> bool {
+    p.kernel == [1; 3] && p.strides == [1; 3] && p.pads == [0; 3] && p.input == p.output
+}
+
+/// A per-input-channel `x * scale[c] + shift[c]`, then a clamp, that a Conv applies to its
+/// input: an inference BatchNorm (and the Relu or Clip after it) that only this conv reads,
+/// fused into it (`exec::prepare`). DenseNet's norm -> relu -> 1x1 conv is the case: each
+/// BatchNorm reads a Concat kept alive to be extended, so it wrote a fresh tensor per layer
+/// that the conv then copied into its panels; the patch path now applies the affine as it
+/// packs. Each element gets the BatchNorm kernel's own expression (a product, a sum, the
+/// clamp: no fused multiply-add), so the conv sees the same bits.
+pub struct InputAffine {
+    pub scale: Vec<f32>,
+    pub shift: Vec<f32>,
+    pub clamp: Activation,
+}
+
+impl InputAffine {
+    /// An inference BatchNorm's affine (`inputs`: its X, scale, B, mean, var), then `clamp`.
+    pub fn batch_norm(
+        epsilon: f32,
+        clamp: Activation,
+        inputs: &[Option<&Tensor>],
+    ) -> Result<InputAffine> {
+        let x = input(inputs, 0, "X")?;
+        let params = [1, 2, 3, 4].map(|i| input(inputs, i, "BatchNorm parameter"));
+        let [s, b, m, v] = params;
+        let (a, b) = super::norm::bn_coeffs(x.shape(), [s?, b?, m?, v?], epsilon)?;
+        Ok(InputAffine {
+            scale: a.iter().map(|&a| a as f32).collect(),
+            shift: b.iter().map(|&b| b as f32).collect(),
+            clamp,
+        })
+    }
+
+    /// `d = clamp(s * scale[c] + shift[c])`, element by element, for channel `c`.
+    #[inline(always)]
+    pub(super) fn apply_row(&self, c: usize, d: &mut [f32], s: &[f32]) {
+        let (a, b) = (self.scale[c], self.shift[c]);
+        let lo = self.clamp.lo.unwrap_or(f32::NEG_INFINITY);
+        let hi = self.clamp.hi.unwrap_or(f32::INFINITY);
+        for (d, &v) in d.iter_mut().zip(s) {
+            // `Activation::apply`'s comparisons, written on plain bounds so they vectorize.
+            let v = v * a + b;
+            let v = if v < lo { lo } else { v };
+            *d = if v > hi { hi } else { v };
+        }
+    }
+
+    /// `x` (NCHW, planes) with the affine applied: for convs whose path does not pack their
+    /// input row by row.
+    fn applied(&self, x: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+        let x = x.as_standard_layout();
+        let c = x.shape().get(1).copied().unwrap_or(0);
+        if self.scale.len() != c || self.shift.len() != c {
+            bail!(
+                "an input affine of {} channels on X of shape {:?}",
+                self.scale.len(),
+                x.shape()
+            );
+        }
+        let inner: usize = x.shape()[2..].iter().product();
+        let src = x.as_slice().expect("standard layout");
+        let mut out = vec![0f32; src.len()];
+        if inner > 0 {
+            for (i, (d, s)) in out.chunks_mut(inner).zip(src.chunks(inner)).enumerate() {
+                self.apply_row(i % c, d, s);
+            }
+        }
+        Ok(ArrayD::from_shape_vec(x.raw_dim(), out)?)
+    }
+}
+
+/// [`conv_f32_with`] on `affine` applied to `x` (planes in, planes out). An ungrouped 1x1
+/// stride-1 unpadded conv on the patch path applies it while packing its input; any other
+/// conv gets the affine applied to a copy of `x` first. The same bits either way.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_f32_affine(
+    x: &ArrayD<f32>,
+    affine: &InputAffine,
+    w: &ArrayD<f32>,
+    b: Option<&ArrayD<f32>>,
+    attrs: &ConvAttrs,
+    prepared: Option<&Prepared>,
+    act: Activation,
+) -> Result<ArrayD<f32>> {
+    let p = plan(x.shape(), w.shape(), b.map(|b| b.shape()), attrs)?;
+    let fused = matches!(route(&p), Route::Patches)
+        && pointwise(&p)
+        && p.group == 1
+        && !gemv_applies(&p)
+        && affine.scale.len() == p.c
+        && affine.shift.len() == p.c;
+    if !fused || p.out_plane() == 0 || p.m == 0 {
+        return conv_f32_with(&affine.applied(x)?, w, b, attrs, prepared, act);
+    }
+    crate::tensor::limits::check_alloc(&p.out_shape, DType::F32)?;
+    let x = x.as_standard_layout();
+    let xd = x.as_slice().expect("standard layout");
+    let bias: Option<Vec<f32>> = b.map(|b| b.iter().copied().collect());
+    let prepared = prepared.filter(|pr| pr.w_shape == w.shape() && pr.group == p.group);
+    let mut out = uninit::alloc(p.out_shape.iter().product());
+    let slots = prepared.map(|pr| &pr.direct);
+    with_weights(slots, prefer_cols(&p), Source::Direct(w, p.group), |ws| {
+        im2col_gemm(&p, xd, ws, bias.as_deref(), act, Some(affine), &mut out)
+    });
+    // SAFETY: the patch path writes every output float.
+    let out = unsafe { uninit::assume_init(out) };
+    Ok(ArrayD::from_shape_vec(IxDyn(&p.out_shape), out)?)
 }
 
 /// Whether a conv of these shapes, its input blocked or not (`x_blocked`), reads and
@@ -581,6 +722,27 @@ pub fn eval_io(
     Ok((Tensor::F32(y), layout))
 }
 
+/// [`eval_with`] on X through `affine` ([`conv_f32_affine`]): X in planes, output in planes.
+pub fn eval_affine(
+    attrs: &ConvAttrs,
+    prepared: Option<&Prepared>,
+    act: Activation,
+    affine: &InputAffine,
+    inputs: &[Option<&Tensor>],
+) -> Result<Tensor> {
+    let x = input(inputs, 0, "X")?;
+    let w = input(inputs, 1, "W")?;
+    if x.dtype() != DType::F32 {
+        bail!("Conv on {} is not supported", x.dtype());
+    }
+    let b = match inputs.get(2).copied().flatten() {
+        Some(b) => Some(b.as_f32()?),
+        None => None,
+    };
+    let y = conv_f32_affine(x.as_f32()?, affine, w.as_f32()?, b, attrs, prepared, act)?;
+    Ok(Tensor::F32(y))
+}
+
 /// Below this many (batch, group, block) units, the M panels are split over tasks too, so
 /// that late layers with few output positions still keep every core busy. A constant: the
 /// task boundaries must not depend on the thread count. Not higher: the split path packs
@@ -615,7 +777,9 @@ pub(super) fn im2col_path(
     let mut out = vec![f32::NAN; p.out_shape.iter().product()];
     with_weights(None, cols, Source::Direct(w, p.group), |ws| {
         // SAFETY: im2col_gemm writes floats only.
-        im2col_gemm(p, x, ws, bias, act, unsafe { uninit::of_init(&mut out) })
+        im2col_gemm(p, x, ws, bias, act, None, unsafe {
+            uninit::of_init(&mut out)
+        })
     });
     out
 }
@@ -626,19 +790,24 @@ fn im2col_gemm(
     weights: Weights,
     bias: Option<&[f32]>,
     act: Activation,
+    affine: Option<&InputAffine>,
     out: &mut [MaybeUninit<f32>],
 ) {
     let (cg, mg) = (p.cg(), p.mg());
     let (in_plane, out_plane) = (p.in_plane(), p.out_plane());
     let kdim = cg * p.k_plane();
     let n_blocks = out_plane.div_ceil(BLOCK);
-    let pointwise =
-        p.kernel == [1; 3] && p.strides == [1; 3] && p.pads == [0; 3] && p.input == p.output;
+    // An input affine only on ungrouped pointwise convs (`conv_f32_affine` checks).
+    assert!(affine.is_none() || (pointwise(p) && p.group == 1));
+    let patches = match pointwise(p) {
+        true => Patches::Pointwise(affine),
+        false => Patches::Gather,
+    };
     let kernel = Kernel::detect();
     // The sgemm writes every output through this pointer before reading it back.
     let outp = SendPtr(out.as_mut_ptr().cast::<f32>());
     let units = p.n * p.group * n_blocks;
-    if gemv_applies(p) {
+    if gemv_applies(p) && affine.is_none() {
         if let Weights::Rows(a) = weights {
             for u in 0..p.n * p.group {
                 let (n, g) = (u / p.group, u % p.group);
@@ -698,7 +867,7 @@ fn im2col_gemm(
             .for_each_init(Scratch::default, |s, u| {
                 let (n, g, p0, len) = unit(u);
                 with_pack_buffer(sgemm::packed_b_len(kdim, len), |buf| {
-                    pack_patches(p, x_of(n, g), (p0, len), pointwise, s, buf);
+                    pack_patches(p, x_of(n, g), (p0, len), patches, s, buf);
                     let blocks = 0..sgemm::k_blocks(kdim).count();
                     run(n, g, p0, len, 0..a_panels, blocks, buf);
                 });
@@ -729,7 +898,7 @@ fn im2col_gemm(
                     let (n, g, p0, len) = unit(u);
                     let c0 = q * sgemm::NR * PACK_PANELS;
                     let cols = (p0 + c0, (sgemm::NR * PACK_PANELS).min(len - c0));
-                    pack_patches(p, x_of(n, g), cols, pointwise, s, panels);
+                    pack_patches(p, x_of(n, g), cols, patches, s, panels);
                 });
             let chunks = a_panels.div_ceil(chunk_panels);
             let tasks = |blocks: Range<usize>| {
@@ -1215,8 +1384,8 @@ mod tests {
             // SAFETY: im2col_gemm writes floats only.
             unsafe {
                 let (c, r) = (uninit::of_init(&mut cols), uninit::of_init(&mut rows));
-                im2col_gemm(&p, xd, Weights::Cols(&wc), b.as_slice(), act, c);
-                im2col_gemm(&p, xd, Weights::Rows(&wr), b.as_slice(), act, r);
+                im2col_gemm(&p, xd, Weights::Cols(&wc), b.as_slice(), act, None, c);
+                im2col_gemm(&p, xd, Weights::Rows(&wr), b.as_slice(), act, None, r);
             }
             assert!(
                 cols.iter()

@@ -15,7 +15,7 @@
 //! rows of late layers, where 3x3 grouped convs spent three quarters of their time
 //! packing.)
 
-use super::conv::Plan;
+use super::conv::{InputAffine, Plan};
 use super::pool_flat::strided_copy;
 use super::sgemm::{self, NR};
 use super::uninit;
@@ -134,25 +134,35 @@ fn pack_strided_1x1(p: &Plan, x: &[f32], (p0, len): (usize, usize), packed: &mut
     }
 }
 
+/// How [`pack_patches`] reads a conv's input.
+#[derive(Clone, Copy)]
+pub(super) enum Patches<'a> {
+    /// Any conv: each patch gathered from a zero-padded copy of the rows it reads.
+    Gather,
+    /// A 1x1 stride-1 unpadded conv: each input position read once, in order (its input
+    /// plane already is the patch matrix), through the ungrouped conv's input affine when
+    /// given (`InputAffine::apply`'s expression, so the bits of the affine's own pass).
+    Pointwise(Option<&'a InputAffine>),
+}
+
 /// Packs the patch matrix (`kdim x len`) of output positions `p0..p0 + len` of one (batch,
 /// group) straight into the sgemm's B panels in `packed` (`packed_b_len(kdim, len)` floats).
-/// `x` is the group's input channels. A 1x1 stride-1 unpadded conv (`pointwise`) reads each
-/// input position once, in order: its input plane already is the patch matrix.
+/// `x` is the group's input channels.
 pub(super) fn pack_patches(
     p: &Plan,
     x: &[f32],
     cols: (usize, usize),
-    pointwise: bool,
+    patches: Patches,
     s: &mut Scratch,
     packed: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
-        unsafe { pack_avx2(p, x, cols, pointwise, s, packed) };
+        unsafe { pack_avx2(p, x, cols, patches, s, packed) };
         return;
     }
-    pack_body(p, x, cols, pointwise, s, packed)
+    pack_body(p, x, cols, patches, s, packed)
 }
 
 /// [`pack_body`] compiled for AVX2 (the crate is built for baseline x86-64): 32-byte moves
@@ -164,11 +174,11 @@ unsafe fn pack_avx2(
     p: &Plan,
     x: &[f32],
     cols: (usize, usize),
-    pointwise: bool,
+    patches: Patches,
     s: &mut Scratch,
     packed: &mut [f32],
 ) {
-    pack_body(p, x, cols, pointwise, s, packed)
+    pack_body(p, x, cols, patches, s, packed)
 }
 
 #[inline(always)]
@@ -176,7 +186,7 @@ fn pack_body(
     p: &Plan,
     x: &[f32],
     (p0, len): (usize, usize),
-    pointwise: bool,
+    patches: Patches,
     s: &mut Scratch,
     packed: &mut [f32],
 ) {
@@ -185,13 +195,16 @@ fn pack_body(
     if len == 0 {
         return;
     }
-    if pointwise {
+    if let Patches::Pointwise(affine) = patches {
         let in_plane = p.in_plane();
         for c in 0..p.cg() {
             let row = &x[c * in_plane + p0..c * in_plane + p0 + len];
             for (q, src) in row.chunks(NR).enumerate() {
                 let d = &mut packed[(q * kdim + c) * NR..][..NR];
-                copy_short(&mut d[..src.len()], src);
+                match affine {
+                    None => copy_short(&mut d[..src.len()], src),
+                    Some(f) => f.apply_row(c, &mut d[..src.len()], src),
+                }
                 zero_short(&mut d[src.len()..]);
             }
         }
@@ -395,7 +408,10 @@ mod tests {
             let x: Vec<f32> = (0..xs.iter().product::<usize>())
                 .map(|i| (i as f32 * 0.37).sin() + 1.5)
                 .collect();
-            let pointwise = p.kernel == [1; 3] && p.strides == [1; 3] && p.pads == [0; 3];
+            let patches = match p.kernel == [1; 3] && p.strides == [1; 3] && p.pads == [0; 3] {
+                true => Patches::Pointwise(None),
+                false => Patches::Gather,
+            };
             let plane = p.out_plane();
             let kdim = p.cg() * p.k_plane();
             for (p0, len) in [
@@ -406,13 +422,13 @@ mod tests {
                 let want = naive(&p, &x, p0, len);
                 let mut s = Scratch::default();
                 let mut got = vec![f32::NAN; sgemm::packed_b_len(kdim, len)];
-                pack_body(&p, &x, (p0, len), pointwise, &mut s, &mut got);
+                pack_body(&p, &x, (p0, len), patches, &mut s, &mut got);
                 assert_eq!(got, want, "baseline {xs:?} {ks:?} block {p0}+{len}");
                 #[cfg(target_arch = "x86_64")]
                 if std::arch::is_x86_feature_detected!("avx2") {
                     got.fill(f32::NAN);
                     // SAFETY: the CPU has AVX2.
-                    unsafe { pack_avx2(&p, &x, (p0, len), pointwise, &mut s, &mut got) };
+                    unsafe { pack_avx2(&p, &x, (p0, len), patches, &mut s, &mut got) };
                     assert_eq!(got, want, "avx2 {xs:?} {ks:?} block {p0}+{len}");
                 }
             }

@@ -8,6 +8,8 @@
 pub mod activation;
 pub mod blocked;
 pub mod conv;
+#[cfg(test)]
+mod conv_affine_tests;
 mod conv_direct;
 #[cfg(target_arch = "x86_64")]
 mod conv_direct_avx512;
