@@ -304,8 +304,26 @@ impl<'g> Runner<'g> {
                 Op::MaxPool(_) => node.outputs.len() == 1,
                 _ => false,
             };
+            let is_blocked = |k: usize| matches!(plan.node_inputs[i].get(k), Some(Some(s)) if matches!(slots[*s], Slot::Blocked(_)));
+            // A SiLU (elementwise) and a GlobalAveragePool run on a blocked X as it is, and
+            // so does a per-channel scale of a blocked X by a gate in planes.
+            let silu_blocked = match prep.point[i].filter(|_| fuse) {
+                Some(pointwise::Fused::Silu { x }) => is_blocked(x).then_some(x),
+                _ => None,
+            };
+            let gap_blocked = matches!(node.op, Op::GlobalAveragePool) && is_blocked(0);
+            let scale_blocked = match node.op {
+                Op::Binary(BinaryOp::Mul) if fuse => {
+                    blocked_scale_input(&plan.node_inputs[i], &slots)
+                }
+                _ => None,
+            };
             for (k, s) in plan.node_inputs[i].iter().enumerate() {
-                let native = blocked_add || blocked_concat || (k == 0 && (reads_x || blocked_bn));
+                let native = blocked_add
+                    || blocked_concat
+                    || (k == 0 && (reads_x || blocked_bn || gap_blocked))
+                    || silu_blocked == Some(k)
+                    || scale_blocked == Some(k);
                 if let (Some(s), false) = (*s, native) {
                     if let Slot::Blocked(t) = &slots[s] {
                         slots[s] = Slot::Owned(kernels::blocked::unblock(t)?);
@@ -327,9 +345,22 @@ impl<'g> Runner<'g> {
                 (Op::Binary(BinaryOp::Mul), true) => scale_input(&plan.node_inputs[i], &slots),
                 _ => None,
             };
-            let taken = match scale_x {
-                Some(_) => None,
-                None => self.take_in_place(i, point, &mut slots),
+            let taken = match (scale_x, scale_blocked) {
+                (Some(_), _) => None,
+                // A blocked X scaled in its own buffer where it dies here.
+                (None, Some(k)) => match plan.node_inputs[i][k] {
+                    Some(s) if plan.in_place[i].contains(&k) => {
+                        match std::mem::replace(&mut slots[s], Slot::Empty) {
+                            Slot::Blocked(t) => Some((k, t)),
+                            other => {
+                                slots[s] = other;
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                },
+                (None, None) => self.take_in_place(i, point, &mut slots),
             };
             // A Concat extending an earlier one's kept output takes it (see `Plan::extends`).
             let prefix = plan.extends[i].and_then(|(s, k)| {
@@ -350,7 +381,7 @@ impl<'g> Runner<'g> {
             let act = prep.fused_act[i].filter(|_| fuse);
             let want_blocked = fuse && prep.blocked[i];
             // Whether this node's outputs are held blocked.
-            let mut out_blocked = blocked_add || blocked_concat;
+            let mut out_blocked = blocked_add || blocked_concat || silu_blocked.is_some();
             let layout = |b: bool| match b {
                 true => Layout::Blocked,
                 false => Layout::Planes,
@@ -406,6 +437,40 @@ impl<'g> Runner<'g> {
                             .ok_or_else(|| anyhow!("blocked inputs of different sizes (checked)"))
                     })
                     .map(|y| vec![Tensor::F32(y)])
+                }
+                (Op::Binary(BinaryOp::Mul), _, taken, _) if scale_blocked.is_some() => {
+                    let k = scale_blocked.expect("checked");
+                    let x = match taken {
+                        Some((_, Tensor::F32(x))) => Some(x),
+                        _ => match ins.get(k).copied().flatten() {
+                            Some(Tensor::F32(x)) => Some(x.clone()),
+                            _ => None,
+                        },
+                    };
+                    let g = ins.get(1 - k).copied().flatten().map(Tensor::as_f32);
+                    match (x, g) {
+                        (Some(x), Some(Ok(g))) => kernels::blocked::scale_blocked(x, g, k == 1)
+                            .map(|y| {
+                                out_blocked = true;
+                                vec![Tensor::F32(y)]
+                            })
+                            .ok_or_else(|| anyhow!("per-channel scale of other shapes")),
+                        _ => Err(anyhow!("Mul inputs missing")),
+                    }
+                }
+                (Op::GlobalAveragePool, _, _, _) if gap_blocked => {
+                    let x = ins
+                        .first()
+                        .copied()
+                        .flatten()
+                        .ok_or_else(|| anyhow!("X missing"));
+                    x.and_then(Tensor::as_f32).and_then(|x| {
+                        kernels::blocked::global_average_pool(x)
+                            .map(|y| vec![Tensor::F32(y)])
+                            .ok_or_else(|| {
+                                anyhow!("a blocked GlobalAveragePool got shape {:?}", x.shape())
+                            })
+                    })
                 }
                 (Op::Binary(BinaryOp::Mul), _, _, _) if scale_x.is_some() => {
                     let k = scale_x.expect("checked");
@@ -517,6 +582,29 @@ fn scale_input(inputs: &[Option<usize>], slots: &[Slot]) -> Option<usize> {
     let (sa, sb) = (planes_f32(*a)?, planes_f32(*b)?);
     let scale = kernels::blocked::scale_blockable;
     match (scale(sa, sb), scale(sb, sa)) {
+        (true, _) => Some(0),
+        (_, true) => Some(1),
+        _ => None,
+    }
+}
+
+/// Which of a Mul's two inputs is a blocked X scaled per channel by the other, a gate in
+/// planes of X's `[N, C, 1, 1]` (`kernels::blocked::scale_blocked`).
+fn blocked_scale_input(inputs: &[Option<usize>], slots: &[Slot]) -> Option<usize> {
+    let [Some(a), Some(b)] = inputs else {
+        return None;
+    };
+    let gate_of = |x: usize, g: usize| match (&slots[x], &slots[g]) {
+        (
+            Slot::Blocked(Tensor::F32(x)),
+            Slot::Owned(Tensor::F32(g)) | Slot::Const(Tensor::F32(g)),
+        ) => {
+            let l = kernels::blocked::logical_shape(x.shape());
+            x.ndim() == 5 && g.shape() == [l[0], l[1], 1, 1]
+        }
+        _ => false,
+    };
+    match (gate_of(*a, *b), gate_of(*b, *a)) {
         (true, _) => Some(0),
         (_, true) => Some(1),
         _ => None,

@@ -119,7 +119,7 @@ impl Prepared {
                 _ => {}
             }
         }
-        let blocked = super::blocked::plan(graph, &forward);
+        let blocked = super::blocked::plan(graph, &forward, &point, &skip);
         let mut input_affine = vec![None; n];
         for i in 0..n {
             let Some((j, k)) = affine_reader(graph, &readers, &forward, i) else {

@@ -207,6 +207,135 @@ unsafe fn scale_block_avx2(src: &[f32], plane: usize, g: &[f32], gate_first: boo
     }
 }
 
+/// `x * gate` (`gate_first`: `gate * x`) for a blocked `x` (`[N, C/8, H, W, 8]`) and a
+/// per-channel `gate` `[N, C, 1, 1]`, in `x`'s own buffer: each position's 8 channels times
+/// the block's 8 gates, the Mul kernel's products. `None` (and `x` untouched) unless the
+/// shapes are such a scale.
+pub fn scale_blocked(
+    mut x: ArrayD<f32>,
+    gate: &ArrayD<f32>,
+    gate_first: bool,
+) -> Option<ArrayD<f32>> {
+    let held = x.shape().to_vec();
+    if held.len() != 5 || held[4] != BLOCK {
+        return None;
+    }
+    let logical = logical_shape(&held);
+    if gate.shape() != [logical[0], logical[1], 1, 1] {
+        return None;
+    }
+    let gate = gate.as_standard_layout();
+    let g = gate.as_slice()?;
+    let block = held[2] * held[3] * BLOCK;
+    let d = x.as_slice_mut()?;
+    if block > 0 {
+        for (d, g) in d.chunks_mut(block).zip(g.chunks(BLOCK)) {
+            let g: &[f32; BLOCK] = g.try_into().expect("a block of gates");
+            #[cfg(target_arch = "x86_64")]
+            if has_avx2() {
+                // SAFETY: the CPU has AVX2, checked just above.
+                unsafe { scale_block_blocked_avx2(d, g, gate_first) };
+                continue;
+            }
+            scale_block_blocked(d, g, gate_first);
+        }
+    }
+    Some(x)
+}
+
+/// One block of [`scale_blocked`]: every position's 8 channels times the 8 gates.
+#[inline(always)]
+fn scale_block_blocked(d: &mut [f32], g: &[f32; BLOCK], gate_first: bool) {
+    for d in d.chunks_exact_mut(BLOCK) {
+        for l in 0..BLOCK {
+            d[l] = match gate_first {
+                true => g[l] * d[l],
+                false => d[l] * g[l],
+            };
+        }
+    }
+}
+
+/// [`scale_block_blocked`] compiled for AVX2: one vector per position.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn scale_block_blocked_avx2(d: &mut [f32], g: &[f32; BLOCK], gate_first: bool) {
+    scale_block_blocked(d, g, gate_first)
+}
+
+/// GlobalAveragePool of a blocked `x` (`[N, C/8, H, W, 8]`) into planes (`[N, C, 1, 1]`):
+/// each channel's mean with `pool::sum_f64`'s order of additions (sixteen interleaved
+/// partial sums, folded in halves, then the tail in order), eight channels side by side, so
+/// the bits of the pool on planes.
+pub fn global_average_pool(x: &ArrayD<f32>) -> Option<ArrayD<f32>> {
+    let held = x.shape();
+    if held.len() != 5 || held[4] != BLOCK || held[2] * held[3] == 0 {
+        return None;
+    }
+    let logical = logical_shape(held);
+    let plane = held[2] * held[3];
+    let x = x.as_standard_layout();
+    let src = x.as_slice()?;
+    let mut out = vec![0f32; logical[0] * logical[1]];
+    for (o, s) in out
+        .chunks_exact_mut(BLOCK)
+        .zip(src.chunks_exact(plane * BLOCK))
+    {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: the CPU has AVX2, checked just above.
+            let sum = unsafe { block_sums_avx2(s, plane) };
+            for (o, s) in o.iter_mut().zip(sum) {
+                *o = (s / plane as f64) as f32;
+            }
+            continue;
+        }
+        for (o, s) in o.iter_mut().zip(block_sums(s, plane)) {
+            *o = (s / plane as f64) as f32;
+        }
+    }
+    Some(ArrayD::from_shape_vec(IxDyn(&[logical[0], logical[1], 1, 1]), out).expect("N x C"))
+}
+
+/// [`block_sums`] compiled for AVX2: each position's 8 channels in two 4-lane f64 adds.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn block_sums_avx2(s: &[f32], plane: usize) -> [f64; BLOCK] {
+    block_sums(s, plane)
+}
+
+/// The sums of one block's 8 channels over its `plane` positions, in `pool::sum_f64`'s order.
+#[inline(always)]
+fn block_sums(s: &[f32], plane: usize) -> [f64; BLOCK] {
+    const SUMS: usize = 16;
+    let mut acc = [[0f64; BLOCK]; SUMS];
+    let whole = plane / SUMS * SUMS;
+    for group in s[..whole * BLOCK].chunks_exact(SUMS * BLOCK) {
+        for (a, pos) in acc.iter_mut().zip(group.chunks_exact(BLOCK)) {
+            for (a, &v) in a.iter_mut().zip(pos) {
+                *a += f64::from(v);
+            }
+        }
+    }
+    let mut width = SUMS;
+    while width > 1 {
+        width /= 2;
+        let (lo, hi) = acc.split_at_mut(width);
+        for (a, b) in lo.iter_mut().zip(hi.iter()) {
+            for (a, b) in a.iter_mut().zip(b) {
+                *a += *b;
+            }
+        }
+    }
+    let mut sum = acc[0];
+    for pos in s[whole * BLOCK..plane * BLOCK].chunks_exact(BLOCK) {
+        for (a, &v) in sum.iter_mut().zip(pos) {
+            *a += f64::from(v);
+        }
+    }
+    sum
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,5 +387,30 @@ mod tests {
         let one = g.slice(ndarray::s![..1, .., .., ..]).to_owned().into_dyn();
         assert!(scale_to_blocked(&x, &one, false).is_none());
         assert!(!scale_blockable(&[1, 12, 3, 3], &[1, 12, 1, 1]));
+    }
+
+    /// The blocked pool and scale against the planes kernels, bit for bit: planes of one
+    /// position, fewer than sixteen, and many with a tail.
+    #[test]
+    fn blocked_pool_and_scale_give_the_planes_bits() {
+        for (i, hw) in [[1, 1], [3, 5], [7, 7], [13, 11]].into_iter().enumerate() {
+            let shape = [2, 16, hw[0], hw[1]];
+            let x = crate::kernels::test_data::noise(&shape, 40 + i as u64).mapv(|v| v * 3.0 + 1.0);
+            let xb = to_blocked(&x);
+            let want = crate::kernels::pool::global_pool(&x, false).unwrap();
+            let got = global_average_pool(&xb).unwrap();
+            let bits = |a: &ArrayD<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(got.shape(), want.shape());
+            assert_eq!(bits(&got), bits(&want), "{shape:?}");
+            let g = crate::kernels::test_data::noise(&[2, 16, 1, 1], 50 + i as u64);
+            for gate_first in [false, true] {
+                let want = match gate_first {
+                    true => &g * &x,
+                    false => &x * &g,
+                };
+                let got = scale_blocked(xb.clone(), &g, gate_first).unwrap();
+                assert_eq!(to_planes(&got), want);
+            }
+        }
     }
 }
