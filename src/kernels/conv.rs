@@ -264,12 +264,7 @@ pub fn conv_f32_io(
                     |ws| winograd::conv(&p, xd, ws, bias, act, &mut out),
                 );
             }
-            Route::Patches => {
-                let slots = prepared.map(|pr| &pr.direct);
-                with_weights(slots, prefer_cols(&p), Source::Direct(w, p.group), |ws| {
-                    im2col_gemm(&p, xd, ws, bias, act, None, &mut out)
-                });
-            }
+            Route::Patches => patches(&p, xd, w, prepared, bias, act, None, &mut out),
         }
     }
     // SAFETY: every path above writes every output float (or there are none: an empty
@@ -307,6 +302,25 @@ fn route(p: &Plan) -> Route {
     } else {
         Route::Patches
     }
+}
+
+/// The patch path: `im2col_gemm` on the weights packed in `prepared` (on first use) or for
+/// this call, in the orientation `prefer_cols` picks.
+#[allow(clippy::too_many_arguments)]
+fn patches(
+    p: &Plan,
+    x: &[f32],
+    w: &ArrayD<f32>,
+    prepared: Option<&Prepared>,
+    bias: Option<&[f32]>,
+    act: Activation,
+    affine: Option<&InputAffine>,
+    out: &mut [MaybeUninit<f32>],
+) {
+    let slots = prepared.map(|pr| &pr.direct);
+    with_weights(slots, prefer_cols(p), Source::Direct(w, p.group), |ws| {
+        im2col_gemm(p, x, ws, bias, act, affine, out)
+    });
 }
 
 /// Whether `p` is a 1x1 stride-1 unpadded conv, whose input plane is its patch matrix.
@@ -412,10 +426,8 @@ pub fn conv_f32_affine(
     let bias: Option<Vec<f32>> = b.map(|b| b.iter().copied().collect());
     let prepared = prepared.filter(|pr| pr.w_shape == w.shape() && pr.group == p.group);
     let mut out = uninit::alloc(p.out_shape.iter().product());
-    let slots = prepared.map(|pr| &pr.direct);
-    with_weights(slots, prefer_cols(&p), Source::Direct(w, p.group), |ws| {
-        im2col_gemm(&p, xd, ws, bias.as_deref(), act, Some(affine), &mut out)
-    });
+    let bias = bias.as_deref();
+    patches(&p, xd, w, prepared, bias, act, Some(affine), &mut out);
     // SAFETY: the patch path writes every output float.
     let out = unsafe { uninit::assume_init(out) };
     Ok(ArrayD::from_shape_vec(IxDyn(&p.out_shape), out)?)
