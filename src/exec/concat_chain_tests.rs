@@ -4,7 +4,7 @@
 //! own, on batch 1 (extended) and batch 2 (the plain concat).
 
 use super::*;
-use crate::ir::{BinaryOp, Node, UnaryOp};
+use crate::ir::{BinaryOp, Node, Op, UnaryOp};
 
 use super::test_graph::{decl, reference};
 

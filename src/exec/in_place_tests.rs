@@ -4,7 +4,7 @@
 //! the same bits as every node run on its own by `kernels::eval`.
 
 use super::*;
-use crate::ir::{BinaryOp, Node, UnaryOp};
+use crate::ir::{BinaryOp, Node, Op, UnaryOp};
 use crate::kernels::pointwise::Fused;
 use crate::kernels::sgemm::Activation;
 
