@@ -1,13 +1,22 @@
 //! The AVX2 + FMA micro-kernel, for x86-64 CPUs without AVX-512 (AMD before Zen 4, most
 //! Intel client parts). Its 16 ymm registers cannot hold the `MR x NR` = 8 x 32 tile (32
-//! accumulators), so the tile is computed in four 4 x 16 passes over the same K steps (8
-//! accumulators, two vectors of B and one broadcast of A per step), K cut in chunks that
-//! keep both operands in L1 across the passes. On Zen 3 these run at the FMA units' peak
-//! where the earlier two 6 x 16 passes and one 2 x 32 ran 8% below it (the same loops in
-//! C, operands in L1). A whole tile (all 8 rows and 32 columns, stored in place) runs its
-//! passes in `whole`, a function of its own whose accumulators never leave the registers;
-//! written inline, with runtime branches on them, they went through the stack around each
-//! K loop: `gemm_packed` on 256 x 64 x 3136 ran at 74-77 GFLOP/s that way, 87-92 now.
+//! accumulators), so the tile is computed in passes over the same K steps, K cut in chunks
+//! that keep both operands in L1 across the passes. A whole tile (all 8 rows and 32
+//! columns, stored in place) runs two 6 x 16 passes (12 accumulators, two vectors of B and
+//! one broadcast of A per step) and one 2 x 32 (8 accumulators, four vectors of B), in
+//! `whole`, a function of its own whose accumulators never leave the registers; written
+//! inline, with runtime branches on them, they went through the stack around each K loop
+//! (`gemm_packed` on 256 x 64 x 3136 ran at 74-77 GFLOP/s that way, 87-92 with four 4 x 16
+//! passes in `whole`). Eight FMA chains, as a 4 x 16 pass has, are exactly the two FMA
+//! units times their 4-cycle latency on Zen 3, so any late load stalls them; twelve leave
+//! slack. The same loops in C (gcc -O3, packed A and B panels in L1, K = 256, 40 windows
+//! alternating with a loop of ten FMA chains on registers, 2026-12-07): a 4 x 16 pass ran at 59-62 GFLOP/s while the machine was contended and 80
+//! when it was not, a 6 x 16 pass at 67-70 and 92, the FMA-only loop at 88-94 throughout.
+//! (Session 14 measured the opposite on a probe with the 2 x 32 pass included, and session
+//! 26's rejection of this layout rested on thirds sorted by the baseline's times alone,
+//! which regression to the mean biases.) In the nets, alternating runs of the two (paired
+//! medians of 10-12 rounds): ResNet-50 0.90, DenseNet 0.98, RegNet 0.98, ResNet-18 0.96,
+//! SqueezeNet 1.00, MobileNet v2 1.00, GoogLeNet 1.04 (its best run 31.6 against 33.3 ms).
 //! An edge tile (fewer than 32 columns stored, the last panel of most blocks of output
 //! positions) runs only the 8-column vectors its columns need and stores the last one
 //! masked, in place, a remainder of at most 8 columns as one 8 x 8 pass (unless it is the
@@ -15,9 +24,9 @@
 //! have 4 FMA chains each and wait on the FMA latency: 1x1 convs on 7x7 planes, whose 49
 //! columns end in 17, took 1.06-1.15x as long). Through a zeroed buffer with whole passes
 //! an edge tile cost almost a whole tile for a few columns (the nine nets of the README
-//! 0.92-1.01 of the time without, geomean 0.96, in-process A/B). `whole` is `pass` for
-//! 4 x 16 without the masks, bias kinds and buffer: the tile run through the general pass
-//! alone was up to 10% slower on `gemm_packed` (256 x 64 x 3136: 83 against 92 GFLOP/s).
+//! 0.92-1.01 of the time without, geomean 0.96, in-process A/B). `whole` is `pass`
+//! without the masks, bias kinds and buffer: the tile run through the general pass alone
+//! was up to 10% slower on `gemm_packed` (256 x 64 x 3136: 83 against 92 GFLOP/s).
 //!
 //! Each output element is the same FMA chain, in the same order, as in the AVX-512 kernel,
 //! so the two give the same bits.
@@ -100,17 +109,23 @@ mod imp {
             };
             let (a, b) = (a.add(k0 * t.a_step), b.add(k0 * NR));
             if direct && t.cols == NR {
-                // A whole tile stored in place: four passes without masks.
+                // A whole tile stored in place, in three passes without masks: rows 0-5 of
+                // each 16-column half (12 accumulators), then rows 6-7 across all 32 (8).
                 let epi = t.epilogue.as_ref().filter(|_| chunk.last);
-                let (c0, c4, st) = (dst, dst.add(4 * ld), t.a_step);
-                let run = match chunk.accumulate {
-                    true => whole::<true>,
-                    false => whole::<false>,
+                let st = t.a_step;
+                let (six, two) = match chunk.accumulate {
+                    true => (
+                        whole::<true, 6, 2> as WholeFn,
+                        whole::<true, 2, 4> as WholeFn,
+                    ),
+                    false => (
+                        whole::<false, 6, 2> as WholeFn,
+                        whole::<false, 2, 4> as WholeFn,
+                    ),
                 };
-                run(kn, st, epi, 0, a, b, c0, ld);
-                run(kn, st, epi, 4, a.add(4), b, c4, ld);
-                run(kn, st, epi, 0, a, b.add(16), c0.add(16), ld);
-                run(kn, st, epi, 4, a.add(4), b.add(16), c4.add(16), ld);
+                six(kn, st, epi, 0, a, b, dst, ld);
+                six(kn, st, epi, 0, a, b.add(16), dst.add(16), ld);
+                two(kn, st, epi, 6, a.add(6), b, dst.add(6 * ld), ld);
             } else {
                 for c0 in [0, 16] {
                     // The columns this pass stores: in place, up to `cols` (the last vector
@@ -172,9 +187,6 @@ mod imp {
         /// Apply the tile's epilogue.
         last: bool,
     }
-
-    /// Rows of a `whole` pass.
-    const R: usize = 4;
 
     /// `R` rows from `r0`, `V` vectors of 8 columns from `c0` of the tile over one chunk,
     /// with the epilogue after the last; `a`, `b` and `c` already point at the pass's first
@@ -259,7 +271,19 @@ mod imp {
         }
     }
 
-    /// A 4 x 16 pass of a whole untransposed tile stored in place, rows `r0..r0 + 4`,
+    /// A `whole` pass, for choosing its variant once per chunk.
+    type WholeFn = unsafe fn(
+        usize,
+        usize,
+        Option<&super::super::TileEpilogue>,
+        usize,
+        *const f32,
+        *const f32,
+        *mut f32,
+        usize,
+    );
+
+    /// An `R` x `8 V` pass of a whole untransposed tile stored in place, rows `r0..r0 + R`,
     /// starting from C's values when `ACC`. A function of its own, with no branch on the
     /// accumulators but the epilogue's: inlined into `tile`, or with `accumulate` a runtime
     /// branch, its accumulators went through the stack around the K loop, which cost 12%
@@ -267,7 +291,7 @@ mod imp {
     #[inline(never)]
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn whole<const ACC: bool>(
+    unsafe fn whole<const ACC: bool, const R: usize, const V: usize>(
         kc: usize,
         a_step: usize,
         epi: Option<&super::super::TileEpilogue>,
@@ -277,7 +301,7 @@ mod imp {
         c: *mut f32,
         ldc: usize,
     ) {
-        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        let mut acc = [[_mm256_setzero_ps(); V]; R];
         if ACC {
             for (i, row) in acc.iter_mut().enumerate() {
                 for (v, x) in row.iter_mut().enumerate() {
@@ -287,12 +311,15 @@ mod imp {
         }
         let (mut a, mut b) = (a, b);
         for _ in 0..kc {
-            let b0 = _mm256_loadu_ps(b);
-            let b1 = _mm256_loadu_ps(b.add(8));
+            let mut bv = [_mm256_setzero_ps(); V];
+            for (v, x) in bv.iter_mut().enumerate() {
+                *x = _mm256_loadu_ps(b.add(8 * v));
+            }
             for (i, row) in acc.iter_mut().enumerate() {
                 let av = _mm256_broadcast_ss(&*a.add(i));
-                row[0] = _mm256_fmadd_ps(av, b0, row[0]);
-                row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+                for (x, &bv) in row.iter_mut().zip(&bv) {
+                    *x = _mm256_fmadd_ps(av, bv, *x);
+                }
             }
             a = a.add(a_step);
             b = b.add(NR);
