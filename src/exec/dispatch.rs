@@ -65,9 +65,10 @@ impl Fusion {
         let blocked = |k: usize| held_blocked(inputs, k, slots);
         let blocked_add =
             matches!(node.op, Op::Binary(BinaryOp::Add)) && all_blocked_alike(inputs, slots);
-        let blocked_concat = matches!(node.op, Op::Concat { axis } if kernels::blocked::is_channel_axis(axis))
-            && plan.extends[i].is_none()
-            && all_blocked_concatenable(inputs, slots);
+        let channel_concat =
+            matches!(node.op, Op::Concat { axis } if kernels::blocked::is_channel_axis(axis));
+        let blocked_concat =
+            channel_concat && plan.extends[i].is_none() && all_blocked_concatenable(inputs, slots);
         let blocked_bn =
             matches!(node.op, Op::BatchNorm { .. }) && node.outputs.len() == 1 && blocked(0);
         let reads_x = match node.op {
@@ -187,6 +188,39 @@ impl Runner<'_> {
                 _ => None,
             },
             (None, None) => self.take_in_place(i, f.point, slots),
+        }
+    }
+
+    /// Takes out of its slot the first of node `i`'s in-place candidates (`Plan::in_place`)
+    /// that the kernel can write into as it is (an owned f32 tensor, contiguous, of the
+    /// output's shape), with its input position; `None` leaves every slot as it was.
+    fn take_in_place(
+        &self,
+        i: usize,
+        point: Option<pointwise::Fused>,
+        slots: &mut [Slot],
+    ) -> Option<(usize, Tensor)> {
+        let plan = &self.plan;
+        let cands = &plan.in_place[i];
+        if cands.is_empty() {
+            return None;
+        }
+        let slot_of = |k: usize| plan.node_inputs[i][k].expect("a candidate is present");
+        let k = {
+            let ins: Vec<Option<&Tensor>> = plan.node_inputs[i]
+                .iter()
+                .map(|s| s.and_then(|s| slots[s].get()))
+                .collect();
+            let op = &self.graph.nodes[i].op;
+            // A blocked input is here only when every input is (an Add of blocked values).
+            cands.iter().copied().find(|&k| {
+                matches!(slots[slot_of(k)], Slot::Owned(_) | Slot::Blocked(_))
+                    && kernels::can_run_in_place(op, point, &ins, k)
+            })?
+        };
+        match std::mem::replace(&mut slots[slot_of(k)], Slot::Empty) {
+            Slot::Owned(t) | Slot::Blocked(t) => Some((k, t)),
+            _ => unreachable!("checked owned above"),
         }
     }
 

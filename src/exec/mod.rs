@@ -23,7 +23,6 @@ pub use value::Value;
 
 use crate::ir::{Dim, Graph};
 use crate::kernels;
-use crate::kernels::pointwise;
 use crate::tensor::Tensor;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
@@ -201,39 +200,6 @@ impl<'g> Runner<'g> {
         on_node: impl FnMut(NodeRun),
     ) -> Result<Vec<(String, Tensor)>> {
         tensors_only(self.run_inner(inputs, HashMap::new(), |_, _| Ok(()), Some(on_node), true)?)
-    }
-
-    /// Takes out of its slot the first of node `i`'s in-place candidates (`Plan::in_place`)
-    /// that the kernel can write into as it is (an owned f32 tensor, contiguous, of the
-    /// output's shape), with its input position; `None` leaves every slot as it was.
-    fn take_in_place(
-        &self,
-        i: usize,
-        point: Option<pointwise::Fused>,
-        slots: &mut [Slot],
-    ) -> Option<(usize, Tensor)> {
-        let plan = &self.plan;
-        let cands = &plan.in_place[i];
-        if cands.is_empty() {
-            return None;
-        }
-        let slot_of = |k: usize| plan.node_inputs[i][k].expect("a candidate is present");
-        let k = {
-            let ins: Vec<Option<&Tensor>> = plan.node_inputs[i]
-                .iter()
-                .map(|s| s.and_then(|s| slots[s].get()))
-                .collect();
-            let op = &self.graph.nodes[i].op;
-            // A blocked input is here only when every input is (an Add of blocked values).
-            cands.iter().copied().find(|&k| {
-                matches!(slots[slot_of(k)], Slot::Owned(_) | Slot::Blocked(_))
-                    && kernels::can_run_in_place(op, point, &ins, k)
-            })?
-        };
-        match std::mem::replace(&mut slots[slot_of(k)], Slot::Empty) {
-            Slot::Owned(t) | Slot::Blocked(t) => Some((k, t)),
-            _ => unreachable!("checked owned above"),
-        }
     }
 
     /// The interpreter loop. `on_node` is a type parameter passed as `None` by the plain

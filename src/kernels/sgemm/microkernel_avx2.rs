@@ -10,8 +10,9 @@
 //! passes in `whole`). Eight FMA chains, as a 4 x 16 pass has, are exactly the two FMA
 //! units times their 4-cycle latency on Zen 3, so any late load stalls them; twelve leave
 //! slack. The same loops in C (gcc -O3, packed A and B panels in L1, K = 256, 40 windows
-//! alternating with a loop of ten FMA chains on registers, 2026-12-07): a 4 x 16 pass ran at 59-62 GFLOP/s while the machine was contended and 80
-//! when it was not, a 6 x 16 pass at 67-70 and 92, the FMA-only loop at 88-94 throughout.
+//! alternating with a loop of ten FMA chains on registers, 2026-12-07): a 4 x 16 pass ran
+//! at 59-62 GFLOP/s while the machine was contended and 80 when it was not, a 6 x 16 pass
+//! at 67-70 and 92, the FMA-only loop at 88-94 throughout.
 //! (Session 14 measured the opposite on a probe with the 2 x 32 pass included, and session
 //! 26's rejection of this layout rested on thirds sorted by the baseline's times alone,
 //! which regression to the mean biases.) In the nets, alternating runs of the two (paired
