@@ -1,15 +1,20 @@
 """Times convgraph, tract and onnxruntime on the exported torchvision nets, interleaved, and
 prints the README's speed table (markdown) with geometric means.
 
-For every net, ROUNDS rounds are run; a round is one `convgraph bench --vs tract --json`
-process (convgraph and tract alternate run by run inside it, ITERS timed runs each after
-the warm-up) and ITERS onnxruntime runs in this process on an input of the same shape,
-onnxruntime after convgraph in even rounds and before it in odd ones. The time per
-runtime is the median of its round medians; the ratios are the medians of the per-round
-ratios (convgraph's round median over tract's or onnxruntime's of the same round), so a
-slow phase of the machine that lasts a round hits both sides of a ratio rather than one:
-this machine's speed wanders by up to 1.5x within minutes, more for convgraph and tract
-than for onnxruntime.
+For every net, ROUNDS rounds are run. A round times each runtime the same way, ITERS timed
+runs in a row after the warm-up, next to the one it is compared with:
+- convgraph alone (`convgraph bench --json`, a process of its own) and ITERS onnxruntime
+  runs in this process, onnxruntime second in even rounds and first in odd ones;
+- then `convgraph bench --vs tract --json`, in which convgraph and tract alternate run by
+  run, for the tract ratio.
+Each comparison is thus like for like: onnxruntime's runs follow its own, as convgraph's
+alone do, and convgraph's runs interleaved with tract's find their caches as cold as
+tract's do. (Up to 2026-12-07 the onnxruntime ratio used the interleaved figure; on a small
+net whose weights fit in L3 that cost convgraph about 4% against onnxruntime.) The time
+per runtime is the median of its round medians; the ratios are the medians of the
+per-round ratios, so a slow phase of the machine that lasts a round hits both sides of a
+ratio rather than one: this machine's speed wanders by up to 1.5x within minutes, more for
+convgraph and tract than for onnxruntime.
 
 With --memory, each net is also run once by `convgraph run --engine convgraph` and once by
 `convgraph run --engine tract` (load, plan or optimize, one run), each in its own process,
@@ -67,14 +72,14 @@ def ort_median_ms(session, feed, iters, warmup):
     return statistics.median(times)
 
 
-def convgraph_round(binary, model, threads, iters, warmup):
-    out = subprocess.run(
-        [binary, "bench", model, "--threads", str(threads), "--vs", "tract",
-         "--iters", str(iters), "--warmup", str(warmup), "--json"],
-        check=True, capture_output=True, text=True,
-    ).stdout
+def convgraph_bench(binary, model, threads, iters, warmup, vs_tract):
+    """`convgraph bench --json` in its own process: its median, and tract's with vs_tract."""
+    cmd = [binary, "bench", model, "--threads", str(threads), "--iters", str(iters),
+           "--warmup", str(warmup), "--json"]
+    out = subprocess.run(cmd + (["--vs", "tract"] if vs_tract else []),
+                         check=True, capture_output=True, text=True).stdout
     r = json.loads(out)
-    return r["median_ms"], r["tract_median_ms"]
+    return r["median_ms"], r.get("tract_median_ms")
 
 
 def peak_rss_mb(binary, model, engine, threads):
@@ -118,32 +123,35 @@ def main():
             sys.exit(f"{model} not found: run scripts/fetch-data.sh first")
         session = ort_session(model, a.threads)
         feed = ort_feed(session)
-        cg, tr, ox = [], [], []
+        cg, cgt, tr, ox = [], [], [], []
         for r in range(a.rounds):
             if r % 2 == 1:
                 ox.append(ort_median_ms(session, feed, a.iters, a.warmup))
-            c, t = convgraph_round(a.binary, model, a.threads, a.iters, a.warmup)
-            cg.append(c)
-            tr.append(t)
+            cg.append(convgraph_bench(a.binary, model, a.threads, a.iters, a.warmup, False)[0])
             if r % 2 == 0:
                 ox.append(ort_median_ms(session, feed, a.iters, a.warmup))
-        row = (net, statistics.median(cg), statistics.median(tr), statistics.median(ox),
-               statistics.median(c / t for c, t in zip(cg, tr)),
+            c, t = convgraph_bench(a.binary, model, a.threads, a.iters, a.warmup, True)
+            cgt.append(c)
+            tr.append(t)
+        row = (net, statistics.median(cg), statistics.median(cgt), statistics.median(tr),
+               statistics.median(ox),
+               statistics.median(c / t for c, t in zip(cgt, tr)),
                statistics.median(c / o for c, o in zip(cg, ox)))
         rows.append(row)
-        print(f"{net}: convgraph {row[1]:.2f} ms, tract {row[2]:.2f} ms, "
-              f"onnxruntime {row[3]:.2f} ms", file=sys.stderr)
+        print(f"{net}: convgraph {row[1]:.2f} ms alone, {row[2]:.2f} ms with tract, "
+              f"tract {row[3]:.2f} ms, onnxruntime {row[4]:.2f} ms", file=sys.stderr)
         if a.memory:
             mem[net] = (peak_rss_mb(a.binary, model, "convgraph", a.threads),
                         peak_rss_mb(a.binary, model, "tract", a.threads))
 
     print(f"| net ({a.exporter}, {a.threads} thread{'s' if a.threads > 1 else ''}) "
-          "| convgraph ms | tract ms | onnxruntime ms | convgraph/tract | convgraph/onnxruntime |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for net, c, t, o, rt, ro in rows:
-        print(f"| {net} | {c:.2f} | {t:.2f} | {o:.2f} | {rt:.2f} | {ro:.2f} |")
-    print(f"| geometric mean | | | | {geomean([r[4] for r in rows]):.2f} "
-          f"| {geomean([r[5] for r in rows]):.2f} |")
+          "| convgraph ms | convgraph ms with tract | tract ms | onnxruntime ms "
+          "| convgraph/tract | convgraph/onnxruntime |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for net, c, ct, t, o, rt, ro in rows:
+        print(f"| {net} | {c:.2f} | {ct:.2f} | {t:.2f} | {o:.2f} | {rt:.2f} | {ro:.2f} |")
+    print(f"| geometric mean | | | | | {geomean([r[5] for r in rows]):.2f} "
+          f"| {geomean([r[6] for r in rows]):.2f} |")
     if a.memory:
         print()
         print("| net | convgraph peak RSS MiB | tract peak RSS MiB | ratio |")
