@@ -978,6 +978,51 @@ mod tests {
         }
     }
 
+    /// Windows whose maximum is a zero held by several taps of both signs, everywhere: the
+    /// interleaved f32 fold (`vmaxps`, NaN-free groups) keeps the first zero in window
+    /// order, as the element-by-element definition does, whatever the window's shape.
+    #[test]
+    fn interleaved_max_keeps_the_first_of_tied_signed_zeros() {
+        // Shape, kernel, strides, dilations, pads.
+        type Case = (
+            &'static [usize],
+            [usize; 2],
+            [usize; 2],
+            [usize; 2],
+            [usize; 4],
+        );
+        let cases: [Case; 4] = [
+            (&[1, 16, 14, 14], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1]), // GoogLeNet's branch pools
+            (&[1, 8, 9, 11], [3, 2], [1, 2], [2, 1], [1, 0, 1, 1]), // dilated rows, stride 2 across
+            (&[1, 8, 12, 12], [5, 5], [1, 1], [1, 1], [2, 2, 2, 2]),
+            (&[1, 8, 14, 14], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1]), // ResNet-like stride 2
+        ];
+        for (i, (shape, ks, strides, dil, pads)) in cases.into_iter().enumerate() {
+            // Negative values, and about half the elements zeros of either sign.
+            let x = noise(shape, 90 + i as u64).mapv(|v| match (v * 1000.0) as i32 % 4 {
+                0 => 0.0,
+                1 | -1 => -0.0,
+                _ => -1.0 - v.abs(),
+            });
+            let mut a = attrs(&ks, &strides, &pads, false, false);
+            a.window.dilations = dil.to_vec();
+            let g = Geometry::new(shape, &a, DType::F32, false).unwrap();
+            assert!(super::super::pool_interleaved::applies(&g), "case {i}");
+            let want = window_pool_impl(&x, &a, true, false).unwrap().0;
+            let got = window_pool(&x, &a, true).unwrap();
+            let zeros = |t: &ArrayD<f32>, neg: bool| {
+                t.iter()
+                    .filter(|v| **v == 0.0 && v.is_sign_negative() == neg)
+                    .count()
+            };
+            assert!(
+                zeros(&want, true) > 10 && zeros(&want, false) > 10,
+                "case {i}"
+            );
+            assert!(same_bits(&got, &want), "case {i}: {got:?} vs {want:?}");
+        }
+    }
+
     /// MaxPool reading and writing blocked values (every layout pair) gives the bits of the
     /// plain run on planes, NaN groups and padding included; shapes it does not take come
     /// back in planes.
