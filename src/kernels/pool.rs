@@ -904,22 +904,23 @@ mod tests {
             .all(|(g, w)| g.to_bits() == w.to_bits()));
     }
 
+    /// A 2-D window test case: shape, kernel, strides, dilations, pads, ceil_mode.
+    type WindowCase = (
+        &'static [usize],
+        [usize; 2],
+        [usize; 2],
+        [usize; 2],
+        [usize; 4],
+        bool,
+    );
+
     /// MaxPool on small planes goes eight planes at a time through `pool_interleaved`, the
     /// planes past the last whole group plane by plane: both against the element-by-element
     /// definition, with NaN payloads and signed-zero ties inside a group (and signed zeros in
     /// a NaN-free group), integers and f64.
     #[test]
     fn interleaved_groups_match_element_by_element() {
-        // Shape, kernel, strides, dilations, pads, ceil_mode.
-        type Case = (
-            &'static [usize],
-            [usize; 2],
-            [usize; 2],
-            [usize; 2],
-            [usize; 4],
-            bool,
-        );
-        let cases: [Case; 6] = [
+        let cases: [WindowCase; 6] = [
             (&[2, 13, 7, 7], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false), // 3 groups + 2
             (&[1, 17, 14, 14], [3, 3], [2, 2], [1, 1], [0, 0, 0, 0], true), // GoogLeNet's 14 -> 7
             (&[1, 8, 5, 6], [2, 3], [1, 2], [2, 1], [0, 1, 1, 0], true),   // dilation, pads
@@ -983,28 +984,28 @@ mod tests {
     /// order, as the element-by-element definition does, whatever the window's shape.
     #[test]
     fn interleaved_max_keeps_the_first_of_tied_signed_zeros() {
-        // Shape, kernel, strides, dilations, pads.
-        type Case = (
-            &'static [usize],
-            [usize; 2],
-            [usize; 2],
-            [usize; 2],
-            [usize; 4],
-        );
-        let cases: [Case; 4] = [
-            (&[1, 16, 14, 14], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1]), // GoogLeNet's branch pools
-            (&[1, 8, 9, 11], [3, 2], [1, 2], [2, 1], [1, 0, 1, 1]), // dilated rows, stride 2 across
-            (&[1, 8, 12, 12], [5, 5], [1, 1], [1, 1], [2, 2, 2, 2]),
-            (&[1, 8, 14, 14], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1]), // ResNet-like stride 2
+        let cases: [WindowCase; 4] = [
+            // GoogLeNet's branch pools; dilated rows with stride 2 across; 5x5; stride 2.
+            (
+                &[1, 16, 14, 14],
+                [3, 3],
+                [1, 1],
+                [1, 1],
+                [1, 1, 1, 1],
+                false,
+            ),
+            (&[1, 8, 9, 11], [3, 2], [1, 2], [2, 1], [1, 0, 1, 1], false),
+            (&[1, 8, 12, 12], [5, 5], [1, 1], [1, 1], [2, 2, 2, 2], false),
+            (&[1, 8, 14, 14], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false),
         ];
-        for (i, (shape, ks, strides, dil, pads)) in cases.into_iter().enumerate() {
+        for (i, (shape, ks, strides, dil, pads, ceil)) in cases.into_iter().enumerate() {
             // Negative values, and about half the elements zeros of either sign.
             let x = noise(shape, 90 + i as u64).mapv(|v| match (v * 1000.0) as i32 % 4 {
                 0 => 0.0,
                 1 | -1 => -0.0,
                 _ => -1.0 - v.abs(),
             });
-            let mut a = attrs(&ks, &strides, &pads, false, false);
+            let mut a = attrs(&ks, &strides, &pads, ceil, false);
             a.window.dilations = dil.to_vec();
             let g = Geometry::new(shape, &a, DType::F32, false).unwrap();
             assert!(super::super::pool_interleaved::applies(&g), "case {i}");
