@@ -121,11 +121,25 @@ pub(super) fn pack_weights(p: &Plan, w: &[f32]) -> Vec<f32> {
 /// floats measured alike on the ResNets' and DenseNet's convs.
 const BLOCK_WEIGHTS: usize = 1536;
 
+/// [`BLOCK_WEIGHTS`] for 1x1 convs (a blocked input's, `BY_BLOCKS`): up to 512 input
+/// channels in one block. Each block costs every chunk a store and a reload of its 12
+/// accumulators and a call, about as much as 10-20 of its reduction steps, and the walk
+/// of a 1x1 conv reads each weight vector once per 6 positions, so L1 misses on weights
+/// cost it little. Chains of ten 1x1 convs, blocked in and out, one thread (`bench`,
+/// alternating, paired medians of 6 rounds of 200 runs) against 1536: 512 -> 512 on 7x7
+/// 0.97 (128 channels a block: 1.05, 64: 1.12), 400 -> 400 on 7x7 0.96, 232 -> 232 on
+/// 14x14 0.98.
+const BLOCK_WEIGHTS_POINTWISE: usize = 4096;
+
 /// Input channels per reduction block: as few blocks as keep a vector's weights within
-/// `BLOCK_WEIGHTS`, of near-equal size.
+/// `BLOCK_WEIGHTS` (`BLOCK_WEIGHTS_POINTWISE` for a 1x1 conv), of near-equal size.
 fn block_channels(p: &Plan) -> usize {
     let per_channel = p.k_plane() * LANES;
-    let blocks = (p.cg() * per_channel).div_ceil(BLOCK_WEIGHTS).max(1);
+    let limit = match p.k_plane() {
+        1 => BLOCK_WEIGHTS_POINTWISE,
+        _ => BLOCK_WEIGHTS,
+    };
+    let blocks = (p.cg() * per_channel).div_ceil(limit).max(1);
     match p.k_plane() {
         // Whole blocks of 8 channels, which a blocked input's 1x1 reduction walks unrolled.
         1 => p.cg().div_ceil(blocks).next_multiple_of(LANES).min(p.cg()),
@@ -616,8 +630,8 @@ mod tests {
         ];
         let mut checked = 0;
         // Grouped, then ungrouped (passes of 2, 3 + 2, 1 vectors; 3x3 or larger, and the 1x1
-        // 48 -> 24 and 208 -> 16 a blocked input brings here, the latter reduced in two
-        // blocks of 104 channels; 50 channels: a 3x3 reduction in blocks of 17, 17 and 16).
+        // 48 -> 24 and 528 -> 16 a blocked input brings here, the latter reduced in two
+        // blocks of 264 channels; 50 channels: a 3x3 reduction in blocks of 17, 17 and 16).
         let shapes = [
             (3, 16, 16),
             (2, 4, 8),
@@ -627,9 +641,9 @@ mod tests {
             (1, 3, 8),
             (1, 50, 16),
             (1, 48, 24),
-            (1, 208, 16),
+            (1, 528, 16),
         ];
-        let mut blocked = 0;
+        let (mut blocked, mut blocked_1x1) = (0, 0);
         for (groups, cg, mg) in shapes {
             for k in [1, 3] {
                 // Ungrouped 1x1 convs only where a blocked input brings them here.
@@ -647,7 +661,9 @@ mod tests {
                         }
                         run(&xs, &ws, &a, acts[checked % 3], checked as u64);
                         let p = plan(&xs, &ws, None, &a).unwrap();
-                        blocked += usize::from(super::block_channels(&p) < cg);
+                        let split = usize::from(super::block_channels(&p) < cg);
+                        blocked += split;
+                        blocked_1x1 += split * usize::from(k == 1);
                         checked += 1;
                     }
                 }
@@ -657,6 +673,10 @@ mod tests {
         assert!(
             blocked >= 30,
             "only {blocked} shapes with more than one reduction block"
+        );
+        assert!(
+            blocked_1x1 >= 10,
+            "only {blocked_1x1} 1x1 convs reduced in blocks"
         );
         // Two bands of positions (more than `BAND`) in one task's part; a 5x5 kernel.
         let a = conv_attrs(1, &[1, 1], &[], &[2, 2, 2, 2]);
