@@ -132,27 +132,28 @@ pub fn summarize(samples_ms: &[f64]) -> Result<Summary> {
 /// Floating-point operations of one node, from its shapes, for the ops whose cost is a
 /// product (a multiply-add counts 2): Conv `2 * |Y| * Cin/group * kh * kw` (the weight's
 /// dims after the first), MatMul `2 * |Y| * K`, Gemm `2 * M * N * K`. `None` for other ops.
+/// K comes from the first input when it is there, else from the second (the weights): a
+/// fused run hands a node an input it took over, or never computed (a BatchNorm applied by
+/// the Conv as it packs X), as absent.
 pub fn node_flops(op: &Op, inputs: &[Option<&Tensor>], outputs: &[Tensor]) -> Option<f64> {
     let out: f64 = outputs.first()?.shape().iter().product::<usize>() as f64;
-    let a = inputs.first().copied().flatten()?;
-    let b = inputs.get(1).copied().flatten()?;
-    match op {
-        Op::Conv(_) => {
-            let per_out: usize = b.shape().iter().skip(1).product();
-            Some(2.0 * out * per_out as f64)
-        }
-        Op::MatMul => {
-            // A 1-D A is a row vector: K is its only dim.
-            let k = *a.shape().last()?;
-            Some(2.0 * out * k as f64)
-        }
-        Op::Gemm(g) => {
-            let s = a.shape();
-            let k = if g.trans_a { s.first()? } else { s.get(1)? };
-            Some(2.0 * out * *k as f64)
-        }
-        _ => None,
-    }
+    let a = inputs.first().copied().flatten().map(|t| t.shape());
+    let b = inputs.get(1).copied().flatten().map(|t| t.shape());
+    let k = match op {
+        Op::Conv(_) => b?.iter().skip(1).product(),
+        // A 1-D A is a row vector, a 1-D B a column: K is its only dim.
+        Op::MatMul => match (a, b) {
+            (Some(a), _) => *a.last()?,
+            (None, Some([k])) => *k,
+            (None, b) => *b?.iter().rev().nth(1)?,
+        },
+        Op::Gemm(g) => match (a, b) {
+            (Some(a), _) => *a.get(usize::from(!g.trans_a))?,
+            (None, b) => *b?.get(usize::from(g.trans_b))?,
+        },
+        _ => return None,
+    };
+    Some(2.0 * out * k as f64)
 }
 
 /// Per-node time and FLOPs summed over the measured runs.
@@ -174,7 +175,8 @@ pub struct ProfileLine {
     pub ms: f64,
     /// Share of the summed node time, in percent.
     pub pct: f64,
-    /// For Conv, MatMul and Gemm: FLOPs over time.
+    /// For Conv, MatMul and Gemm: FLOPs over time (a by-op line: over the time of its
+    /// nodes whose FLOPs are known).
     pub gflops: Option<f64>,
 }
 
@@ -227,8 +229,9 @@ impl Profile {
         let gflops =
             |flops: Option<f64>, secs: f64| flops.filter(|_| secs > 0.0).map(|f| f / secs / 1e9);
         let mut nodes: Vec<ProfileLine> = Vec::with_capacity(graph.nodes.len());
-        // Per op: count, seconds, FLOPs (None when no node of the op has a FLOP count).
-        let mut ops: Vec<(&'static str, usize, f64, Option<f64>)> = Vec::new();
+        // Per op: count, seconds, FLOPs (None when no node of the op has a FLOP count) and
+        // the seconds of the nodes that have one, which its GFLOP/s divides by.
+        let mut ops: Vec<(&'static str, usize, f64, Option<f64>, f64)> = Vec::new();
         for (i, node) in graph.nodes.iter().enumerate() {
             let secs = self.node_secs.get(i).copied().unwrap_or(0.0) / runs;
             let flops = self.node_flops.get(i).copied().flatten();
@@ -244,7 +247,7 @@ impl Profile {
             let entry = match ops.iter_mut().find(|e| e.0 == op) {
                 Some(e) => e,
                 None => {
-                    ops.push((op, 0, 0.0, None));
+                    ops.push((op, 0, 0.0, None, 0.0));
                     ops.last_mut().expect("just pushed")
                 }
             };
@@ -252,17 +255,18 @@ impl Profile {
             entry.2 += secs;
             if let Some(f) = flops {
                 entry.3 = Some(entry.3.unwrap_or(0.0) + f);
+                entry.4 += secs;
             }
         }
         let mut by_op: Vec<ProfileLine> = ops
             .into_iter()
-            .map(|(op, count, secs, flops)| ProfileLine {
+            .map(|(op, count, secs, flops, flop_secs)| ProfileLine {
                 name: op.to_string(),
                 op: op.to_string(),
                 count,
                 ms: secs * 1e3,
                 pct: pct(secs),
-                gflops: gflops(flops, secs),
+                gflops: gflops(flops, flop_secs),
             })
             .collect();
         by_op.sort_by(|a, b| b.ms.total_cmp(&a.ms));
@@ -336,5 +340,136 @@ mod tests {
         });
         let f = node_flops(&op, &[Some(&x), Some(&w)], &[y]).unwrap();
         assert_eq!(f, 2.0 * 54.0 * 18.0);
+    }
+
+    fn conv_op(group: usize) -> Op {
+        Op::Conv(crate::ir::op::ConvAttrs {
+            window: crate::ir::op::Window {
+                kernel_shape: None,
+                strides: vec![],
+                dilations: vec![],
+                padding: crate::ir::op::Padding::Valid,
+            },
+            group,
+        })
+    }
+
+    #[test]
+    fn flops_without_the_first_input_come_from_the_weights() {
+        let zeros = |s: &[usize]| Tensor::from_vec(s, vec![0f32; s.iter().product()]).unwrap();
+        let (x, w, y) = (
+            zeros(&[1, 4, 5, 5]),
+            zeros(&[6, 2, 3, 3]),
+            zeros(&[1, 6, 3, 3]),
+        );
+        let with = node_flops(&conv_op(2), &[Some(&x), Some(&w)], std::slice::from_ref(&y));
+        assert_eq!(node_flops(&conv_op(2), &[None, Some(&w)], &[y]), with);
+        assert_eq!(with, Some(2.0 * 54.0 * 18.0));
+        // MatMul [2, 3, 5] x [5, 7]; Gemm 3 x 5 by 5 x 7, B stored transposed.
+        let (a, b, y) = (zeros(&[2, 3, 5]), zeros(&[5, 7]), zeros(&[2, 3, 7]));
+        let mm = 2.0 * 42.0 * 5.0;
+        assert_eq!(
+            node_flops(&Op::MatMul, &[Some(&a), Some(&b)], std::slice::from_ref(&y)),
+            Some(mm)
+        );
+        assert_eq!(node_flops(&Op::MatMul, &[None, Some(&b)], &[y]), Some(mm));
+        let v = zeros(&[5]);
+        assert_eq!(
+            node_flops(&Op::MatMul, &[None, Some(&v)], &[zeros(&[2, 3])]),
+            Some(2.0 * 6.0 * 5.0)
+        );
+        let gemm = Op::Gemm(crate::ir::op::GemmAttrs {
+            alpha: 1.0,
+            beta: 1.0,
+            trans_a: true,
+            trans_b: true,
+        });
+        let (a, b, y) = (zeros(&[5, 3]), zeros(&[7, 5]), zeros(&[3, 7]));
+        let g = 2.0 * 21.0 * 5.0;
+        assert_eq!(
+            node_flops(&gemm, &[Some(&a), Some(&b)], std::slice::from_ref(&y)),
+            Some(g)
+        );
+        assert_eq!(node_flops(&gemm, &[None, Some(&b)], &[y]), Some(g));
+        assert_eq!(node_flops(&Op::MatMul, &[None, None], &[zeros(&[2])]), None);
+    }
+
+    /// x -> BatchNorm -> Relu -> 1x1 Conv: the fused run applies the BatchNorm as the Conv
+    /// packs X, so the Conv's X reaches the profile as absent; it still gets its FLOPs, and
+    /// the by-op GFLOP/s divides the FLOPs by the time of the nodes that have them only.
+    #[test]
+    fn profile_counts_a_conv_that_applies_a_batch_norm() {
+        use crate::ir::{Dim, Node, UnaryOp, ValueDecl};
+        let decl = |n: &str, dims: &[usize]| ValueDecl {
+            name: n.into(),
+            dtype: crate::tensor::DType::F32,
+            dims: Some(dims.iter().map(|&d| Dim::Fixed(d)).collect()),
+            wrappers: vec![],
+        };
+        let node = |name: &str, op: Op, inputs: &[&str], output: &str| Node {
+            name: name.into(),
+            op,
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            outputs: vec![output.into()],
+        };
+        let mut g = Graph {
+            name: "bn_conv".into(),
+            opset: 17,
+            inputs: vec![decl("x", &[1, 16, 6, 6])],
+            outputs: vec![decl("y", &[1, 24, 6, 6])],
+            nodes: vec![
+                node(
+                    "norm",
+                    Op::BatchNorm { epsilon: 1e-5 },
+                    &["x", "s", "b", "m", "v"],
+                    "n",
+                ),
+                node("relu", Op::Unary(UnaryOp::Relu), &["n"], "r"),
+                node("conv", conv_op(1), &["r", "w"], "y"),
+            ],
+            ..Default::default()
+        };
+        let ramp = |s: &[usize], scale: f32| {
+            let n = s.iter().product();
+            Tensor::from_vec(s, (0..n).map(|i| 0.5 + (i % 7) as f32 * scale).collect()).unwrap()
+        };
+        for (name, t) in [
+            ("s", ramp(&[16], 0.1)),
+            ("b", ramp(&[16], -0.2)),
+            ("m", ramp(&[16], 0.05)),
+            ("v", ramp(&[16], 0.3)),
+            ("w", ramp(&[24, 16, 1, 1], -0.01)),
+        ] {
+            g.constants.insert(name.into(), t);
+        }
+        let runner = Runner::new(&g).unwrap();
+        let mut profile = Profile::new(&g);
+        let mut conv_x = Vec::new();
+        let x = HashMap::from([("x".to_string(), ramp(&[1, 16, 6, 6], -0.03))]);
+        runner
+            .run_profiled(x, |r| {
+                if r.index == 2 {
+                    conv_x.push(r.inputs[0].is_some());
+                }
+                profile.record(&g, &r)
+            })
+            .unwrap();
+        // The fusion this test is about did happen: the Conv ran, without its X.
+        assert_eq!(conv_x, [false]);
+        let flops = 2.0 * 24.0 * 36.0 * 16.0;
+        assert_eq!(profile.node_flops[2], Some(flops));
+        // By op: Conv's GFLOP/s from its one node; a second Conv without FLOPs (as an op
+        // this function does not count) adds time but not to the GFLOP/s.
+        profile.node_secs = vec![0.0, 0.0, 2e-3];
+        profile.runs = 1;
+        drop(runner);
+        let line = |p: &Profile, g: &Graph| {
+            let r = p.report(g, 3);
+            r.by_op.iter().find(|l| l.op == "Conv").unwrap().gflops
+        };
+        assert_eq!(line(&profile, &g), Some(flops / 2e-3 / 1e9));
+        g.nodes[0] = node("conv0", conv_op(1), &["x", "w"], "n");
+        profile.node_secs[0] = 2e-3;
+        assert_eq!(line(&profile, &g), Some(flops / 2e-3 / 1e9));
     }
 }
