@@ -8,7 +8,10 @@
 //! 0.87 of the time, the paired median of 16 alternating runs.)
 //!
 //! A node's output is held blocked when the node writes it so natively (a Conv whose path
-//! does for its shapes, `conv::blocked_native`; an Add of two blocked values of one shape;
+//! does for its shapes, `conv::blocked_native`; an Add of two values of one shape, at least
+//! one of them held: the Runner converts the other, as a stage's first residual Add reads a
+//! projection the sgemm wrote in planes; RegNet-X 400MF held no residual value before, its
+//! 1x1 convs reading the sums ran on the sgemm, and took 1.11x as long in all);
 //! a MaxPool `pool::max_pool_blocked_capable` takes, from either layout; a channel Concat of
 //! blocked values; a Mul of a value in planes by its per-channel gate, squeeze-and-excitation's
 //! scale, `blocked::scale_to_blocked`; an inference BatchNorm of a blocked value,
@@ -16,7 +19,8 @@
 //! graph output, and every node that reads it (past fused
 //! activations, which pass the value on) is such a Conv reading it as its input, itself
 //! writing its output blocked or having no more output channels than input channels, or
-//! such a BatchNorm writing its output blocked, or such an Add or Concat of held values (which
+//! such a BatchNorm writing its output blocked, or such an Add whose output is held, or an
+//! Add or Concat of held values (which
 //! runs on them as they are whether its own output is held or not: a stage of residual Adds
 //! ending in a reader of planes, RegNet's last, stays blocked up to its last Add, whose output
 //! is converted once), or such a MaxPool (which reads a
@@ -229,7 +233,7 @@ pub fn plan(graph: &Graph, forward: &[bool], point: &[Option<Fused>], skip: &[bo
             // not (the Runner converts a blocked output that is not held for its readers):
             // a chain of residual Adds ending in a reader of planes stays blocked up to its
             // last Add.
-            let add = is_add(r) && all_held();
+            let add = is_add(r) && (all_held() || held[r]);
             let concat = is_concat(r) && all_held();
             // A MaxPool reads a blocked value with row copies, held output or not.
             let pool = is_pool(r) && node.inputs[0] == v;
@@ -259,7 +263,14 @@ pub fn plan(graph: &Graph, forward: &[bool], point: &[Option<Fused>], skip: &[bo
                     .iter()
                     .all(|x| source.contains_key(x.as_str()))
             };
-            let writes_natively = if is_add(i) || is_concat(i) {
+            let writes_natively = if is_add(i) {
+                // One held input will do: the Runner converts the other (a stage's first
+                // residual Add, its projection having read planes).
+                graph.nodes[i]
+                    .inputs
+                    .iter()
+                    .any(|x| source.contains_key(x.as_str()))
+            } else if is_concat(i) {
                 inputs_held(i)
             } else if is_bn(i) {
                 source.contains_key(graph.nodes[i].inputs[0].as_str())
@@ -437,6 +448,52 @@ mod tests {
             false => assert!(held.is_empty(), "{held:?}"),
         }
         fused_gives_the_unfused_bits(&g, &[1, 16, 9, 11], 26, &[1, 16, 9, 11]);
+    }
+
+    /// A RegNet-like stage start: a 1x1 projection of the stage input in planes (the sgemm
+    /// writes planes), a grouped 3x3 conv of it (held), a 1x1 conv, their residual Add, a
+    /// second block: p = 1x1(x), a = relu(grouped(x)), s = 1x1(a) + p, y = s + 1x1(s). The
+    /// first Add is held with one held input: the Runner converts `p`, and everything
+    /// after it stays blocked.
+    #[test]
+    fn holds_an_add_of_a_held_value_and_one_in_planes() {
+        let mut g = Graph {
+            name: "stage".into(),
+            opset: 17,
+            inputs: vec![decl("x", &[1, 16, 9, 11])],
+            outputs: vec![decl("y", &[1, 16, 9, 11])],
+            nodes: vec![
+                node("proj", conv(1, 0), &["x", "wp", ""], "p"),
+                node("g", conv(2, 1), &["x", "wg", "bg"], "d"),
+                node("relu", Op::Unary(UnaryOp::Relu), &["d"], "a"),
+                node("c", conv(1, 0), &["a", "w1", "b1"], "c"),
+                node("add1", Op::Binary(BinaryOp::Add), &["c", "p"], "s"),
+                node("c2", conv(1, 0), &["s", "w2", ""], "e"),
+                node("add2", Op::Binary(BinaryOp::Add), &["s", "e"], "y"),
+            ],
+            ..Default::default()
+        };
+        add_values(
+            &mut g,
+            &[
+                ("wp", &[16, 16, 1, 1][..], 31),
+                ("wg", &[16, 8, 3, 3], 32),
+                ("bg", &[16], 33),
+                ("w1", &[16, 16, 1, 1], 34),
+                ("b1", &[16], 35),
+                ("w2", &[16, 16, 1, 1], 36),
+            ],
+        );
+        let held_nodes: Vec<String> = held(&g).into_iter().map(String::from).collect();
+        match avx2() {
+            true => assert_eq!(held_nodes, ["g", "c", "add1", "c2"]),
+            false => assert!(held_nodes.is_empty(), "{held_nodes:?}"),
+        }
+        fused_gives_the_unfused_bits(&g, &[1, 16, 9, 11], 37, &[1, 16, 9, 11]);
+        // The planes input second or first alike.
+        g.nodes[4].inputs.swap(0, 1);
+        assert_eq!(held(&g), held_nodes);
+        fused_gives_the_unfused_bits(&g, &[1, 16, 9, 11], 38, &[1, 16, 9, 11]);
     }
 
     /// A SqueezeNet-like fire module after a MaxPool: pool -> squeeze (1x1) -> expand 1x1

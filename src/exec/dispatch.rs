@@ -18,11 +18,12 @@ use crate::tensor::Tensor;
 use anyhow::{anyhow, Result};
 
 /// Node `i`'s variant in this run. Blocked values are read as they are by a Conv, a MaxPool
-/// or an inference BatchNorm (as X), by an Add of blocked values of one shape, by a channel
+/// or an inference BatchNorm (as X), by an Add of blocked values of one shape (or of one
+/// blocked and one in planes it is asked to write blocked, the planes one converted), by a channel
 /// Concat of blocked values, by a SiLU, a GlobalAveragePool and a per-channel scale (as X),
 /// and converted to planes in their slot for anyone else.
 pub(super) struct Fusion {
-    /// An Add of blocked values of one shape: runs blocked.
+    /// An Add of blocked values of one shape (after `unblock_inputs`): runs blocked.
     blocked_add: bool,
     /// A channel Concat of blocked values (not extending a kept one): runs blocked.
     blocked_concat: bool,
@@ -44,6 +45,9 @@ pub(super) struct Fusion {
     act: Option<Activation>,
     /// The plan asks this node to write its output blocked.
     want_blocked: bool,
+    /// A `blocked_add` of one blocked input and one in planes, converted by
+    /// `unblock_inputs` (`blockable_pair`).
+    mixed_add: bool,
     /// Set by `unblock_inputs`: a Conv or MaxPool whose X is blocked.
     x_blocked: bool,
     /// Set by `unblock_inputs`: a Mul by a per-channel gate asked to write blocked, this
@@ -63,8 +67,12 @@ impl Fusion {
         let prep = &plan.prepared;
         let inputs = plan.node_inputs[i].as_slice();
         let blocked = |k: usize| held_blocked(inputs, k, slots);
-        let blocked_add =
-            matches!(node.op, Op::Binary(BinaryOp::Add)) && all_blocked_alike(inputs, slots);
+        let want_blocked = fuse && prep.blocked[i];
+        let is_add = matches!(node.op, Op::Binary(BinaryOp::Add));
+        // An Add asked to write blocked with one input blocked and one in planes (a stage's
+        // first residual Add, whose projection read planes) converts the planes one.
+        let mixed_add = is_add && want_blocked && blockable_pair(inputs, slots);
+        let blocked_add = is_add && (all_blocked_alike(inputs, slots) || mixed_add);
         let channel_concat =
             matches!(node.op, Op::Concat { axis } if kernels::blocked::is_channel_axis(axis));
         let blocked_concat =
@@ -96,7 +104,8 @@ impl Fusion {
             affine_bn: prep.input_affine[i].filter(|_| fuse),
             point,
             act: prep.fused_act[i].filter(|_| fuse),
-            want_blocked: fuse && prep.blocked[i],
+            want_blocked,
+            mixed_add,
             x_blocked: false,
             scale_x: None,
         }
@@ -125,6 +134,14 @@ impl Fusion {
         for (k, s) in inputs.iter().enumerate() {
             if let (Some(s), false) = (*s, self.native(k)) {
                 unblock(slots, s)?;
+            }
+        }
+        if self.mixed_add {
+            for s in inputs.iter().flatten() {
+                if let Slot::Owned(t) = &slots[*s] {
+                    let b = kernels::blocked::to_blocked(t.as_f32()?);
+                    slots[*s] = Slot::Blocked(Tensor::F32(b));
+                }
             }
         }
         if let Some(Some(s)) = self.affine_bn.and_then(|bn| plan.node_inputs[bn].first()) {
@@ -444,6 +461,28 @@ fn all_blocked_concatenable(inputs: &[Option<usize>], slots: &[Slot]) -> bool {
 }
 
 /// Whether every input slot holds a blocked value, all of one shape (at least one input).
+/// Two inputs, one held blocked and the other an owned f32 value in planes of the first's
+/// logical shape: the planes one can be converted for a blocked Add.
+fn blockable_pair(inputs: &[Option<usize>], slots: &[Slot]) -> bool {
+    let [Some(a), Some(b)] = inputs else {
+        return false;
+    };
+    let held = |s: &Slot| match s {
+        Slot::Blocked(t) => Some(kernels::blocked::logical_shape(t.shape())),
+        _ => None,
+    };
+    let planes = |s: &Slot| match s {
+        Slot::Owned(Tensor::F32(t)) => Some(t.shape().to_vec()),
+        _ => None,
+    };
+    let (a, b) = (&slots[*a], &slots[*b]);
+    match (held(a), held(b)) {
+        (Some(x), None) => planes(b).is_some_and(|y| y == x),
+        (None, Some(y)) => planes(a).is_some_and(|x| x == y),
+        _ => false,
+    }
+}
+
 fn all_blocked_alike(inputs: &[Option<usize>], slots: &[Slot]) -> bool {
     all_blocked(inputs, slots, |a, b| a == b)
 }
