@@ -460,7 +460,6 @@ fn all_blocked_concatenable(inputs: &[Option<usize>], slots: &[Slot]) -> bool {
     all_blocked(inputs, slots, |a, b| a[0] == b[0] && a[2..] == b[2..])
 }
 
-/// Whether every input slot holds a blocked value, all of one shape (at least one input).
 /// Two inputs, one held blocked and the other an owned f32 value in planes of the first's
 /// logical shape: the planes one can be converted for a blocked Add.
 fn blockable_pair(inputs: &[Option<usize>], slots: &[Slot]) -> bool {
@@ -483,6 +482,7 @@ fn blockable_pair(inputs: &[Option<usize>], slots: &[Slot]) -> bool {
     }
 }
 
+/// Whether every input slot holds a blocked value, all of one shape (at least one input).
 fn all_blocked_alike(inputs: &[Option<usize>], slots: &[Slot]) -> bool {
     all_blocked(inputs, slots, |a, b| a == b)
 }
