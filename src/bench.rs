@@ -410,19 +410,8 @@ mod tests {
     /// the FLOPs by the time of the nodes that have them only.
     #[test]
     fn profile_of_a_conv_that_applies_a_batch_norm() {
-        use crate::ir::{Dim, Node, UnaryOp, ValueDecl};
-        let decl = |n: &str, dims: &[usize]| ValueDecl {
-            name: n.into(),
-            dtype: crate::tensor::DType::F32,
-            dims: Some(dims.iter().map(|&d| Dim::Fixed(d)).collect()),
-            wrappers: vec![],
-        };
-        let node = |name: &str, op: Op, inputs: &[&str], output: &str| Node {
-            name: name.into(),
-            op,
-            inputs: inputs.iter().map(|s| s.to_string()).collect(),
-            outputs: vec![output.into()],
-        };
+        use crate::exec::test_graph::{decl, node};
+        use crate::ir::UnaryOp;
         let mut g = Graph {
             name: "bn_conv".into(),
             opset: 17,

@@ -11,7 +11,7 @@ mod in_place_tests;
 mod plan;
 mod prepare;
 #[cfg(test)]
-mod test_graph;
+pub(crate) mod test_graph;
 mod value;
 #[cfg(test)]
 mod value_tests;

@@ -6,7 +6,7 @@ use crate::tensor::{DType, Tensor};
 use std::collections::HashMap;
 
 /// An f32 value declaration of fixed shape.
-pub(super) fn decl(n: &str, dims: &[usize]) -> ValueDecl {
+pub(crate) fn decl(n: &str, dims: &[usize]) -> ValueDecl {
     ValueDecl {
         name: n.into(),
         dtype: DType::F32,
@@ -16,7 +16,7 @@ pub(super) fn decl(n: &str, dims: &[usize]) -> ValueDecl {
 }
 
 /// A node with one output.
-pub(super) fn node(name: &str, op: Op, inputs: &[&str], output: &str) -> Node {
+pub(crate) fn node(name: &str, op: Op, inputs: &[&str], output: &str) -> Node {
     Node {
         name: name.into(),
         op,
