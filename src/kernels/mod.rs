@@ -15,6 +15,8 @@ mod conv_direct;
 mod conv_direct_avx512;
 #[cfg(target_arch = "x86_64")]
 mod conv_lanes;
+#[cfg(target_arch = "x86_64")]
+mod conv_lanes_avx512;
 pub mod conv_transpose;
 mod depthwise;
 #[cfg(target_arch = "x86_64")]
