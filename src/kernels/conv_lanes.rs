@@ -6,7 +6,10 @@
 //! im2col ran the 14x14 and 7x7 ones at 1.7-1.9x onnxruntime's time) and the ungrouped
 //! ones it runs faster than im2col or Winograd ([`ungrouped_pays`]: few input channels,
 //! few output channels on a small plane, as DenseNet's 3x3 convs, or strides, as the
-//! ResNets' 3x3 stride-2 convs).
+//! ResNets' 3x3 stride-2 convs). On AVX-512 CPUs groups of a multiple of 16 output
+//! channels run on the wide chunk of `conv_lanes_avx512.rs` instead (16 channels a zmm
+//! vector, the same FMA chains), under [`wide_pays`]' rule; the AVX2 chunk runs on AVX2
+//! CPUs only (8 lanes lost to the AVX-512 sgemm).
 //!
 //! The input planes are copied once per call into a zero-padded buffer (unpadded convs read
 //! them in place); each task computes a band of positions (across rows, in output order)
@@ -42,11 +45,12 @@ const MAX_PADDED: usize = 114 * 114;
 
 /// Whether this path takes `p`: 2-D convs, grouped (not depthwise) or ungrouped where that
 /// pays, whose groups have a multiple of 8 output channels, column stride 1 or 2, on a CPU
-/// whose sgemm kernel is AVX2.
+/// whose sgemm kernel is AVX2; on one whose sgemm kernel is AVX-512, groups of a multiple of
+/// 16 output channels ([`wide`]) as [`wide_pays`] says.
 pub(super) fn applies(p: &Plan, blocked: bool) -> bool {
     let takes = match Kernel::detect() {
         Kernel::Avx2 => p.group > 1 || ungrouped_pays(p) || (blocked && blocked_pays(p)),
-        Kernel::Avx512 => wide(p) && wide_pays(p),
+        Kernel::Avx512 => wide(p) && wide_pays(p, blocked),
         Kernel::Portable => false,
     };
     takes
@@ -98,14 +102,18 @@ fn wide(p: &Plan) -> bool {
     Kernel::detect() == Kernel::Avx512 && p.mg().is_multiple_of(2 * LANES)
 }
 
-/// Which convs the AVX-512 chunk takes: grouped ones (RegNet's 3x3 convs of 16 channels a
-/// group, which `conv_direct`'s AVX-512 kernel and im2col ran at 1.5-2.5x onnxruntime's
-/// time; RegNet-X 400MF in all 0.835 of the time, 6 alternating rounds). Not the ungrouped
-/// ones the AVX2 chunk takes (strided, few channels; with them ResNet-18 1.09, ResNet-50
-/// 1.06, SqueezeNet 1.31), nor 1x1 convs on a blocked input (RegNet 1.03: its 400 -> 400
-/// 1x1s on 7x7 0.15 ms against the sgemm's 0.115 from planes).
-fn wide_pays(p: &Plan) -> bool {
-    p.group > 1
+/// Which convs the AVX-512 chunk takes: those the AVX2 chunk takes but for widening 1x1
+/// convs on a blocked input. Grouped (RegNet's 3x3 convs of 16 channels a group, which
+/// `conv_direct`'s AVX-512 kernel and im2col ran at 1.5-2.5x onnxruntime's time): RegNet-X
+/// 400MF 0.835 of the time. Ungrouped where `ungrouped_pays` (strided, few channels),
+/// against the AVX-512 im2col: DenseNet-121 0.93, ResNet-50 0.97, the others 0.997-1.004;
+/// single convs 16 -> 64 3x3 on 55x55 0.92, 128 -> 128 3x3 stride 2 on 56x56 0.97. 1x1
+/// convs on a blocked input with no more output than input channels: RegNet 0.92,
+/// GoogLeNet 0.97, MobileNet v2 0.98, the others 0.99-1.01 (with the widening ones too,
+/// EfficientNet-B0 took 1.055x as long: its depthwise convs after them slowed). (Alternating
+/// rounds of `bench`, paired medians.)
+fn wide_pays(p: &Plan, blocked: bool) -> bool {
+    p.group > 1 || ungrouped_pays(p) || (blocked && blocked_pays(p) && p.m <= p.c)
 }
 
 /// Extent of spatial axis `i` once padded: enough for every tap of every output.
@@ -501,7 +509,7 @@ mod imp {
     }
 
     /// [`task`]'s passes over one reduction block on the AVX-512 chunk: two wide vectors (32
-    /// channels) at a time, 12 positions a chunk, then a last single wide vector.
+    /// channels) at a time, 8 positions a chunk, then a last single wide vector, 12.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn wide_passes(
         j: &Job,
@@ -512,16 +520,25 @@ mod imp {
         (op, stride): (*mut f32, (usize, usize)),
     ) {
         const R_MAX: usize = wide::MAX_R;
+        // Positions of a 2-vector pass: 16 accumulators. With 12 (24) the compiler kept
+        // copies of accumulators and offsets on the stack in the reduction loop: 128 -> 128
+        // 3x3 stride 2 on 56x56 3.08 ms against 1.68 with 8 (10: 2.81; 6: 1.80). A
+        // 1-vector pass keeps 12 (RegNet's grouped convs: 8 or 6 took 1.04-1.06x as long).
+        const R2_MAX: usize = 8;
         let wides = (t.c1 - t.c0) / (2 * LANES);
         let mut v0 = t.c0;
         for v in std::iter::repeat_n(2, wides / 2).chain((wides % 2 == 1).then_some(1)) {
+            let r_max = match v {
+                2 => R2_MAX,
+                _ => R_MAX,
+            };
             let mut q = t.q0;
             while q < t.q1 {
                 let rem = t.q1 - q;
-                let r = if rem > R_MAX && rem < 2 * R_MAX {
+                let r = if rem > r_max && rem < 2 * r_max {
                     rem.div_ceil(2)
                 } else {
-                    rem.min(R_MAX)
+                    rem.min(r_max)
                 };
                 let mut offs = [0usize; R_MAX];
                 for (i, o) in offs.iter_mut().enumerate().take(r) {

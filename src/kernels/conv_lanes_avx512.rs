@@ -1,5 +1,6 @@
 //! `conv_lanes`' reduction on AVX-512F: 16 output channels a vector (two blocks of 8), up to
-//! 12 positions times 2 vectors in 24 of the 32 zmm registers. The weights are packed 16
+//! 8 positions times 2 vectors or 12 positions times 1 in 16 or 12 of the 32 zmm registers
+//! (`conv_lanes::imp::wide_passes` picks). The weights are packed 16
 //! channels innermost (`conv_lanes::pack_weights` with `wide`), so each reduction step
 //! loads one contiguous 16-float vector per 16 channels and broadcasts one input value per
 //! position, as the AVX2 chunk does with 8. Each output is the same FMA chain as the AVX2
