@@ -105,10 +105,14 @@ pub(super) enum Path {
 impl Path {
     /// The fastest path for `g` on this CPU.
     pub(super) fn choose(g: &Geometry) -> Path {
-        if depthwise_avx512::available() && depthwise_avx512::supports(g) {
-            Path::Avx512
-        } else if Path::interleaved_takes(g) {
+        // The interleaved path first, also on AVX-512 CPUs, where it runs groups of 16
+        // channels in zmm vectors (and reads and writes blocked values): against the
+        // AVX-512 plane path, MobileNet v2 0.92 of the time, EfficientNet-B0 0.97,
+        // ShuffleNet v2 0.99 (4 alternating rounds of 15 runs, paired medians).
+        if Path::interleaved_takes(g) {
             Path::Interleaved
+        } else if depthwise_avx512::available() && depthwise_avx512::supports(g) {
+            Path::Avx512
         } else if Path::avx2_available() {
             Path::Avx2
         } else {

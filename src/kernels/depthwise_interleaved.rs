@@ -1,4 +1,5 @@
-//! Depthwise convs on 2-D planes up to 112x112, eight channels at a time (x86-64 with AVX2): the
+//! Depthwise convs on 2-D planes up to 112x112, eight channels at a time (x86-64 with AVX2;
+//! sixteen in zmm vectors on AVX-512 CPUs, `imp::wide`, the rest eight at a time): the
 //! eight input planes are interleaved into one zero-padded buffer whose position `(r, c)`
 //! holds the eight channels' values side by side, every kernel tap is then one 8-wide
 //! multiply and add at a fixed offset for any stride, dilation or padding (the layout
@@ -37,6 +38,14 @@ const SLACK: usize = 8 * 2;
 /// Whether this CPU runs the path.
 pub(super) fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx2")
+}
+
+/// Channels per group of the AVX-512 form: two blocks of 8, one zmm vector.
+const WIDE: usize = 2 * GROUP;
+
+/// Whether this CPU runs the AVX-512 form (`imp::wide`).
+fn wide_available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
 }
 
 /// Whether the path takes `g`: 2-D, column stride 1 or 2, at most 7x7 taps, padded input
@@ -105,19 +114,36 @@ pub(super) unsafe fn depthwise(
     assert!(x.len() >= g.n * g.c * g.input[1] * g.input[2]);
     assert!(w.len() >= m * kh * kw && bias.is_none_or(|b| b.len() >= m));
     assert!(out.len() >= g.n * m * g.output[1] * g.output[2]);
-    let groups = m.div_ceil(GROUP);
+    // Per batch item: groups of 16 channels on AVX-512 CPUs (`imp::wide`), then groups of
+    // 8 for the rest.
+    let wide = match wide_available() {
+        true => m / WIDE,
+        false => 0,
+    };
+    let groups = wide + (m - wide * WIDE).div_ceil(GROUP);
     // Every output is written (spread once) through this pointer, never read.
     let outp = SendPtr(out.as_mut_ptr().cast::<f32>());
     (0..g.n * groups)
         .into_par_iter()
         .for_each_init(Scratch::default, |s, t| {
-            let (b, o0) = (t / groups, t % groups * GROUP);
-            // SAFETY: the caller checked the CPU and shape; the slices' lengths above; the
-            // task writes the planes of its own output channels only.
+            let (b, i) = (t / groups, t % groups);
+            let args = (x, w, bias, act);
+            // SAFETY: the caller checked the CPU and shape (and `wide_available` the
+            // AVX-512 one); the slices' lengths above; the task writes the planes of its own
+            // output channels only.
             unsafe {
+                if i < wide {
+                    let o0 = i * WIDE;
+                    match g.strides[2] {
+                        1 => imp::wide::<1>(g, &lay, args, (b, o0), s, (outp, io)),
+                        _ => imp::wide::<2>(g, &lay, args, (b, o0), s, (outp, io)),
+                    }
+                    return;
+                }
+                let o0 = wide * WIDE + (i - wide) * GROUP;
                 match g.strides[2] {
-                    1 => imp::group::<1>(g, &lay, (x, w, bias, act), (b, o0), s, (outp, io)),
-                    _ => imp::group::<2>(g, &lay, (x, w, bias, act), (b, o0), s, (outp, io)),
+                    1 => imp::group::<1>(g, &lay, args, (b, o0), s, (outp, io)),
+                    _ => imp::group::<2>(g, &lay, args, (b, o0), s, (outp, io)),
                 }
             }
         });
@@ -126,9 +152,9 @@ pub(super) unsafe fn depthwise(
 mod imp {
     use super::super::blocked::Layout;
     use super::super::gemm::SendPtr;
-    use super::super::sgemm::{clamp_avx2 as clamp, Activation};
+    use super::super::sgemm::{clamp_avx2 as clamp, clamp_avx512 as clamp512, Activation};
     use super::super::transpose_avx2::{lane_mask, spread, store_positions, transpose8};
-    use super::{Geometry, Padded, Scratch, GROUP, MAX_TAPS, SLACK};
+    use super::{Geometry, Padded, Scratch, GROUP, MAX_TAPS, SLACK, WIDE};
     use std::arch::x86_64::*;
 
     /// Output channels `o0 .. o0 + 8` (fewer in the last group) of batch `b`, column stride
@@ -248,6 +274,147 @@ mod imp {
         let dst = out.get().add((b * m + o0) * out_plane);
         spread((obuf, GROUP), out_plane, lanes, (dst, out_plane));
     }
+
+    /// [`group`] for the 16 output channels `o0 .. o0 + 16` (all of them there), in zmm
+    /// vectors: the padded buffer holds 16 channels a position (two blocks' 8 side by
+    /// side), every tap one 16-wide multiply and add. The same operations per output: the
+    /// same bits.
+    #[target_feature(enable = "avx2,avx512f")]
+    pub(super) unsafe fn wide<const SW: usize>(
+        g: &Geometry,
+        lay: &Padded,
+        (x, w, bias, act): (&[f32], &[f32], Option<&[f32]>, Activation),
+        (b, o0): (usize, usize),
+        s: &mut Scratch,
+        (out, io): (SendPtr<f32>, (Layout, Layout)),
+    ) {
+        let m = g.c * g.mult;
+        debug_assert!(o0 + WIDE <= m);
+        let [_, ih, iw] = g.input;
+        let [_, oh, ow] = g.output;
+        let [_, ph, pw] = g.pads;
+        let sh = g.strides[1];
+        let (in_plane, out_plane) = (ih * iw, oh * ow);
+        let (hp, wp) = (lay.hp, lay.wp);
+        let len = (hp * wp + SLACK) * WIDE;
+        if s.input.len() != len {
+            s.input.clear();
+            s.input.resize(len, 0.0);
+        }
+        let buf = s.input.as_mut_ptr();
+        let obuf = match io.1 {
+            Layout::Planes => {
+                s.output
+                    .resize(out_plane.next_multiple_of(GROUP) * WIDE, 0.0);
+                s.output.as_mut_ptr()
+            }
+            // Block `o0 / 8`; the upper 8 channels in the next block, `8 * out_plane` on.
+            Layout::Blocked => out.get().add((b * m + o0) * out_plane),
+        };
+
+        // Gather, row by row: per half, eight columns of eight planes transposed, or a
+        // blocked input's two blocks' rows side by side.
+        let mut planes = [std::ptr::null::<f32>(); WIDE];
+        for (l, p) in planes.iter_mut().enumerate() {
+            let ch = (o0 + l) / g.mult;
+            *p = x[(b * g.c + ch) * in_plane..][..in_plane].as_ptr();
+        }
+        for y in 0..ih {
+            let row = buf.add(((y + ph) * wp + pw) * WIDE);
+            if io.0 == Layout::Blocked {
+                let lo = x[(b * g.c + o0) * in_plane + y * iw * GROUP..].as_ptr();
+                let hi = x[(b * g.c + o0 + GROUP) * in_plane + y * iw * GROUP..].as_ptr();
+                for c in 0..iw {
+                    let d = row.add(c * WIDE);
+                    _mm256_storeu_ps(d, _mm256_loadu_ps(lo.add(c * GROUP)));
+                    _mm256_storeu_ps(d.add(GROUP), _mm256_loadu_ps(hi.add(c * GROUP)));
+                }
+                continue;
+            }
+            let mut c = 0;
+            while c < iw {
+                let n = GROUP.min(iw - c);
+                for half in 0..2 {
+                    let mut rows = [_mm256_setzero_ps(); GROUP];
+                    for (r, p) in rows.iter_mut().zip(&planes[half * GROUP..]) {
+                        let p = p.add(y * iw + c);
+                        *r = match n {
+                            GROUP => _mm256_loadu_ps(p),
+                            _ => _mm256_maskload_ps(p, lane_mask(n)),
+                        };
+                    }
+                    let t = transpose8(rows);
+                    let dst = row.add(c * WIDE + half * GROUP);
+                    for (j, &v) in t.iter().enumerate().take(n) {
+                        _mm256_storeu_ps(dst.add(j * WIDE), v);
+                    }
+                }
+                c += GROUP;
+            }
+        }
+
+        // The taps' weights and the bias, one lane per channel.
+        let kp = lay.taps.len();
+        let mut wv = [_mm512_setzero_ps(); MAX_TAPS];
+        for (t, v) in wv.iter_mut().enumerate().take(kp) {
+            let mut lane = [0f32; WIDE];
+            for (l, x) in lane.iter_mut().enumerate() {
+                *x = w[(o0 + l) * kp + t];
+            }
+            *v = _mm512_loadu_ps(lane.as_ptr());
+        }
+        let mut lane = [0f32; WIDE];
+        if let Some(bias) = bias {
+            lane.copy_from_slice(&bias[o0..o0 + WIDE]);
+        }
+        let bv = _mm512_loadu_ps(lane.as_ptr());
+
+        // Compute: each row in chunks of eight outputs (eight independent sums).
+        for oy in 0..oh {
+            let mut ox = 0;
+            while ox < ow {
+                let base = buf.add((oy * sh * wp + ox * SW) * WIDE);
+                let mut acc = [_mm512_setzero_ps(); GROUP];
+                for (&wt, &off) in wv.iter().zip(&lay.taps) {
+                    let p = base.add(off * WIDE);
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        let v = _mm512_loadu_ps(p.add(j * SW * WIDE));
+                        *a = _mm512_add_ps(*a, _mm512_mul_ps(wt, v));
+                    }
+                }
+                let q = oy * ow + ox;
+                for (j, &a) in acc.iter().enumerate().take(ow - ox) {
+                    let v = clamp512(_mm512_add_ps(a, bv), act);
+                    match io.1 {
+                        Layout::Planes => _mm512_storeu_ps(obuf.add((q + j) * WIDE), v),
+                        Layout::Blocked => {
+                            let lo = obuf.add((q + j) * GROUP);
+                            _mm256_storeu_ps(lo, _mm512_castps512_ps256(v));
+                            // Lanes 8..16 to the next block: a masked store from 8 floats
+                            // before their place (masked-off lanes are not touched).
+                            let hi = lo.add(out_plane * GROUP);
+                            _mm512_mask_storeu_ps(hi.wrapping_sub(GROUP), 0xff00, v);
+                        }
+                    }
+                }
+                ox += GROUP;
+            }
+        }
+
+        if io.1 == Layout::Blocked {
+            return;
+        }
+        // Spread: each half's eight channels, transposed, to their planes.
+        for half in 0..2 {
+            let dst = out.get().add((b * m + o0 + half * GROUP) * out_plane);
+            spread(
+                (obuf.add(half * GROUP), WIDE),
+                out_plane,
+                GROUP,
+                (dst, out_plane),
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -286,7 +453,8 @@ mod tests {
                         let oh = 1 + (ow + k) % 9;
                         let p = [0, 1, k / 2, k][ow % 4];
                         let pads = [p, (p + 1) % 3, k / 2, p];
-                        let (c, mult) = ([3, 8, 13][ow % 3], 1 + ow % 2);
+                        // 16 and more output channels: groups of 16 on AVX-512 CPUs.
+                        let (c, mult) = ([3, 8, 13, 16, 24][ow % 5], 1 + ow % 2);
                         let Some(mut g) = geometry(c, mult, k, strides, dil, pads, (oh, ow)) else {
                             continue;
                         };
