@@ -460,14 +460,7 @@ mod imp {
                 let r_max = if v == 3 { R3 } else { MAX_R };
                 let mut q = t.q0;
                 while q < t.q1 {
-                    // Chunks of `r_max`, a remainder between one and two chunks split in two
-                    // near-equal ones (a chunk of 1 or 2 would wait on the FMA latency).
-                    let rem = t.q1 - q;
-                    let r = if rem > r_max && rem < 2 * r_max {
-                        rem.div_ceil(2)
-                    } else {
-                        rem.min(r_max)
-                    };
+                    let r = chunk_len(t.q1 - q, r_max);
                     let mut offs = [0usize; MAX_R];
                     for (i, o) in offs.iter_mut().enumerate().take(r) {
                         *o = offset(q + i);
@@ -508,6 +501,17 @@ mod imp {
         }
     }
 
+    /// Positions of the next chunk when `rem` are left: chunks of `r_max`, a remainder
+    /// between one and two chunks split in two near-equal ones (a chunk of 1 or 2 would
+    /// wait on the FMA latency).
+    fn chunk_len(rem: usize, r_max: usize) -> usize {
+        if rem > r_max && rem < 2 * r_max {
+            rem.div_ceil(2)
+        } else {
+            rem.min(r_max)
+        }
+    }
+
     /// [`task`]'s passes over one reduction block on the AVX-512 chunk: two wide vectors (32
     /// channels) at a time, 8 positions a chunk, then a last single wide vector, 12.
     #[target_feature(enable = "avx2,fma")]
@@ -534,12 +538,7 @@ mod imp {
             };
             let mut q = t.q0;
             while q < t.q1 {
-                let rem = t.q1 - q;
-                let r = if rem > r_max && rem < 2 * r_max {
-                    rem.div_ceil(2)
-                } else {
-                    rem.min(r_max)
-                };
+                let r = chunk_len(t.q1 - q, r_max);
                 let mut offs = [0usize; R_MAX];
                 for (i, o) in offs.iter_mut().enumerate().take(r) {
                     *o = offset(q + i);
