@@ -9,7 +9,7 @@
 use convgraph::bench::Case;
 use convgraph::passes::PassOptions;
 use convgraph::verify::tract::Prepared;
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::{criterion_group, BatchSize, Criterion};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -54,8 +54,6 @@ fn models() -> Vec<(String, PathBuf)> {
 }
 
 fn bench_models(c: &mut Criterion) {
-    // As the command line does (no thread exists yet): freed memory kept for the next run.
-    convgraph::malloc_tuning::keep_freed_memory();
     // One thread for convgraph, as for tract: the comparison is per core.
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
@@ -100,4 +98,11 @@ fn bench_models(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench_models);
-criterion_main!(benches);
+// `criterion_main!`'s body, after the allocator settings of the command line (huge pages,
+// freed memory kept for the next run), which must come before anything else runs.
+fn main() {
+    convgraph::malloc_tuning::with_huge_pages();
+    convgraph::malloc_tuning::keep_freed_memory();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -51,7 +51,8 @@ enum Command {
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
-    // Before clap or rayon start anything: see malloc_tuning for the page faults it saves.
+    // Before clap or rayon start anything: see malloc_tuning for the time these save.
+    crate::malloc_tuning::with_huge_pages();
     crate::malloc_tuning::keep_freed_memory();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
