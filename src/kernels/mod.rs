@@ -47,7 +47,7 @@ pub(crate) mod uninit;
 pub mod variadic;
 pub(crate) mod vexp;
 #[cfg(target_arch = "x86_64")]
-mod vexp_avx2;
+mod vexp_simd;
 mod winograd;
 mod winograd4;
 

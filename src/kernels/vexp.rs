@@ -1,7 +1,7 @@
 //! exp, sigmoid and SiLU on f32 slices: no calls into libm, no branches (selects only),
 //! rounding by the 1.5 * 2^23 trick; the polynomial is Cephes' `expf` (about 1 ulp over the
 //! range). The scalar functions here state the arithmetic, fused multiply-adds included
-//! (`mul_add`); `vexp_avx2` computes the same operations eight lanes at a time with FMA, so
+//! (`mul_add`); `vexp_simd` computes the same operations 8 or 16 lanes at a time with FMA, so
 //! both give the same bits, and a test holds them to it. CPUs without AVX2 and FMA run the
 //! scalar loop (`mul_add` is then a libm call: right, but slow).
 
@@ -122,12 +122,51 @@ impl Kernel {
     }
 }
 
-/// `k` from `src` into `dst`, or over `dst` in place when `src` is `None`.
+/// Which code computes the kernels: the scalar loop, or `vexp_simd` in ymm (AVX2 + FMA)
+/// or zmm (AVX-512F) vectors. All give the same bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Width {
+    Scalar,
+    Ymm,
+    Zmm,
+}
+
+impl Width {
+    /// The widest this CPU runs.
+    fn detect() -> Width {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use super::vexp_simd::{avx2_available, avx512_available};
+            if avx512_available() {
+                return Width::Zmm;
+            }
+            if avx2_available() {
+                return Width::Ymm;
+            }
+        }
+        Width::Scalar
+    }
+
+    /// Every width this CPU runs (the tests compare them).
+    #[cfg(test)]
+    fn available() -> Vec<Width> {
+        let all = [Width::Scalar, Width::Ymm, Width::Zmm];
+        all.into_iter().filter(|&w| w <= Width::detect()).collect()
+    }
+}
+
+/// `k` from `src` into `dst`, or over `dst` in place when `src` is `None`, on the widest
+/// code the CPU runs.
 fn dispatch(k: Kernel, src: Option<&[f32]>, dst: &mut [f32]) {
+    run_on(Width::detect(), k, src, dst)
+}
+
+/// [`dispatch`] on width `w`, which the CPU must run (`Width::detect` or narrower).
+fn run_on(w: Width, k: Kernel, src: Option<&[f32]>, dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if super::vexp_avx2::available() {
-        // SAFETY: the CPU has AVX2 and FMA, checked just above.
-        unsafe { super::vexp_avx2::run(k, src, dst) };
+    if w != Width::Scalar {
+        // SAFETY: `w` is at most the detected width, so the CPU runs it.
+        unsafe { super::vexp_simd::run(k, w == Width::Zmm, src, dst) };
         return;
     }
     let f = k.scalar();
@@ -245,26 +284,32 @@ mod tests {
 
     #[test]
     fn kernels_give_the_scalar_bits() {
-        // Every lane of the kernels (AVX2 where the CPU has it), tail included (the length is
-        // not a multiple of 8), in place or not, matches the scalar functions.
+        // Every lane of the kernels on every width the CPU runs, tail included (the length
+        // is not a multiple of 8 or 16), in place or not, matches the scalar functions.
         let xs = inputs();
         assert_ne!(xs.len() % 8, 0);
-        let same = |got: &[f32], f: fn(f32) -> f32| {
-            assert!(xs
-                .iter()
-                .zip(got)
-                .all(|(&x, y)| f(x).to_bits() == y.to_bits()));
-        };
-        let mut out = vec![0f32; xs.len()];
-        sigmoid_slice(&xs, &mut out);
-        same(&out, sigmoid_f32);
-        exp_slice(&xs, &mut out);
-        same(&out, exp_f32);
-        let mut buf = xs.clone();
-        sigmoid_in_place(&mut buf);
-        same(&buf, sigmoid_f32);
-        let mut buf = xs.clone();
-        silu_in_place(&mut buf);
-        same(&buf, silu_f32);
+        let widths = Width::available();
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            assert_eq!(widths.len(), 3, "an AVX-512 CPU runs all three widths");
+        }
+        for w in widths {
+            for k in [Kernel::Exp, Kernel::Sigmoid, Kernel::Silu] {
+                let f = k.scalar();
+                let same = |got: &[f32]| {
+                    let bad = xs
+                        .iter()
+                        .zip(got)
+                        .find(|(&x, y)| f(x).to_bits() != y.to_bits());
+                    assert!(bad.is_none(), "{w:?} {k:?}: {bad:?}");
+                };
+                let mut out = vec![0f32; xs.len()];
+                run_on(w, k, Some(&xs), &mut out);
+                same(&out);
+                let mut buf = xs.clone();
+                run_on(w, k, None, &mut buf);
+                same(&buf);
+            }
+        }
     }
 }
