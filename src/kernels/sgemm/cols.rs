@@ -112,6 +112,7 @@ pub unsafe fn gemm_cols(
                     bias: epi.bias.map(|b| &b[r0..r0 + rows]),
                     act: epi.act,
                 }),
+                next_a: std::ptr::null(),
             };
             let cp = c.add(r0 * ldc + j0);
             kernel.tile(&tile, bp, aq, cp, ldc);

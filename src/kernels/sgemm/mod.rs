@@ -254,10 +254,19 @@ pub unsafe fn gemm_packed_blocks(
         // NR-column strip of every row at a time, a cache line or two per row far apart,
         // which no prefetcher follows: where C was cold (ResNet-50's 64 -> 256 1x1 convs on
         // 56x56 in the whole net) the stores' misses doubled the conv's time.
+        // The A block after panel p's: the next panel's for this K block, or the first
+        // panel's for the next K block. Taken over all of A's panels, not just `panels`, so
+        // a caller running its share of the panels still fetches ahead for the next one.
+        let next_block = |p: usize| match (p + 1 < a.panels(), kb + 1 < n_kb) {
+            (true, _) => a.panel(p + 1).as_ptr().add(k0 * MR),
+            (false, true) => a.panel(0).as_ptr().add((k0 + kc) * MR),
+            (false, false) => std::ptr::null(),
+        };
         for p in panels.clone() {
             let r0 = p * MR;
             let rows = MR.min(m - r0);
             let ap = a.panel(p).as_ptr().add(k0 * MR);
+            let next_a = next_block(p);
             for q in 0..nq {
                 let cols = cols_of(q);
                 let cols = cols - single(cols);
@@ -275,6 +284,7 @@ pub unsafe fn gemm_packed_blocks(
                         bias: epi.bias.map(|b| &b[r0..r0 + rows]),
                         act: epi.act,
                     }),
+                    next_a,
                 };
                 let bq = b.as_ptr().add((q * k + k0) * NR);
                 kernel.tile(&tile, ap, bq, c.add(r0 * ldc + q * NR), ldc);
@@ -347,6 +357,9 @@ pub(crate) struct Tile<'a> {
     accumulate: bool,
     /// Set on the last K block.
     epilogue: Option<TileEpilogue<'a>>,
+    /// The A block the next tile call reads (`kc` steps of `a_step` floats), which the
+    /// AVX-512 kernel prefetches while it runs this one; null when there is none to name.
+    next_a: *const f32,
 }
 
 pub(crate) struct TileEpilogue<'a> {
