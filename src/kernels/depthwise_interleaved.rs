@@ -77,10 +77,31 @@ struct Padded {
 /// Per-task buffers, kept between the groups of one conv.
 #[derive(Default)]
 struct Scratch {
-    /// The interleaved, padded input (`(hp * wp + SLACK) * GROUP` floats).
+    /// The interleaved, padded input (`(hp * wp + SLACK) * GROUP` floats), from its first
+    /// cache line: see [`Scratch::input`].
     input: Vec<f32>,
     /// The interleaved outputs, before they are spread into their planes.
     output: Vec<f32>,
+}
+
+/// Floats in a cache line.
+const LINE: usize = 16;
+
+impl Scratch {
+    /// The padded input buffer, `len` floats starting on a cache line, zeroed whenever its
+    /// length changes (the zero padding is then written once per task and shape). Every
+    /// position holds a whole number of vectors (8 or 16 floats), so with the start on a
+    /// line no load of the taps splits across two: from a buffer 16 bytes off a line,
+    /// half of the zmm loads did (the taps' loop in C: 0.119 against 0.078 ms for
+    /// 144 channels on 56x56).
+    fn input(&mut self, len: usize) -> *mut f32 {
+        if self.input.len() != len + LINE {
+            self.input.clear();
+            self.input.resize(len + LINE, 0.0);
+        }
+        let skip = self.input.as_ptr().align_offset(4 * LINE).min(LINE);
+        self.input[skip..].as_mut_ptr()
+    }
 }
 
 /// `out` = depthwise conv of `x` with `w` and `bias`, clamped, as `depthwise::depthwise`;
@@ -178,12 +199,7 @@ mod imp {
         let (hp, wp) = (lay.hp, lay.wp);
         // Every group writes the same interior positions, all eight lanes (a short group
         // repeats its last channel): the zero padding is written once per task.
-        let len = (hp * wp + SLACK) * GROUP;
-        if s.input.len() != len {
-            s.input.clear();
-            s.input.resize(len, 0.0);
-        }
-        let buf = s.input.as_mut_ptr();
+        let buf = s.input((hp * wp + SLACK) * GROUP);
         // The interleaved outputs: in the scratch, spread into planes at the end, or in the
         // blocked output itself.
         let obuf = match io.1 {
@@ -296,12 +312,7 @@ mod imp {
         let sh = g.strides[1];
         let (in_plane, out_plane) = (ih * iw, oh * ow);
         let (hp, wp) = (lay.hp, lay.wp);
-        let len = (hp * wp + SLACK) * WIDE;
-        if s.input.len() != len {
-            s.input.clear();
-            s.input.resize(len, 0.0);
-        }
-        let buf = s.input.as_mut_ptr();
+        let buf = s.input((hp * wp + SLACK) * WIDE);
         let obuf = match io.1 {
             Layout::Planes => {
                 s.output
