@@ -98,6 +98,9 @@ fn bench_models(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench_models);
+#[global_allocator]
+static ALLOCATOR: convgraph::malloc_tuning::LineAligned = convgraph::malloc_tuning::LineAligned;
+
 // `criterion_main!`'s body, after the allocator settings of the command line (huge pages,
 // freed memory kept for the next run), which must come before anything else runs.
 fn main() {
