@@ -94,8 +94,10 @@ impl Scratch {
     /// its padding (every position but the `ih x iw` interior from `(ph, pw)`, and the
     /// `SLACK` past the plane) zeroed: the gather writes every interior position, all
     /// lanes, so nothing else is. The buffer is the thread's, kept between calls
-    /// ([`with_scratch`]); zeroing it whole on each call cost MobileNet v2 about 2% of its
-    /// time (`memset` under this path in a profile). From a cache line: every position holds
+    /// ([`with_scratch`]), its padding zeroed once per geometry: a fresh buffer zeroed whole
+    /// for every rayon split was 3.5% of MobileNet v2's profile (`memset`), and zeroing the
+    /// border on every task cost EfficientNet-B0 2% (its many small 5x5 planes). From a
+    /// cache line: every position holds
     /// a whole number of vectors, so no load of the taps splits across two lines; from a
     /// buffer 16 bytes off a line half of the zmm loads did (the taps' loop in C: 0.119
     /// against 0.078 ms for 144 channels on 56x56).
