@@ -131,6 +131,27 @@ impl Scratch {
         }
         buf.as_mut_ptr()
     }
+
+    /// Where a task writes its interleaved outputs (`lanes` channels a position): in the
+    /// scratch when the output is in planes (spread into them at the end; every position
+    /// is written before it is read, and the spread reads whole groups of eight
+    /// positions), or in the blocked output itself, from `group_at` (its group's place).
+    fn outputs(
+        &mut self,
+        out: blocked::Layout,
+        group_at: *mut f32,
+        out_plane: usize,
+        lanes: usize,
+    ) -> *mut f32 {
+        match out {
+            blocked::Layout::Planes => {
+                self.output
+                    .resize(out_plane.next_multiple_of(GROUP) * lanes, 0.0);
+                self.output.as_mut_ptr()
+            }
+            blocked::Layout::Blocked => group_at,
+        }
+    }
 }
 
 thread_local! {
@@ -243,18 +264,12 @@ mod imp {
         // Every group writes the same interior positions, all eight lanes (a short group
         // repeats its last channel).
         let buf = s.input(lay, (ph, pw), (ih, iw), GROUP);
-        // The interleaved outputs: in the scratch, spread into planes at the end, or in the
-        // blocked output itself.
-        let obuf = match io.1 {
-            Layout::Planes => {
-                // Every output position is written before it is read; the spread reads
-                // whole groups of eight positions.
-                s.output
-                    .resize(out_plane.next_multiple_of(GROUP) * GROUP, 0.0);
-                s.output.as_mut_ptr()
-            }
-            Layout::Blocked => out.get().add((b * m + o0) * out_plane),
-        };
+        let obuf = s.outputs(
+            io.1,
+            out.get().add((b * m + o0) * out_plane),
+            out_plane,
+            GROUP,
+        );
 
         // Gather, row by row: eight consecutive columns of the eight planes, transposed,
         // each column's eight values to its padded place (eight consecutive positions).
@@ -356,15 +371,13 @@ mod imp {
         let (in_plane, out_plane) = (ih * iw, oh * ow);
         let wp = lay.wp;
         let buf = s.input(lay, (ph, pw), (ih, iw), WIDE);
-        let obuf = match io.1 {
-            Layout::Planes => {
-                s.output
-                    .resize(out_plane.next_multiple_of(GROUP) * WIDE, 0.0);
-                s.output.as_mut_ptr()
-            }
-            // Block `o0 / 8`; the upper 8 channels in the next block, `8 * out_plane` on.
-            Layout::Blocked => out.get().add((b * m + o0) * out_plane),
-        };
+        // Blocked: block `o0 / 8`; the upper 8 channels in the next block, `8 * out_plane` on.
+        let obuf = s.outputs(
+            io.1,
+            out.get().add((b * m + o0) * out_plane),
+            out_plane,
+            WIDE,
+        );
 
         // Gather, row by row: per half, eight columns of eight planes transposed, or a
         // blocked input's two blocks' rows side by side.
