@@ -248,12 +248,6 @@ pub unsafe fn gemm_packed_blocks(
                 );
             }
         }
-        // A panels outside, B panels inside: an A panel's K block stays in L1 while the B
-        // panels stream past it from L2, and C is written MR rows at a time, each row left
-        // to right. The other order (one B panel against every A panel) wrote C one
-        // NR-column strip of every row at a time, a cache line or two per row far apart,
-        // which no prefetcher follows: where C was cold (ResNet-50's 64 -> 256 1x1 convs on
-        // 56x56 in the whole net) the stores' misses doubled the conv's time.
         // The A block after panel p's: the next panel's for this K block, or the first
         // panel's for the next K block. Taken over all of A's panels, not just `panels`, so
         // a caller running its share of the panels still fetches ahead for the next one.
@@ -262,6 +256,12 @@ pub unsafe fn gemm_packed_blocks(
             (false, true) => a.panel(0).as_ptr().add((k0 + kc) * MR),
             (false, false) => std::ptr::null(),
         };
+        // A panels outside, B panels inside: an A panel's K block stays in L1 while the B
+        // panels stream past it from L2, and C is written MR rows at a time, each row left
+        // to right. The other order (one B panel against every A panel) wrote C one
+        // NR-column strip of every row at a time, a cache line or two per row far apart. In
+        // C, 256 x 64 x 3136 with C evicted before each run: 1.08 -> 0.77 ms; in the nets
+        // (with huge pages) ResNet-50 0.965 of the time, ResNet-18 0.969, DenseNet 0.985.
         for p in panels.clone() {
             let r0 = p * MR;
             let rows = MR.min(m - r0);
