@@ -18,7 +18,7 @@
 //! usual default), glibc asks for them when told to by the tunable `glibc.malloc.hugetlb=1`.
 //! On an AVX-512 Xeon (2026-12-07, alternating `bench` runs): ResNet-18 0.90 of the time,
 //! GoogLeNet 0.90, RegNet 0.92, MobileNet v2, SqueezeNet and ShuffleNet 0.93, ResNet-50
-//! 0.95, DenseNet 0.95, EfficientNet 0.97; ResNet-50's 64 -> 256 1x1 convs on 56x56 in the
+//! 0.88-0.95, DenseNet 0.95, EfficientNet 0.97; ResNet-50's 64 -> 256 1x1 convs on 56x56 in the
 //! whole net 1.72 -> 1.32 ms. Peak RSS within 1% (ResNet-50 305 MiB either way).
 //!
 //! Why line-aligned blocks: see [`LineAligned`].
@@ -96,7 +96,7 @@ pub fn keep_freed_memory() {
 /// accesses in four split across two lines. With it, on an AVX-512 Xeon (2026-12-07,
 /// alternating `bench` runs, 4 rounds of 12): RegNet 0.95 of the time, ResNet-18 0.97,
 /// ResNet-50, MobileNet v2, SqueezeNet and EfficientNet 0.975, GoogLeNet 0.98, ShuffleNet
-/// 0.99, DenseNet 0.99; the same output bits; peak RSS up by 3 MiB (ResNet-50 312 -> 315,
+/// 0.99, DenseNet 0.99; the same output bits; peak RSS up by 3 MiB (ResNet-50 308 -> 312,
 /// MobileNet v2 57 -> 60 MiB). The command line and the criterion benches install it; an
 /// application embedding convgraph may too (`#[global_allocator]`).
 pub struct LineAligned;
