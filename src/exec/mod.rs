@@ -8,6 +8,7 @@ mod concat_chain_tests;
 mod dispatch;
 #[cfg(test)]
 mod in_place_tests;
+mod keep_busy;
 mod plan;
 mod prepare;
 #[cfg(test)]
@@ -206,6 +207,17 @@ impl<'g> Runner<'g> {
     /// runs, so the timing code is compiled out of them rather than tested per node.
     /// `fuse` applies the plan's activation fusion.
     fn run_inner<F: FnMut(NodeRun)>(
+        &self,
+        inputs: HashMap<String, Tensor>,
+        values: HashMap<String, Value>,
+        observe: impl FnMut(&str, &Tensor) -> Result<()>,
+        on_node: Option<F>,
+        fuse: bool,
+    ) -> Result<Vec<(String, Value)>> {
+        keep_busy::while_running(|| self.run_nodes(inputs, values, observe, on_node, fuse))
+    }
+
+    fn run_nodes<F: FnMut(NodeRun)>(
         &self,
         mut inputs: HashMap<String, Tensor>,
         mut values: HashMap<String, Value>,

@@ -40,7 +40,7 @@ pub mod reduce;
 mod row_product;
 pub mod sgemm;
 #[cfg(test)]
-mod test_data;
+pub(crate) mod test_data;
 #[cfg(target_arch = "x86_64")]
 mod transpose_avx2;
 pub(crate) mod uninit;
