@@ -2,10 +2,10 @@
 //!
 //! A run is a sequence of parallel regions (one or a few per node) with serial work between
 //! them. Between regions rayon's idle workers yield a few dozen times and then sleep on a
-//! futex; the next region wakes them with a syscall, and in a virtual machine an idle vCPU
-//! that halted takes tens of microseconds more to be scheduled again. Over the hundred-odd
-//! regions of a ResNet-50 run that was a tenth of the 2-thread time. onnxruntime's pool
-//! spins between ops for the same reason.
+//! futex, and the next region has to wake them (perf showed the scheduler's and futex's
+//! functions beside the kernels). With the other workers polling instead, two-thread runs
+//! took 0.83-0.95 of the time on the nine nets of the README (ResNet-50 0.92; paired
+//! medians of alternating runs). onnxruntime's pool spins between ops too.
 //!
 //! [`while_running`] spawns one job per other worker that loops on `rayon::yield_now`
 //! (which runs a pending job of the pool if there is one) until the run ends. Which worker

@@ -203,9 +203,8 @@ impl<'g> Runner<'g> {
         tensors_only(self.run_inner(inputs, HashMap::new(), |_, _| Ok(()), Some(on_node), true)?)
     }
 
-    /// The interpreter loop. `on_node` is a type parameter passed as `None` by the plain
-    /// runs, so the timing code is compiled out of them rather than tested per node.
-    /// `fuse` applies the plan's activation fusion.
+    /// Every kind of run: [`Runner::run_nodes`] with the pool's other workers polling for
+    /// its tasks (`keep_busy`).
     fn run_inner<F: FnMut(NodeRun)>(
         &self,
         inputs: HashMap<String, Tensor>,
@@ -217,6 +216,9 @@ impl<'g> Runner<'g> {
         keep_busy::while_running(|| self.run_nodes(inputs, values, observe, on_node, fuse))
     }
 
+    /// The interpreter loop. `on_node` is a type parameter passed as `None` by the plain
+    /// runs, so the timing code is compiled out of them rather than tested per node.
+    /// `fuse` applies the plan's activation fusion.
     fn run_nodes<F: FnMut(NodeRun)>(
         &self,
         mut inputs: HashMap<String, Tensor>,
