@@ -1050,6 +1050,30 @@ mod tests {
     use super::*;
     use crate::ir::op::{Padding, Window};
 
+    /// The blocks of every plane size tile it in order, none empty, each but the last whole
+    /// B panels; their count is even from 3 to 31 and shares differ by at most a panel.
+    #[test]
+    fn position_blocks_tile_the_plane_in_equal_shares() {
+        for plane in 1..9000 {
+            let n = n_blocks(plane);
+            assert!(n >= plane.div_ceil(BLOCK), "{plane}");
+            assert!(!(3..32).contains(&n) || n % 2 == 0, "{plane}: {n} blocks");
+            let cut: Vec<(usize, usize)> = (0..n).map(|b| block(plane, n, b)).collect();
+            let mut next = 0;
+            for &(p0, len) in &cut {
+                assert_eq!(p0, next, "{plane}");
+                assert!(len > 0 && len <= BLOCK, "{plane}: {cut:?}");
+                assert!(p0 % sgemm::NR == 0, "{plane}");
+                next = p0 + len;
+            }
+            assert_eq!(next, plane);
+            let panels = |len: usize| len.div_ceil(sgemm::NR);
+            let most = cut.iter().map(|c| panels(c.1)).max().unwrap();
+            let least = cut.iter().map(|c| panels(c.1)).min().unwrap();
+            assert!(most - least <= 1, "{plane}: {cut:?}");
+        }
+    }
+
     fn attrs(
         group: usize,
         strides: Vec<usize>,
