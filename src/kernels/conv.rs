@@ -1057,13 +1057,16 @@ mod tests {
         for plane in 1..9000 {
             let n = n_blocks(plane);
             assert!(n >= plane.div_ceil(BLOCK), "{plane}");
-            assert!(!(3..32).contains(&n) || n % 2 == 0, "{plane}: {n} blocks");
+            assert!(
+                !(3..32).contains(&n) || n.is_multiple_of(2),
+                "{plane}: {n} blocks"
+            );
             let cut: Vec<(usize, usize)> = (0..n).map(|b| block(plane, n, b)).collect();
             let mut next = 0;
             for &(p0, len) in &cut {
                 assert_eq!(p0, next, "{plane}");
                 assert!(len > 0 && len <= BLOCK, "{plane}: {cut:?}");
-                assert!(p0 % sgemm::NR == 0, "{plane}");
+                assert!(p0.is_multiple_of(sgemm::NR), "{plane}");
                 next = p0 + len;
             }
             assert_eq!(next, plane);
