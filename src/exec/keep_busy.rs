@@ -32,12 +32,25 @@ pub(super) fn while_running<R>(run: impl FnOnce() -> R) -> R {
     })
 }
 
-/// Runs the pool's pending jobs as they come until `done`.
+/// Idle polls between two yields of the thread to the OS.
+const POLLS_PER_OS_YIELD: u32 = 64;
+
+/// Runs the pool's pending jobs as they come until `done`. While idle it yields its core to
+/// the OS now and then, so that with more threads than cores it does not hold a core the
+/// run's own thread is waiting for.
 fn poll(done: &AtomicBool) {
+    let mut idle = 0u32;
     while !done.load(Ordering::Acquire) {
         match rayon::yield_now() {
-            Some(rayon::Yield::Executed) => {}
-            _ => std::hint::spin_loop(),
+            Some(rayon::Yield::Executed) => idle = 0,
+            _ => {
+                idle += 1;
+                if idle.is_multiple_of(POLLS_PER_OS_YIELD) {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
         }
     }
 }
