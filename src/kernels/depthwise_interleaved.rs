@@ -152,6 +152,63 @@ impl Scratch {
             blocked::Layout::Blocked => group_at,
         }
     }
+
+    /// What a task of either form (8 or 16 channels, `lanes`) unpacks first: the sizes of
+    /// `g`, its padded input buffer ([`Scratch::input`]) and where its outputs go
+    /// ([`Scratch::outputs`]) for output channels `o0..` of batch item `b`.
+    ///
+    /// # Safety
+    /// `out` points at the conv's whole output, `b` and `o0` inside it.
+    pub(super) unsafe fn frame(
+        &mut self,
+        g: &Geometry,
+        lay: &Padded,
+        (b, o0): (usize, usize),
+        (out, io): (SendPtr<f32>, (blocked::Layout, blocked::Layout)),
+        lanes: usize,
+    ) -> Frame {
+        let m = g.c * g.mult;
+        let [_, ih, iw] = g.input;
+        let [_, oh, ow] = g.output;
+        let [_, ph, pw] = g.pads;
+        let out_plane = oh * ow;
+        let buf = self.input(lay, (ph, pw), (ih, iw), lanes);
+        // SAFETY: the caller's promise; blocked, the group's place is block `o0 / 8`.
+        let group_at = unsafe { out.get().add((b * m + o0) * out_plane) };
+        let obuf = self.outputs(io.1, group_at, out_plane, lanes);
+        Frame {
+            m,
+            ih,
+            iw,
+            oh,
+            ow,
+            ph,
+            pw,
+            sh: g.strides[1],
+            in_plane: ih * iw,
+            out_plane,
+            wp: lay.wp,
+            buf,
+            obuf,
+        }
+    }
+}
+
+/// A task's sizes and buffers ([`Scratch::frame`]).
+pub(super) struct Frame {
+    pub m: usize,
+    pub ih: usize,
+    pub iw: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub ph: usize,
+    pub pw: usize,
+    pub sh: usize,
+    pub in_plane: usize,
+    pub out_plane: usize,
+    pub wp: usize,
+    pub buf: *mut f32,
+    pub obuf: *mut f32,
 }
 
 thread_local! {
@@ -239,7 +296,7 @@ mod imp {
     use super::super::gemm::SendPtr;
     use super::super::sgemm::{clamp_avx2 as clamp, clamp_avx512 as clamp512, Activation};
     use super::super::transpose_avx2::{lane_mask, spread, store_positions, transpose8};
-    use super::{Geometry, Padded, Scratch, GROUP, MAX_TAPS, WIDE};
+    use super::{Frame, Geometry, Padded, Scratch, GROUP, MAX_TAPS, WIDE};
     use std::arch::x86_64::*;
 
     /// Output channels `o0 .. o0 + 8` (fewer in the last group) of batch `b`, column stride
@@ -253,23 +310,24 @@ mod imp {
         s: &mut Scratch,
         (out, io): (SendPtr<f32>, (Layout, Layout)),
     ) {
-        let m = g.c * g.mult;
-        let lanes = GROUP.min(m - o0);
-        let [_, ih, iw] = g.input;
-        let [_, oh, ow] = g.output;
-        let [_, ph, pw] = g.pads;
-        let sh = g.strides[1];
-        let (in_plane, out_plane) = (ih * iw, oh * ow);
-        let wp = lay.wp;
         // Every group writes the same interior positions, all eight lanes (a short group
         // repeats its last channel).
-        let buf = s.input(lay, (ph, pw), (ih, iw), GROUP);
-        let obuf = s.outputs(
-            io.1,
-            out.get().add((b * m + o0) * out_plane),
+        let Frame {
+            m,
+            ih,
+            iw,
+            oh,
+            ow,
+            ph,
+            pw,
+            sh,
+            in_plane,
             out_plane,
-            GROUP,
-        );
+            wp,
+            buf,
+            obuf,
+        } = s.frame(g, lay, (b, o0), (out, io), GROUP);
+        let lanes = GROUP.min(m - o0);
 
         // Gather, row by row: eight consecutive columns of the eight planes, transposed,
         // each column's eight values to its padded place (eight consecutive positions).
@@ -362,22 +420,23 @@ mod imp {
         s: &mut Scratch,
         (out, io): (SendPtr<f32>, (Layout, Layout)),
     ) {
-        let m = g.c * g.mult;
-        debug_assert!(o0 + WIDE <= m);
-        let [_, ih, iw] = g.input;
-        let [_, oh, ow] = g.output;
-        let [_, ph, pw] = g.pads;
-        let sh = g.strides[1];
-        let (in_plane, out_plane) = (ih * iw, oh * ow);
-        let wp = lay.wp;
-        let buf = s.input(lay, (ph, pw), (ih, iw), WIDE);
         // Blocked: block `o0 / 8`; the upper 8 channels in the next block, `8 * out_plane` on.
-        let obuf = s.outputs(
-            io.1,
-            out.get().add((b * m + o0) * out_plane),
+        let Frame {
+            m,
+            ih,
+            iw,
+            oh,
+            ow,
+            ph,
+            pw,
+            sh,
+            in_plane,
             out_plane,
-            WIDE,
-        );
+            wp,
+            buf,
+            obuf,
+        } = s.frame(g, lay, (b, o0), (out, io), WIDE);
+        debug_assert!(o0 + WIDE <= m);
 
         // Gather, row by row: per half, eight columns of eight planes transposed, or a
         // blocked input's two blocks' rows side by side.
