@@ -35,7 +35,7 @@
 //! handed a blocked value it does not read natively gets it converted first
 //! (`Runner::run_inner`), so the choice never changes a result, only its speed.
 
-use crate::ir::analyze::{analyze, DimBindings};
+use crate::ir::analyze::Facts;
 use crate::ir::{BinaryOp, Graph, Op};
 use crate::kernels::pointwise::Fused;
 use crate::kernels::{blocked, conv, pool};
@@ -46,9 +46,15 @@ use std::collections::HashMap;
 /// activation nodes fused into the node before them (their output is that node's, moved),
 /// `point` the fused passes (a SiLU Mul's `Fused::Silu`), `skip` the nodes that run
 /// nothing (a SiLU's Sigmoid).
-pub fn plan(graph: &Graph, forward: &[bool], point: &[Option<Fused>], skip: &[bool]) -> Vec<bool> {
+pub fn plan(
+    graph: &Graph,
+    facts: Option<&Facts>,
+    forward: &[bool],
+    point: &[Option<Fused>],
+    skip: &[bool],
+) -> Vec<bool> {
     let n = graph.nodes.len();
-    let Ok(facts) = analyze(graph, &DimBindings::default()) else {
+    let Some(facts) = facts else {
         return vec![false; n];
     };
     let f32_shape = |v: &str| {

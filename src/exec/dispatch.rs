@@ -7,11 +7,13 @@
 //! variant is a field of `Fusion`, the inputs it reads blocked in `native`, and an arm of
 //! `eval_node` with a function of its own here.
 
+use super::residual::ResidualAdd;
 use super::{Runner, Slot};
 use crate::ir::op::ConvAttrs;
 use crate::ir::{BinaryOp, Op};
 use crate::kernels;
 use crate::kernels::blocked::Layout;
+use crate::kernels::conv::Finish;
 use crate::kernels::pointwise::{self, Fused};
 use crate::kernels::sgemm::Activation;
 use crate::tensor::Tensor;
@@ -43,6 +45,8 @@ pub(super) struct Fusion {
     point: Option<Fused>,
     /// The activation fused into this Conv (`Prepared::fused_act`).
     act: Option<Activation>,
+    /// The Add this Conv runs (`Prepared::residual`).
+    residual: Option<ResidualAdd>,
     /// The plan asks this node to write its output blocked.
     want_blocked: bool,
     /// A `blocked_add` of one blocked input and one in planes, converted by
@@ -104,6 +108,7 @@ impl Fusion {
             affine_bn: prep.input_affine[i].filter(|_| fuse),
             point,
             act: prep.fused_act[i].filter(|_| fuse),
+            residual: prep.residual[i].filter(|_| fuse),
             want_blocked,
             mixed_add,
             x_blocked: false,
@@ -146,6 +151,9 @@ impl Fusion {
         }
         if let Some(Some(s)) = self.affine_bn.and_then(|bn| plan.node_inputs[bn].first()) {
             unblock(slots, *s)?;
+        }
+        if let Some(Some(s)) = self.residual.map(|r| plan.node_inputs[r.add][1 - r.k]) {
+            unblock(slots, s)?;
         }
         self.x_blocked = self.reads_x && held_blocked(inputs, 0, slots);
         self.scale_x = match (&runner.graph.nodes[i].op, self.want_blocked) {
@@ -269,12 +277,18 @@ impl Runner<'_> {
             (Op::Conv(attrs), _) if f.affine_bn.is_some() => {
                 as_is(self.conv_with_input_affine((attrs, conv.as_ref()), f, ins, slots))
             }
+            (Op::Conv(attrs), _) if f.residual.is_some() => {
+                as_is(self.conv_with_residual((attrs, conv.as_ref()), f, ins, slots))
+            }
             (Op::Conv(attrs), _)
                 if conv.is_some() || f.act.is_some() || f.x_blocked || f.want_blocked =>
             {
-                let act = f.act.unwrap_or_default();
+                let fin = Finish {
+                    residual: None,
+                    act: f.act.unwrap_or_default(),
+                };
                 let io = (layout(f.x_blocked), layout(f.want_blocked));
-                kernels::conv::eval_io(attrs, conv.as_ref(), act, ins, io)
+                kernels::conv::eval_io(attrs, conv.as_ref(), fin, ins, io)
                     .map(|(y, l)| (vec![y], l == Layout::Blocked))
             }
             (Op::Concat { .. }, _) if f.blocked_concat => blocked(concat_blocked(ins)),
@@ -349,6 +363,51 @@ impl Runner<'_> {
         let affine = kernels::conv::InputAffine::batch_norm(epsilon, clamp, &bn_ins)?;
         let act = f.act.unwrap_or_default();
         kernels::conv::eval_affine(attrs, conv, act, &affine, &conv_ins)
+    }
+}
+
+impl Runner<'_> {
+    /// A Conv that runs the Add `f.residual` (skipped in this run): its output plus the
+    /// Add's other input, then the Add's clamp, in planes. Where that input is not an f32
+    /// value of the output's shape after all (shapes analyzed with symbolic dims as 1), the
+    /// Conv and then the Add, as the Add would have run.
+    fn conv_with_residual(
+        &self,
+        (attrs, conv): (&ConvAttrs, Option<&kernels::conv::Prepared>),
+        f: &Fusion,
+        ins: &[Option<&Tensor>],
+        slots: &[Slot],
+    ) -> Result<Tensor> {
+        let r = f.residual.expect("a Conv with a residual");
+        let point = self.plan.prepared.point[r.add];
+        let act = match point {
+            Some(Fused::Clamp(a)) => a,
+            _ => Activation::NONE,
+        };
+        let residual = self.plan.node_inputs[r.add][1 - r.k]
+            .and_then(|s| slots[s].get())
+            .ok_or_else(|| anyhow!("the Add's other input is missing"))?;
+        let io = (layout(f.x_blocked), Layout::Planes);
+        let out_shape = kernels::conv::output_shape(attrs, ins, f.x_blocked)?;
+        if let Tensor::F32(t) = residual {
+            if let (true, Some(r)) = (t.shape() == out_shape, t.as_slice()) {
+                let fin = Finish {
+                    residual: Some(r),
+                    act,
+                };
+                return kernels::conv::eval_io(attrs, conv, fin, ins, io).map(|(y, _)| y);
+            }
+        }
+        let (y, _) = kernels::conv::eval_io(attrs, conv, Finish::default(), ins, io)?;
+        let mut add_ins = [Some(residual), Some(residual)];
+        add_ins[r.k] = Some(&y);
+        let add = &self.graph.nodes[r.add].op;
+        match point {
+            Some(p) => pointwise::eval_fused(add, p, &add_ins),
+            None => kernels::eval(add, &add_ins, 1)?
+                .pop()
+                .ok_or_else(|| anyhow!("Add gave no output")),
+        }
     }
 }
 

@@ -11,6 +11,9 @@ mod in_place_tests;
 mod keep_busy;
 mod plan;
 mod prepare;
+mod residual;
+#[cfg(test)]
+mod residual_tests;
 #[cfg(test)]
 pub(crate) mod test_graph;
 mod value;
@@ -248,11 +251,15 @@ impl<'g> Runner<'g> {
             }
             let ctx = || format!("node '{}' ({})", node.name, node.op.name());
             let prep = &plan.prepared;
-            if fuse && prep.forward[i] {
-                // The Conv before applied this activation; its output (read by this node
-                // only) moves over.
+            // An activation the node before applied, or an Add the Conv before ran: the
+            // value that node wrote (read by this node only) moves over as its output.
+            let moved = match (prep.forward[i], prep.added[i]) {
+                (true, _) => Some(0),
+                (false, k) => k,
+            };
+            if let (true, Some(k)) = (fuse, moved) {
                 if let (Some(Some(src)), Some(Some(dst))) =
-                    (plan.node_inputs[i].first(), plan.node_outputs[i].first())
+                    (plan.node_inputs[i].get(k), plan.node_outputs[i].first())
                 {
                     slots[*dst] = std::mem::replace(&mut slots[*src], Slot::Empty);
                 }

@@ -3,7 +3,8 @@
 //! runs only, a Relu or constant Clip fused into the Conv, Add or BatchNorm that feeds it,
 //! Sigmoid + Mul(x, Sigmoid(x)) run as one SiLU pass, and an inference BatchNorm (with its
 //! Relu or Clip) read only by a 1x1 Conv applied by that Conv to its input
-//! (`input_affine`).
+//! (`input_affine`), and an Add of a Conv's output and a value of its shape run by that
+//! Conv (`residual`, `residual.rs`).
 //!
 //! Fusion changes no bits (the Conv's epilogue clamps exactly as the Relu/Clip kernels do,
 //! after the bias), but it does skip the Conv's own output tensor, so runs that look at
@@ -11,6 +12,8 @@
 //! unfused: the `fuse` flag of the interpreter loop. Profiled runs (`run_profiled`) are
 //! fused, to time what plain runs do.
 
+use super::residual::ResidualAdd;
+use crate::ir::analyze::{analyze, DimBindings};
 use crate::ir::{BinaryOp, Graph, Op, UnaryOp};
 use crate::kernels::conv;
 use crate::kernels::pointwise::Fused;
@@ -41,6 +44,12 @@ pub struct Prepared {
     /// it (`conv::InputAffine`); the BatchNorm and its activation node are skipped, and the
     /// plan keeps that X alive until the Conv.
     pub input_affine: Vec<Option<usize>>,
+    /// Per node, fused runs only: for a Conv, the Add it runs (`residual.rs`): the Conv
+    /// adds that Add's other input to its sums and applies the Add's clamp.
+    pub residual: Vec<Option<ResidualAdd>>,
+    /// Per node, fused runs only: for an Add run by a Conv, the input position of the
+    /// Conv's output, which moves on as the Add's output.
+    pub added: Vec<Option<usize>>,
 }
 
 impl Prepared {
@@ -119,7 +128,9 @@ impl Prepared {
                 _ => {}
             }
         }
-        let blocked = super::blocked::plan(graph, &forward, &point, &skip);
+        // Shapes as the graph declares them (symbolic dims as 1): they guide choices only.
+        let facts = analyze(graph, &DimBindings::default()).ok();
+        let blocked = super::blocked::plan(graph, facts.as_ref(), &forward, &point, &skip);
         let mut input_affine = vec![None; n];
         for i in 0..n {
             let Some((j, k)) = affine_reader(graph, &readers, &forward, i) else {
@@ -135,7 +146,7 @@ impl Prepared {
                 skip[j] = true;
             }
         }
-        Prepared {
+        let mut prepared = Prepared {
             conv,
             fused_act,
             forward,
@@ -143,7 +154,14 @@ impl Prepared {
             skip,
             blocked,
             input_affine,
+            residual: vec![None; n],
+            added: vec![None; n],
+        };
+        for r in super::residual::plan(graph, facts.as_ref(), &readers, &prepared) {
+            prepared.residual[r.conv] = Some(r);
+            prepared.added[r.add] = Some(r.k);
         }
+        prepared
     }
 }
 

@@ -42,7 +42,7 @@ use crate::ir::op::ConvAttrs;
 use crate::ir::window::Geometry;
 use crate::ir::Op;
 use crate::tensor::{DType, Tensor};
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Result};
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -171,6 +171,10 @@ pub fn conv_f32_with(
     prepared: Option<&Prepared>,
     act: Activation,
 ) -> Result<ArrayD<f32>> {
+    let fin = Finish {
+        residual: None,
+        act,
+    };
     let (y, _) = conv_f32_io(
         x,
         Layout::Planes,
@@ -178,10 +182,20 @@ pub fn conv_f32_with(
         b,
         attrs,
         prepared,
-        act,
+        fin,
         Layout::Planes,
     )?;
     Ok(y)
+}
+
+/// What a Conv does to each sum after its bias: add the element of `residual` at the same
+/// place of the output (an Add of the Conv's output and another value of its shape, fused
+/// into it; planes, `[N, M, H, W]` in order), then the clamp. The bits of the Conv, the Add
+/// and the Relu or Clip run one after the other.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Finish<'a> {
+    pub residual: Option<&'a [f32]>,
+    pub act: Activation,
 }
 
 /// [`conv_f32_with`] on an input held in layout `lin` (a blocked input is `[N, C/8, H, W,
@@ -189,6 +203,9 @@ pub fn conv_f32_with(
 /// layout natively (`conv_lanes`, the interleaved depthwise path); returns the output and
 /// the layout it is in. A path that
 /// reads planes only gets a blocked input converted first. Either way the same bits.
+/// `fin`'s residual, when given, must hold as many floats as the output; the patch path
+/// adds it as its tiles are stored (`Epilogue::residual`), the others in a pass after, and
+/// the output is then in planes.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_f32_io(
     x: &ArrayD<f32>,
@@ -197,7 +214,7 @@ pub fn conv_f32_io(
     b: Option<&ArrayD<f32>>,
     attrs: &ConvAttrs,
     prepared: Option<&Prepared>,
-    act: Activation,
+    fin: Finish,
     want: Layout,
 ) -> Result<(ArrayD<f32>, Layout)> {
     let xs = match lin {
@@ -219,19 +236,41 @@ pub fn conv_f32_io(
             b,
             attrs,
             prepared,
-            act,
+            fin,
             Layout::Planes,
         );
     }
     let lout = match want {
-        Layout::Blocked if blocked_pays && blocked::blockable(&p.out_shape) => Layout::Blocked,
+        Layout::Blocked
+            if blocked_pays && blocked::blockable(&p.out_shape) && fin.residual.is_none() =>
+        {
+            Layout::Blocked
+        }
         _ => Layout::Planes,
+    };
+    let out_len: usize = p.out_shape.iter().product();
+    if let Some(r) = fin.residual {
+        ensure!(
+            r.len() == out_len,
+            "a residual of {} values for an output of {out_len}",
+            r.len()
+        );
+    }
+    let planes = lin == Layout::Planes && lout == Layout::Planes && out_len > 0;
+    let route = planes.then(|| route(&p));
+    // The patch path adds a residual as it stores its tiles, unless it runs as
+    // matrix-vector products or transposed; anything else adds it after, in one pass.
+    let in_epilogue =
+        matches!(route, Some(Route::Patches)) && !gemv_applies(&p) && !prefer_cols(&p);
+    let (act, after) = match fin.residual {
+        Some(r) if !in_epilogue => (Activation::NONE, Some(r)),
+        _ => (fin.act, None),
     };
     let x = x.as_standard_layout();
     let xd = x.as_slice().expect("standard layout");
     let bias: Option<Vec<f32>> = b.map(|b| b.iter().copied().collect());
     // Not zeroed: `uninit` says which paths write it as it is and which fill it first.
-    let mut out = uninit::alloc(p.out_shape.iter().product());
+    let mut out = uninit::alloc(out_len);
     if lin == Layout::Blocked || lout == Layout::Blocked {
         let io = (lin, lout);
         if let Some(g) = dw {
@@ -242,10 +281,10 @@ pub fn conv_f32_io(
             let prepared = prepared.filter(|pr| pr.w_shape == w.shape() && pr.group == p.group);
             lanes(&p, xd, w, prepared, bias.as_deref(), act, &mut out, io);
         }
-    } else if p.out_plane() > 0 && p.m > 0 {
+    } else if let Some(route) = route {
         let prepared = prepared.filter(|pr| pr.w_shape == w.shape() && pr.group == p.group);
         let bias = bias.as_deref();
-        match route(&p) {
+        match route {
             Route::Depthwise(g) => {
                 let w = w.as_standard_layout();
                 let wd = w.as_slice().expect("standard layout");
@@ -277,12 +316,21 @@ pub fn conv_f32_io(
                     |ws| winograd::conv(&p, xd, ws, bias, act, &mut out),
                 );
             }
-            Route::Patches => patches(&p, xd, w, prepared, bias, act, None, &mut out),
+            Route::Patches => {
+                let fin = Finish {
+                    residual: fin.residual.filter(|_| in_epilogue),
+                    act,
+                };
+                patches(&p, xd, w, prepared, bias, fin, None, &mut out)
+            }
         }
     }
     // SAFETY: every path above writes every output float (or there are none: an empty
     // plane or no output channels make `out` empty).
-    let out = unsafe { uninit::assume_init(out) };
+    let mut out = unsafe { uninit::assume_init(out) };
+    if let Some(r) = after {
+        super::pointwise::add_in_place(&mut out, r, fin.act);
+    }
     let shape = match lout {
         Layout::Planes => p.out_shape.clone(),
         Layout::Blocked => blocked::blocked_shape(&p.out_shape),
@@ -326,13 +374,13 @@ fn patches(
     w: &ArrayD<f32>,
     prepared: Option<&Prepared>,
     bias: Option<&[f32]>,
-    act: Activation,
+    fin: Finish,
     affine: Option<&InputAffine>,
     out: &mut [MaybeUninit<f32>],
 ) {
     let slots = prepared.map(|pr| &pr.direct);
     with_weights(slots, prefer_cols(p), Source::Direct(w, p.group), |ws| {
-        im2col_gemm(p, x, ws, bias, act, affine, out)
+        im2col_gemm(p, x, ws, bias, fin, affine, out)
     });
 }
 
@@ -440,7 +488,11 @@ pub fn conv_f32_affine(
     let prepared = prepared.filter(|pr| pr.w_shape == w.shape() && pr.group == p.group);
     let mut out = uninit::alloc(p.out_shape.iter().product());
     let bias = bias.as_deref();
-    patches(&p, xd, w, prepared, bias, act, Some(affine), &mut out);
+    let fin = Finish {
+        residual: None,
+        act,
+    };
+    patches(&p, xd, w, prepared, bias, fin, Some(affine), &mut out);
     // SAFETY: the patch path writes every output float.
     let out = unsafe { uninit::assume_init(out) };
     Ok(ArrayD::from_shape_vec(IxDyn(&p.out_shape), out)?)
@@ -713,10 +765,14 @@ pub fn eval_with(
     act: Activation,
     inputs: &[Option<&Tensor>],
 ) -> Result<Vec<Tensor>> {
+    let fin = Finish {
+        residual: None,
+        act,
+    };
     let (y, _) = eval_io(
         attrs,
         prepared,
-        act,
+        fin,
         inputs,
         (Layout::Planes, Layout::Planes),
     )?;
@@ -728,7 +784,7 @@ pub fn eval_with(
 pub fn eval_io(
     attrs: &ConvAttrs,
     prepared: Option<&Prepared>,
-    act: Activation,
+    fin: Finish,
     inputs: &[Option<&Tensor>],
     io: (Layout, Layout),
 ) -> Result<(Tensor, Layout)> {
@@ -743,8 +799,24 @@ pub fn eval_io(
         None => None,
     };
     let (x, w) = (x.as_f32()?, w.as_f32()?);
-    let (y, layout) = conv_f32_io(x, io.0, w, b, attrs, prepared, act, io.1)?;
+    let (y, layout) = conv_f32_io(x, io.0, w, b, attrs, prepared, fin, io.1)?;
     Ok((Tensor::F32(y), layout))
+}
+
+/// The output shape of a Conv on `inputs` (X held blocked when `x_blocked`), the shape
+/// [`eval_io`] gives it in planes.
+pub fn output_shape(
+    attrs: &ConvAttrs,
+    inputs: &[Option<&Tensor>],
+    x_blocked: bool,
+) -> Result<Vec<usize>> {
+    let (x, w) = (input(inputs, 0, "X")?, input(inputs, 1, "W")?);
+    let xs = match x_blocked {
+        true => blocked::logical_shape(x.shape()),
+        false => x.shape().to_vec(),
+    };
+    let bs = inputs.get(2).copied().flatten().map(Tensor::shape);
+    crate::ir::infer::conv_output_shape(&xs, w.shape(), bs, attrs)
 }
 
 /// [`eval_with`] on X through `affine` ([`conv_f32_affine`]): X in planes, output in planes.
@@ -802,9 +874,18 @@ pub(super) fn im2col_path(
     let mut out = vec![f32::NAN; p.out_shape.iter().product()];
     with_weights(None, cols, Source::Direct(w, p.group), |ws| {
         // SAFETY: im2col_gemm writes floats only.
-        im2col_gemm(p, x, ws, bias, act, None, unsafe {
-            uninit::of_init(&mut out)
-        })
+        im2col_gemm(
+            p,
+            x,
+            ws,
+            bias,
+            Finish {
+                residual: None,
+                act,
+            },
+            None,
+            unsafe { uninit::of_init(&mut out) },
+        )
     });
     out
 }
@@ -814,10 +895,13 @@ fn im2col_gemm(
     x: &[f32],
     weights: Weights,
     bias: Option<&[f32]>,
-    act: Activation,
+    fin: Finish,
     affine: Option<&InputAffine>,
     out: &mut [MaybeUninit<f32>],
 ) {
+    let act = fin.act;
+    // A residual only in the ordinary orientation's tiles (`conv_f32_io` decides).
+    assert!(fin.residual.is_none() || (matches!(weights, Weights::Rows(_)) && !gemv_applies(p)));
     let (cg, mg) = (p.cg(), p.mg());
     let (in_plane, out_plane) = (p.in_plane(), p.out_plane());
     let kdim = cg * p.k_plane();
@@ -839,6 +923,7 @@ fn im2col_gemm(
                 let x = &x[(n * p.c + g * cg)..][..cg];
                 let epi = Epilogue {
                     bias: bias.map(|b| &b[g * mg..(g + 1) * mg]),
+                    residual: None,
                     act,
                 };
                 // SAFETY: gemv_applies checked the CPU; batch n's channels g * mg.. are
@@ -860,8 +945,10 @@ fn im2col_gemm(
         let base = (n * p.c + g * cg) * in_plane;
         &x[base..base + cg * in_plane]
     };
-    let epi_of = |g: usize| Epilogue {
+    // The epilogue of the call whose C starts at output offset `at` (group g's rows).
+    let epi_of = |g: usize, at: usize| Epilogue {
         bias: bias.map(|b| &b[g * mg..(g + 1) * mg]),
+        residual: fin.residual.map(|r| &r[at..]),
         act,
     };
     // SAFETY (both calls below): a call writes rows `panels` of group g of batch n, columns
@@ -869,16 +956,14 @@ fn im2col_gemm(
     // so they write disjoint elements, all inside `out` (n < N, channel < M, column <
     // out_plane).
     let run = |n: usize, g: usize, p0: usize, len: usize, panels, blocks, b: &[f32]| unsafe {
-        let c = outp.get().add((n * p.m + g * mg) * out_plane + p0);
+        let at = (n * p.m + g * mg) * out_plane + p0;
+        let (c, epi) = (outp.get().add(at), epi_of(g, at));
         match weights {
             Weights::Rows(a) => {
-                let epi = epi_of(g);
                 sgemm::gemm_packed_blocks(kernel, &a[g], panels, blocks, b, len, c, out_plane, &epi)
             }
             // Every K block per call (`blocks` is always all of them here).
-            Weights::Cols(a) => {
-                sgemm::gemm_cols(kernel, &a[g], panels, b, len, c, out_plane, &epi_of(g))
-            }
+            Weights::Cols(a) => sgemm::gemm_cols(kernel, &a[g], panels, b, len, c, out_plane, &epi),
         }
     };
     // The weights' panels: 8 rows each (Rows) or 32 (Cols).
@@ -1436,8 +1521,30 @@ mod tests {
             // SAFETY: im2col_gemm writes floats only.
             unsafe {
                 let (c, r) = (uninit::of_init(&mut cols), uninit::of_init(&mut rows));
-                im2col_gemm(&p, xd, Weights::Cols(&wc), b.as_slice(), act, None, c);
-                im2col_gemm(&p, xd, Weights::Rows(&wr), b.as_slice(), act, None, r);
+                im2col_gemm(
+                    &p,
+                    xd,
+                    Weights::Cols(&wc),
+                    b.as_slice(),
+                    Finish {
+                        residual: None,
+                        act,
+                    },
+                    None,
+                    c,
+                );
+                im2col_gemm(
+                    &p,
+                    xd,
+                    Weights::Rows(&wr),
+                    b.as_slice(),
+                    Finish {
+                        residual: None,
+                        act,
+                    },
+                    None,
+                    r,
+                );
             }
             assert!(
                 cols.iter()

@@ -432,6 +432,13 @@ fn binary(op: BinaryOp, k: usize, clamp: Bounds, d: &mut [f32], o: &Other) {
     }
 }
 
+/// `d = act(d + r)` elementwise, `r` as long as `d`: the in-place Add's loop, for a residual
+/// a conv path adds after its output is written (`conv::Finish`).
+pub fn add_in_place(d: &mut [f32], r: &[f32], act: Activation) {
+    assert_eq!(d.len(), r.len(), "add_in_place: lengths differ");
+    binary(BinaryOp::Add, 0, Bounds::of(act), d, &Other::Same(r));
+}
+
 /// `d[i] = f(d[i], other's element for i)` in `par`'s fixed chunks. Each chunk loop works
 /// on a local copy of `f`, so its captures are not reloaded per element (as `map_scalar`).
 fn combine(d: &mut [f32], o: &Other, f: impl Fn(f32, f32) -> f32 + Sync + Copy) {

@@ -93,6 +93,7 @@ pub unsafe fn gemm_cols(
 ) {
     let (m, k) = (a.m, a.k);
     super::check_call((m, k), panels.end <= a.panels(), b, n, epi);
+    assert!(epi.residual.is_none(), "gemm_cols: no residual");
     for q in panels {
         let r0 = q * NR;
         let rows = NR.min(m - r0);
@@ -110,6 +111,7 @@ pub unsafe fn gemm_cols(
                 accumulate: false,
                 epilogue: Some(TileEpilogue {
                     bias: epi.bias.map(|b| &b[r0..r0 + rows]),
+                    residual: std::ptr::null(),
                     act: epi.act,
                 }),
                 next_a: std::ptr::null(),

@@ -34,6 +34,7 @@ pub fn gemv_available(kernel: Kernel) -> bool {
 pub unsafe fn gemv_packed(a: &PackedA, x: &[f32], c: *mut f32, epi: &Epilogue) {
     assert!(x.len() >= a.k(), "gemv: x is too short");
     assert!(epi.bias.is_none_or(|b| b.len() >= a.m()));
+    assert!(epi.residual.is_none(), "gemv: no residual");
     #[cfg(target_arch = "x86_64")]
     imp::gemv(a, x, c, epi);
     #[cfg(not(target_arch = "x86_64"))]

@@ -137,11 +137,16 @@ mod imp {
             return store_transposed(t, &mut all, (m0, m1), c, ldc);
         }
         if let Some(e) = &t.epilogue {
+            let residual = (!e.residual.is_null()).then_some(e.residual);
             for (i, row) in acc.iter_mut().enumerate().take(rows) {
                 let bv = e.bias.map(|bias| _mm512_set1_ps(bias[i]));
-                for x in row.iter_mut() {
+                for (v, x) in row.iter_mut().enumerate() {
                     if let Some(bv) = bv {
                         *x = _mm512_add_ps(*x, bv);
+                    }
+                    if let Some(r) = residual {
+                        let rv = _mm512_maskz_loadu_ps(masks[v], r.add(i * ldc + 16 * v));
+                        *x = _mm512_add_ps(*x, rv);
                     }
                     *x = clamp(*x, e.act);
                 }

@@ -1,6 +1,6 @@
 //! Our own packed single-precision GEMM, built for convolutions: `C = A * B`, then
-//! `+ bias[row]` and an optional clamp (Relu, Clip), with A (the weights) packed once and
-//! reused across calls.
+//! `+ bias[row]`, `+ R` (a residual laid out as C: a fused Add) and an optional clamp
+//! (Relu, Clip), with A (the weights) packed once and reused across calls.
 //!
 //! Layout: A (`m x k`) is packed into panels of [`MR`] rows, each panel `k x MR` contiguous
 //! (row `i` of the panel is column `i` of the `k`-th step); B (`k x n`) into panels of
@@ -82,11 +82,17 @@ impl Activation {
 }
 
 /// What the last K block does before storing: `+ bias[row]` (when given; no `+ 0.0`
-/// otherwise, which would turn -0.0 into +0.0) then the activation.
+/// otherwise, which would turn -0.0 into +0.0), then `+ residual` (when given), then the
+/// activation: the bits of a Conv, an Add of its output and the residual, and a Relu or
+/// Clip, run one after the other.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Epilogue<'a> {
     /// One value per row of A (the rows of the whole `PackedA`, not of a panel range).
     pub bias: Option<&'a [f32]>,
+    /// A matrix laid out as C: element `(row, col)` at `residual[row * ldc + col]`, the
+    /// offset of C's element from the `c` a call is given. [`gemm_packed_blocks`] only
+    /// ([`gemm_cols`] and [`gemv_packed`] refuse it).
+    pub residual: Option<&'a [f32]>,
     pub act: Activation,
 }
 
@@ -215,6 +221,14 @@ pub unsafe fn gemm_packed_blocks(
 ) {
     let (m, k) = (a.m(), a.k());
     check_call((m, k), panels.end <= a.panels(), b, n, epi);
+    check_residual(epi, m.min(panels.end * MR), n, ldc);
+    // The AVX-512 kernel adds the residual in registers; the others store the tile with
+    // bias only and `add_residual` finishes it while it is in L1.
+    let native = kernel == Kernel::Avx512;
+    let tile_act = match (epi.residual, native) {
+        (Some(_), false) => Activation::NONE,
+        _ => epi.act,
+    };
     let nq = b_panels(n);
     let n_kb = k.div_ceil(KC_MAX).max(1);
     let chosen = k_blocks(k).enumerate().skip(blocks.start);
@@ -233,19 +247,25 @@ pub unsafe fn gemm_packed_blocks(
             let cols = cols_of(q);
             let bq = b.as_ptr().add((q * k + k0) * NR);
             for j in cols - single(cols)..cols {
-                let epi = last.then_some(column_avx2::ColumnEpilogue {
+                let col_epi = last.then_some(column_avx2::ColumnEpilogue {
                     bias: epi.bias,
-                    act: epi.act,
+                    act: tile_act,
                 });
+                let cj = c.add(q * NR + j);
                 columns(
                     kc,
                     (a, k0),
                     panels.clone(),
                     bq.add(j),
-                    (c.add(q * NR + j), ldc),
+                    (cj, ldc),
                     kb > 0,
-                    epi.as_ref(),
+                    col_epi.as_ref(),
                 );
+                if let (Some(r), true) = (epi.residual, last) {
+                    let rows = panels.start * MR..m.min(panels.end * MR);
+                    let r = r.as_ptr().add(q * NR + j);
+                    add_residual((cj, r, ldc), rows, 0..1, epi.act);
+                }
             }
         }
         // The A block after panel p's: the next panel's for this K block, or the first
@@ -282,13 +302,41 @@ pub unsafe fn gemm_packed_blocks(
                     accumulate: kb > 0,
                     epilogue: last.then(|| TileEpilogue {
                         bias: epi.bias.map(|b| &b[r0..r0 + rows]),
-                        act: epi.act,
+                        residual: match (epi.residual, native) {
+                            (Some(r), true) => r.as_ptr().add(r0 * ldc + q * NR),
+                            _ => std::ptr::null(),
+                        },
+                        act: tile_act,
                     }),
                     next_a,
                 };
                 let bq = b.as_ptr().add((q * k + k0) * NR);
-                kernel.tile(&tile, ap, bq, c.add(r0 * ldc + q * NR), ldc);
+                let ct = c.add(r0 * ldc + q * NR);
+                kernel.tile(&tile, ap, bq, ct, ldc);
+                if let (Some(r), true, false) = (epi.residual, last, native) {
+                    let r = r.as_ptr().add(r0 * ldc + q * NR);
+                    add_residual((ct, r, ldc), 0..rows, 0..cols, epi.act);
+                }
             }
+        }
+    }
+}
+
+/// `C = act(C + R)` over the rows and columns given (C and R `ldc` apart per row): the
+/// epilogue's residual for the kernels that store a tile without it.
+///
+/// # Safety
+/// `c` and `r` valid for those elements, C's untouched by other threads.
+unsafe fn add_residual(
+    (c, r, ldc): (*mut f32, *const f32, usize),
+    rows: Range<usize>,
+    cols: Range<usize>,
+    act: Activation,
+) {
+    for i in rows {
+        for j in cols.clone() {
+            let at = i * ldc + j;
+            *c.add(at) = act.apply(*c.add(at) + *r.add(at));
         }
     }
 }
@@ -342,6 +390,17 @@ fn check_call((m, k): (usize, usize), panels_fit: bool, b: &[f32], n: usize, epi
     }
 }
 
+/// The check `gemm_packed_blocks` makes of a residual: it covers C's elements of the
+/// rows up to `rows_end` (row stride `ldc`, columns `0..n`).
+fn check_residual(epi: &Epilogue, rows_end: usize, n: usize, ldc: usize) {
+    if let (Some(r), true) = (epi.residual, rows_end > 0 && n > 0) {
+        assert!(
+            r.len() >= (rows_end - 1) * ldc + n,
+            "sgemm: residual is too short"
+        );
+    }
+}
+
 /// One micro-kernel call: `kc` steps over an `MR x NR` tile of which `rows x cols` are stored.
 pub(crate) struct Tile<'a> {
     kc: usize,
@@ -365,6 +424,9 @@ pub(crate) struct Tile<'a> {
 pub(crate) struct TileEpilogue<'a> {
     /// `rows` values (`cols` when transposed), when there is a bias.
     bias: Option<&'a [f32]>,
+    /// The AVX-512 kernel only, untransposed: the residual's element for the tile's
+    /// `(0, 0)`, its rows `ldc` apart as C's; null when there is none.
+    residual: *const f32,
     act: Activation,
 }
 

@@ -104,7 +104,11 @@ fn epilogues_match_naive() {
     for kernel in kernels() {
         for act in acts {
             for bias in [None, Some(&bias[..])] {
-                let epi = Epilogue { bias, act };
+                let epi = Epilogue {
+                    bias,
+                    act,
+                    residual: None,
+                };
                 for (m, n, k) in [(1, 1, 1), (9, 33, 7), (31, 100, 300), (100, 65, 513)] {
                     check(kernel, m, n, k, &epi);
                 }
@@ -121,6 +125,7 @@ fn empty_k_writes_bias() {
         let epi = Epilogue {
             bias: Some(&bias),
             act: Activation::RELU,
+            residual: None,
         };
         sgemm_with(kernel, 3, 4, 0, &[], 0, &[], 4, &mut c, 4, &epi);
         assert_eq!(c, [[1.0f32; 4], [0.0; 4], [3.0; 4]].concat());
@@ -135,6 +140,7 @@ fn relu_keeps_nan_like_the_relu_kernel() {
         let epi = Epilogue {
             bias: None,
             act: Activation::RELU,
+            residual: None,
         };
         sgemm_with(
             kernel,
@@ -163,6 +169,7 @@ fn same_bits_for_any_thread_count() {
     let epi = Epilogue {
         bias: Some(&bias),
         act: Activation::RELU,
+        residual: None,
     };
     for kernel in kernels() {
         let run = |t| {
@@ -225,6 +232,7 @@ fn transposed_orientation_gives_the_same_bits() {
                 Epilogue {
                     bias: Some(&bias),
                     act,
+                    residual: None,
                 },
             ] {
                 let (mut rows, mut cols) = (vec![f32::NAN; m * ldc], vec![f32::NAN; m * ldc]);
@@ -300,6 +308,7 @@ fn fma_kernels_give_the_bits_of_an_fma_chain() {
             let epi = Epilogue {
                 bias: Some(&bias),
                 act,
+                residual: None,
             };
             let want: Vec<u32> = (0..m * n)
                 .map(|ij| {
@@ -375,6 +384,7 @@ fn gemv_gives_the_bits_of_gemm_packed() {
             Epilogue {
                 bias: Some(&bias),
                 act,
+                residual: None,
             },
         ] {
             let want: Vec<u32> = (0..m)
@@ -425,6 +435,7 @@ fn block_by_block_gives_the_bits_of_one_call() {
             let epi = Epilogue {
                 bias: Some(&bias),
                 act,
+                residual: None,
             };
             let mut pb = vec![0f32; packed_b_len(k, n)];
             pack_b(k, n, &b, n, &mut pb);
@@ -444,6 +455,72 @@ fn block_by_block_gives_the_bits_of_one_call() {
             }
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&split), bits(&whole), "{kernel:?} m={m} n={n} k={k}");
+        }
+    }
+}
+
+/// A residual in the epilogue gives the bits of the product with bias, then a separate
+/// `C + R`, then the clamp (a Conv, an Add and a Relu run one after the other): every
+/// kernel (the AVX-512 one in registers, the others by `add_residual`), K of one to three
+/// blocks, edges in both dimensions (the AVX2 kernel's single columns: 49 and 17 columns,
+/// 9 panels), C and R rows wider than `n`, the panels cut over two calls.
+#[test]
+fn residual_gives_the_bits_of_a_separate_add() {
+    let act = Activation {
+        lo: Some(-0.5),
+        hi: Some(0.75),
+    };
+    for kernel in kernels() {
+        for (m, n, k) in [
+            (70, 49, 600),
+            (13, 196, 256),
+            (24, 5, 513),
+            (9, 40, 7),
+            (72, 17, 64),
+        ] {
+            let (a, b, bias) = (data(m * k, 50), data(k * n, 51), data(m, 52));
+            let ldc = n + 3;
+            let r = data(m * ldc, 53);
+            let mut pb = vec![0f32; packed_b_len(k, n)];
+            pack_b(k, n, &b, n, &mut pb);
+            let pa = PackedA::pack(m, k, &a, k);
+            let panels = pa.panels();
+            let plain = Epilogue {
+                bias: Some(&bias),
+                residual: None,
+                act: Activation::NONE,
+            };
+            let fused = Epilogue {
+                residual: Some(&r),
+                act,
+                ..plain
+            };
+            let (mut want, mut got) = (vec![f32::NAN; m * ldc], vec![f32::NAN; m * ldc]);
+            let cut = panels / 2;
+            // SAFETY: both C buffers hold m rows of ldc floats, R as many.
+            unsafe {
+                gemm_packed(
+                    kernel,
+                    &pa,
+                    0..panels,
+                    &pb,
+                    n,
+                    want.as_mut_ptr(),
+                    ldc,
+                    &plain,
+                );
+                for range in [0..cut, cut..panels] {
+                    gemm_packed(kernel, &pa, range, &pb, n, got.as_mut_ptr(), ldc, &fused);
+                }
+            }
+            for i in 0..m {
+                for j in 0..n {
+                    let at = i * ldc + j;
+                    want[at] = act.apply(want[at] + r[at]);
+                }
+            }
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{kernel:?} m={m} n={n} k={k}");
         }
     }
 }
