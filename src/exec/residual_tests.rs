@@ -83,9 +83,11 @@ fn run_both(g: &Graph, inputs: HashMap<String, Tensor>) -> (Vec<u32>, Vec<u32>) 
     (bits(fused), bits(unfused))
 }
 
+/// 40 channels: every conv on the patch path, which takes a residual (on CPUs with AVX2 or
+/// AVX-512; the portable kernel's transposed orientation does not).
 #[test]
 fn folds_an_add_into_the_later_conv_whose_residual_is_ready() {
-    let p = Prepared::new(&stage(5));
+    let p = Prepared::new(&stage(40));
     let chosen: Vec<ResidualAdd> = p.residual.iter().flatten().copied().collect();
     let want = [
         ResidualAdd {
@@ -106,12 +108,12 @@ fn folds_an_add_into_the_later_conv_whose_residual_is_ready() {
     assert!(p.forward[5]);
 }
 
-/// The fused run gives the bits of the unfused one (every node its own kernel): 5 channels
-/// (the convs on the patch path, which adds the residual as it stores its tiles) and 16
-/// (the 3x3 convs on `conv_lanes` on AVX2 and AVX-512 CPUs, which add it in a pass after).
+/// The fused run gives the bits of the unfused one (every node its own kernel): 40 channels
+/// (both Adds fused) and 5 (the 1x1 shortcut on `conv_direct` on AVX2 CPUs, so add1 runs
+/// apart; add2 fused).
 #[test]
 fn fused_residual_adds_give_the_bits_of_separate_adds() {
-    for c in [5, 16] {
+    for c in [40, 5] {
         let g = stage(c);
         let x = values(&[1, c, 6, 6], 9, 2.0);
         let (fused, unfused) = run_both(&g, HashMap::from([("x".to_string(), x)]));

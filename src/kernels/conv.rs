@@ -204,8 +204,8 @@ pub struct Finish<'a> {
 /// the layout it is in. A path that
 /// reads planes only gets a blocked input converted first. Either way the same bits.
 /// `fin`'s residual, when given, must hold as many floats as the output; the patch path
-/// adds it as its tiles are stored (`Epilogue::residual`), the others in a pass after, and
-/// the output is then in planes.
+/// adds it as its tiles are stored (`Epilogue::residual`, [`residual_native`]), the others
+/// in a pass after, and the output is then in planes.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_f32_io(
     x: &ArrayD<f32>,
@@ -258,13 +258,17 @@ pub fn conv_f32_io(
     }
     let planes = lin == Layout::Planes && lout == Layout::Planes && out_len > 0;
     let route = planes.then(|| route(&p));
-    // The patch path adds a residual as it stores its tiles, unless it runs as
-    // matrix-vector products or transposed; anything else adds it after, in one pass.
-    let in_epilogue =
-        matches!(route, Some(Route::Patches)) && !gemv_applies(&p) && !prefer_cols(&p);
+    // The patch path adds a residual as it stores its tiles (`residual_native`); anything
+    // else adds it after, in one pass.
+    let in_epilogue = planes && residual_native(&p);
     let (act, after) = match fin.residual {
         Some(r) if !in_epilogue => (Activation::NONE, Some(r)),
         _ => (fin.act, None),
+    };
+    // What the patch path applies as it stores.
+    let fin_now = Finish {
+        residual: fin.residual.filter(|_| in_epilogue),
+        act,
     };
     let x = x.as_standard_layout();
     let xd = x.as_slice().expect("standard layout");
@@ -316,13 +320,7 @@ pub fn conv_f32_io(
                     |ws| winograd::conv(&p, xd, ws, bias, act, &mut out),
                 );
             }
-            Route::Patches => {
-                let fin = Finish {
-                    residual: fin.residual.filter(|_| in_epilogue),
-                    act,
-                };
-                patches(&p, xd, w, prepared, bias, fin, None, &mut out)
-            }
+            Route::Patches => patches(&p, xd, w, prepared, bias, fin_now, None, &mut out),
         }
     }
     // SAFETY: every path above writes every output float (or there are none: an empty
@@ -336,6 +334,24 @@ pub fn conv_f32_io(
         Layout::Blocked => blocked::blocked_shape(&p.out_shape),
     };
     Ok((ArrayD::from_shape_vec(IxDyn(&shape), out)?, lout))
+}
+
+/// Whether a conv on planes adds a residual as it stores its output (the patch path in the
+/// ordinary orientation, not as matrix-vector products): where a fused Add pays. Elsewhere
+/// the pass after costs what the Add did (or more: ResNet-18's Adds after Winograd took
+/// 0.01-0.07 ms apart, and its output transform with the residual added 0.05-0.1 ms).
+fn residual_native(p: &Plan) -> bool {
+    p.out_plane() > 0
+        && p.m > 0
+        && matches!(route(p), Route::Patches)
+        && !gemv_applies(p)
+        && !prefer_cols(p)
+}
+
+/// [`residual_native`] for a conv of these shapes on X and W in planes (the plan's
+/// question, `exec/residual.rs`); `false` for shapes the conv refuses.
+pub fn residual_applies(xs: &[usize], ws: &[usize], attrs: &ConvAttrs) -> bool {
+    plan(xs, ws, None, attrs).is_ok_and(|p| residual_native(&p))
 }
 
 /// The kernel that runs a conv whose input and output are in planes.
@@ -1594,6 +1610,80 @@ mod tests {
         let (x, w) = (data(&[1, 3, 6, 6], 2), data(&[5, 3, 3, 3], 3));
         let got = conv_f32_with(&x, &w, None, &a, Some(&other), Activation::NONE).unwrap();
         assert_eq!(got, conv_f32(&x, &w, None, &a).unwrap());
+    }
+
+    /// A residual gives the bits of the conv, then a separate `+ r`, then the clamp, on every
+    /// path: the patch path (in its tiles, `residual_native`; also split over M panels), and
+    /// the depthwise, `conv_lanes`, `conv_direct` and Winograd paths (in a pass after), with
+    /// X in planes or blocked.
+    #[test]
+    fn residual_on_every_path_gives_the_bits_of_a_separate_add() {
+        let cases = [
+            (
+                [1, 5, 30, 30],
+                [7, 5, 3, 3],
+                1,
+                Padding::SameUpper,
+                Some(true),
+            ),
+            ([1, 40, 7, 7], [48, 40, 1, 1], 1, Padding::Valid, Some(true)),
+            ([2, 8, 9, 9], [8, 1, 3, 3], 8, Padding::SameUpper, None),
+            ([1, 16, 12, 12], [16, 16, 3, 3], 1, Padding::SameUpper, None),
+            ([1, 3, 20, 20], [16, 3, 3, 3], 1, Padding::SameUpper, None),
+            (
+                [1, 64, 10, 10],
+                [32, 64, 3, 3],
+                1,
+                Padding::SameUpper,
+                Some(false),
+            ),
+        ];
+        let act = Activation {
+            lo: Some(-0.1),
+            hi: Some(0.4),
+        };
+        let bits = |t: &ArrayD<f32>| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for (xs, ws, g, pad, native) in cases {
+            let (x, w, b) = (data(&xs, 31), data(&ws, 32), data(&[ws[0]], 33));
+            let a = attrs(g, vec![], vec![], pad);
+            let plain = conv_f32(&x, &w, Some(&b), &a).unwrap();
+            let r = data(plain.shape(), 34);
+            let want = ndarray::Zip::from(&plain)
+                .and(&r)
+                .map_collect(|&y, &r| act.apply(y + r));
+            let p = plan(&xs, &ws, None, &a).unwrap();
+            if let Some(native) = native {
+                // Where the path is known on every CPU with AVX2 (not so for the others).
+                if Kernel::detect() != Kernel::Portable {
+                    assert_eq!(residual_native(&p), native, "{ws:?}");
+                }
+            }
+            let fin = Finish {
+                residual: r.as_slice(),
+                act,
+            };
+            let prep = prepare(&a, &Tensor::F32(w.clone()));
+            for lin in [Layout::Planes, Layout::Blocked] {
+                if lin == Layout::Blocked && !blocked::blockable(&xs) {
+                    continue;
+                }
+                let xin = match lin {
+                    Layout::Planes => x.clone(),
+                    Layout::Blocked => blocked::to_blocked(&x),
+                };
+                for want_out in [Layout::Planes, Layout::Blocked] {
+                    let (y, lout) =
+                        conv_f32_io(&xin, lin, &w, Some(&b), &a, prep.as_ref(), fin, want_out)
+                            .unwrap();
+                    assert_eq!(
+                        lout,
+                        Layout::Planes,
+                        "{ws:?}: a residual's output is planes"
+                    );
+                    assert_eq!(bits(&y), bits(&want), "{ws:?} {lin:?} {want_out:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -90,6 +90,16 @@ mod imp {
                 }
             }
         }
+        // The residual's rows, far apart (a plane each) and read only once the sums are
+        // done: fetched now, so that they arrive while the K loop runs.
+        if let Some(e) = t.epilogue.as_ref().filter(|e| !e.residual.is_null()) {
+            for i in 0..rows {
+                for v in 0..V {
+                    let r = e.residual.wrapping_add(i * ldc + 16 * v);
+                    _mm_prefetch::<_MM_HINT_T0>(r.cast());
+                }
+            }
+        }
         let (mut a, mut b) = (a, b);
         // A macro, not a closure: a closure does not inherit `target_feature`, and its
         // intrinsics would then be calls (40x slower).
