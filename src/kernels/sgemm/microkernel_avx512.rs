@@ -100,6 +100,18 @@ mod imp {
                 }
             }
         }
+        // C's lines, when the tile only writes them (no earlier K block to reload): asked
+        // for in the exclusive state now, so that the stores at the end do not wait for
+        // them (a fresh output buffer is rarely cached). Paired medians of 4 alternating
+        // rounds, 1 thread: DenseNet 0.978, EfficientNet 0.974, MobileNet v2 0.98-0.99,
+        // ResNet-50 0.993, ResNet-18 1.000, SqueezeNet 1.002, GoogLeNet 1.011.
+        if !t.accumulate && !t.transposed {
+            for i in 0..rows {
+                for v in 0..V {
+                    _mm_prefetch::<_MM_HINT_ET0>(c.wrapping_add(i * ldc + 16 * v).cast());
+                }
+            }
+        }
         let (mut a, mut b) = (a, b);
         // A macro, not a closure: a closure does not inherit `target_feature`, and its
         // intrinsics would then be calls (40x slower).
