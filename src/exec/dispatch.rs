@@ -350,10 +350,7 @@ impl Runner<'_> {
             .iter()
             .map(|s| s.and_then(|s| slots[s].get()))
             .collect();
-        let clamp = match prep.point[bn] {
-            Some(Fused::Clamp(a)) => a,
-            _ => Activation::NONE,
-        };
+        let clamp = clamp_of(prep.point[bn]);
         let epsilon = match self.graph.nodes[bn].op {
             Op::BatchNorm { epsilon } => epsilon,
             _ => unreachable!("input_affine names BatchNorm nodes"),
@@ -364,9 +361,7 @@ impl Runner<'_> {
         let act = f.act.unwrap_or_default();
         kernels::conv::eval_affine(attrs, conv, act, &affine, &conv_ins)
     }
-}
 
-impl Runner<'_> {
     /// A Conv that runs the Add `f.residual` (skipped in this run): its output plus the
     /// Add's other input, then the Add's clamp, in planes. Where that input is not an f32
     /// value of the output's shape after all (shapes analyzed with symbolic dims as 1), the
@@ -380,10 +375,7 @@ impl Runner<'_> {
     ) -> Result<Tensor> {
         let r = f.residual.expect("a Conv with a residual");
         let point = self.plan.prepared.point[r.add];
-        let act = match point {
-            Some(Fused::Clamp(a)) => a,
-            _ => Activation::NONE,
-        };
+        let act = clamp_of(point);
         let residual = self.plan.node_inputs[r.add][1 - r.k]
             .and_then(|s| slots[s].get())
             .ok_or_else(|| anyhow!("the Add's other input is missing"))?;
@@ -408,6 +400,14 @@ impl Runner<'_> {
                 .pop()
                 .ok_or_else(|| anyhow!("Add gave no output")),
         }
+    }
+}
+
+/// The clamp a fused pass applies (none but for `Fused::Clamp`).
+fn clamp_of(point: Option<Fused>) -> Activation {
+    match point {
+        Some(Fused::Clamp(a)) => a,
+        _ => Activation::NONE,
     }
 }
 
