@@ -46,11 +46,15 @@ const MAX_PADDED: usize = 114 * 114;
 /// Whether this path takes `p`: 2-D convs, grouped (not depthwise) or ungrouped where that
 /// pays, whose groups have a multiple of 8 output channels, column stride 1 or 2, on a CPU
 /// whose sgemm kernel is AVX2; on one whose sgemm kernel is AVX-512, groups of a multiple of
-/// 16 output channels ([`wide`]) as [`wide_pays`] says.
+/// 16 output channels ([`wide`]) as [`wide_pays`] says, and the others where
+/// [`narrow_pays`] says (on the AVX2 chunk).
 pub(super) fn applies(p: &Plan, blocked: bool) -> bool {
     let takes = match Kernel::detect() {
         Kernel::Avx2 => p.group > 1 || ungrouped_pays(p) || (blocked && blocked_pays(p)),
-        Kernel::Avx512 => wide(p) && wide_pays(p, blocked),
+        Kernel::Avx512 => match wide(p) {
+            true => wide_pays(p, blocked),
+            false => narrow_pays(p, blocked),
+        },
         Kernel::Portable => false,
     };
     takes
@@ -114,6 +118,19 @@ fn wide(p: &Plan) -> bool {
 /// rounds of `bench`, paired medians.)
 fn wide_pays(p: &Plan, blocked: bool) -> bool {
     p.group > 1 || ungrouped_pays(p) || (blocked && blocked_pays(p) && p.m <= p.c)
+}
+
+/// Which convs the wide chunk cannot take (output channels a multiple of 8 but not of 16
+/// per group) the AVX2 chunk takes on an AVX-512 CPU: 1x1 convs on a blocked input with at
+/// most half as many output channels as input channels. Otherwise the conv converts its
+/// whole input to planes first, which for such a projection costs more than the product:
+/// EfficientNet-B0's 144 -> 24 on 56x56 (with its residual Add) took 0.50 ms in the net
+/// against 0.29 here (per-node profile, one thread), and its 96 -> 24, 144 -> 40 and
+/// 240 -> 40 come here too; MobileNet v2's 144 -> 24 then reads its depthwise conv's output
+/// blocked. Not square ones: ShuffleNet v2's 232 -> 232 on 7x7 took the net 1.025x as long
+/// (paired medians of 6 alternating rounds).
+fn narrow_pays(p: &Plan, blocked: bool) -> bool {
+    blocked && blocked_pays(p) && 2 * p.m <= p.c
 }
 
 /// Extent of spatial axis `i` once padded: enough for every tap of every output.
@@ -713,8 +730,8 @@ mod tests {
         }
     }
 
-    /// Whether this CPU runs the path: AVX2 (every conv the path takes) or AVX-512 (grouped
-    /// ones with multiples of 16 channels per group, on the wide chunk).
+    /// Whether this CPU runs the path: AVX2 (every conv the path takes) or AVX-512 (on the
+    /// wide chunk, or on the AVX2 one where `narrow_pays`).
     fn path_runs() -> Option<Kernel> {
         let k = Kernel::detect();
         matches!(k, Kernel::Avx2 | Kernel::Avx512).then_some(k)
@@ -737,9 +754,9 @@ mod tests {
         // Grouped (on AVX-512, the wide chunk takes those of 16, 32 and 48 channels a group:
         // passes of 1, 2, and 2 + 1 wide vectors; 200 input channels a group reduce a 3x3 in
         // blocks, 528 a 1x1), then ungrouped (passes of 2, 3 + 2, 1 vectors; 3x3 or larger,
-        // and the 1x1 48 -> 24 and 528 -> 16 a blocked input brings here, the latter reduced
-        // in two blocks of 264 channels; 50 channels: a 3x3 reduction in blocks of 17, 17 and
-        // 16).
+        // and the 1x1 48 -> 24, 80 -> 40 and 528 -> 16 a blocked input brings here, the
+        // first two on the AVX2 chunk on AVX-512 CPUs too, the last reduced in two blocks of
+        // 264 channels; 50 channels: a 3x3 reduction in blocks of 17, 17 and 16).
         let shapes = [
             (3, 16, 16),
             (2, 4, 8),
@@ -753,6 +770,7 @@ mod tests {
             (1, 3, 8),
             (1, 50, 16),
             (1, 48, 24),
+            (1, 80, 40),
             (1, 528, 16),
         ];
         let (mut blocked, mut blocked_1x1) = (0, 0);
@@ -772,7 +790,7 @@ mod tests {
                             continue;
                         };
                         if !applies(&p, false) && !applies(&p, true) {
-                            continue; // Not on this CPU (AVX-512: ungrouped, or 8 a group).
+                            continue; // Not on this CPU (AVX-512: 8 a group, or most ungrouped).
                         }
                         run(&xs, &ws, &a, acts[checked % 3], checked as u64);
                         let split = usize::from(super::block_channels(&p) < cg);
@@ -800,6 +818,28 @@ mod tests {
         // Two bands of positions (more than `BAND`) in one task's part; a 5x5 kernel.
         let a = conv_attrs(2, &[1, 1], &[], &[2, 2, 2, 2]);
         run(&[1, 32, 20, 20], &[64, 16, 5, 5], &a, Activation::RELU, 7);
+    }
+
+    /// On AVX-512 CPUs, the projections the wide chunk cannot take (24 or 40 output
+    /// channels) run on the AVX2 chunk when their input is blocked, and only then; square
+    /// 1x1 convs of such widths and inputs in planes stay on the sgemm.
+    #[test]
+    fn narrow_projections_on_avx512() {
+        if path_runs() != Some(Kernel::Avx512) {
+            return; // The rule is AVX-512's; on AVX2 the chunk takes every blocked 1x1.
+        }
+        let a = conv_attrs(1, &[1, 1], &[], &[0, 0, 0, 0]);
+        let takes = |c: usize, m: usize, blocked: bool| {
+            let p = plan(&[1, c, 56, 56], &[m, c, 1, 1], None, &a).unwrap();
+            applies(&p, blocked)
+        };
+        assert!(takes(144, 24, true) && takes(96, 24, true) && takes(240, 40, true));
+        assert!(!takes(144, 24, false), "input in planes");
+        assert!(
+            !takes(232, 232, true) && !takes(40, 24, true),
+            "not narrowing by half"
+        );
+        assert!(takes(144, 32, true), "wide, as before");
     }
 
     const PLANES: (Layout, Layout) = (Layout::Planes, Layout::Planes);
