@@ -107,18 +107,29 @@ fn wide(p: &Plan) -> bool {
 }
 
 /// Which convs the AVX-512 chunk takes: those the AVX2 chunk takes but for widening 1x1
-/// convs on a blocked input. Grouped (RegNet's 3x3 convs of 16 channels a group, which
-/// `conv_direct`'s AVX-512 kernel and im2col ran at 1.5-2.5x onnxruntime's time): RegNet-X
-/// 400MF 0.835 of the time. Ungrouped where `ungrouped_pays` (strided, few channels),
-/// against the AVX-512 im2col: DenseNet-121 0.93, ResNet-50 0.97, the others 0.997-1.004;
-/// single convs 16 -> 64 3x3 on 55x55 0.92, 128 -> 128 3x3 stride 2 on 56x56 0.97. 1x1
-/// convs on a blocked input with no more output than input channels: RegNet 0.92,
-/// GoogLeNet 0.97, MobileNet v2 0.98, the others 0.99-1.01 (with the widening ones too,
-/// EfficientNet-B0 took 1.055x as long: its depthwise convs after them slowed). (Alternating
-/// rounds of `bench`, paired medians.)
+/// convs on a blocked input of more than [`MAX_WIDENING_INPUTS`] channels. Grouped (RegNet's
+/// 3x3 convs of 16 channels a group, which `conv_direct`'s AVX-512 kernel and im2col ran at
+/// 1.5-2.5x onnxruntime's time): RegNet-X 400MF 0.835 of the time. Ungrouped where
+/// `ungrouped_pays` (strided, few channels), against the AVX-512 im2col: DenseNet-121 0.93,
+/// ResNet-50 0.97, the others 0.997-1.004; single convs 16 -> 64 3x3 on 55x55 0.92, 128 ->
+/// 128 3x3 stride 2 on 56x56 0.97. 1x1 convs on a blocked input with no more output than
+/// input channels: RegNet 0.92, GoogLeNet 0.97, MobileNet v2 0.98, the others 0.99-1.01.
+/// (Alternating rounds of `bench`, paired medians.)
 fn wide_pays(p: &Plan, blocked: bool) -> bool {
-    p.group > 1 || ungrouped_pays(p) || (blocked && blocked_pays(p) && p.m <= p.c)
+    let one_by_one = blocked && blocked_pays(p);
+    p.group > 1 || ungrouped_pays(p) || (one_by_one && (p.m <= p.c || p.c <= MAX_WIDENING_INPUTS))
 }
+
+/// Most input channels of a widening 1x1 conv the AVX-512 chunk takes on a blocked input.
+/// Taking them lets the values before them stay blocked: SqueezeNet's expand 1x1 convs (16
+/// -> 64 to 64 -> 256, so its squeeze convs, expand convs and Concats all run blocked),
+/// MobileNet v2's and EfficientNet-B0's expansions up to 96 -> 576 and 112 -> 672, RegNet's
+/// 64 -> 160. Paired medians of 12 alternating rounds of 20, one thread, against the build
+/// taking none (2026-12-07): SqueezeNet 0.926, MobileNet v2 0.951, RegNet 0.962,
+/// EfficientNet-B0 0.980; the other nets run the same convs. With every widening one
+/// (ResNet-50's 256 -> 1024 and the like) ResNet-50 mixed layouts at its residual Adds,
+/// converting inputs, and took 1.045x as long (1.075x up to 256 channels).
+const MAX_WIDENING_INPUTS: usize = 128;
 
 /// Which convs the wide chunk cannot take (output channels a multiple of 8 but not of 16
 /// per group) the AVX2 chunk takes on an AVX-512 CPU: 1x1 convs on a blocked input with at
@@ -776,8 +787,9 @@ mod tests {
         let (mut blocked, mut blocked_1x1) = (0, 0);
         for (groups, cg, mg) in shapes {
             for k in [1, 3] {
-                // Ungrouped 1x1 convs only where a blocked input brings them here.
-                if groups == 1 && k == 1 && 2 * mg > cg {
+                // Ungrouped 1x1 convs only where a blocked input brings them here (narrowing
+                // ones, or widening ones of few input channels).
+                if groups == 1 && k == 1 && 2 * mg > cg && cg > super::MAX_WIDENING_INPUTS {
                     continue;
                 }
                 for (s, d, pad) in [(1, 1, 1), (2, 1, 1), (1, 2, 2), (2, 1, 0)] {
@@ -822,9 +834,10 @@ mod tests {
 
     /// On AVX-512 CPUs, the projections the wide chunk cannot take (24 or 40 output
     /// channels) run on the AVX2 chunk when their input is blocked, and only then; square
-    /// 1x1 convs of such widths and inputs in planes stay on the sgemm.
+    /// 1x1 convs of such widths and inputs in planes stay on the sgemm. Widening ones on a
+    /// blocked input run on the wide chunk up to `MAX_WIDENING_INPUTS` input channels.
     #[test]
-    fn narrow_projections_on_avx512() {
+    fn which_1x1_convs_on_avx512() {
         if path_runs() != Some(Kernel::Avx512) {
             return; // The rule is AVX-512's; on AVX2 the chunk takes every blocked 1x1.
         }
@@ -840,6 +853,14 @@ mod tests {
             "not narrowing by half"
         );
         assert!(takes(144, 32, true), "wide, as before");
+        assert!(
+            takes(16, 64, true) && takes(128, 512, true),
+            "widening, few inputs"
+        );
+        assert!(
+            !takes(256, 1024, true) && !takes(64, 256, false),
+            "many inputs, or planes"
+        );
     }
 
     const PLANES: (Layout, Layout) = (Layout::Planes, Layout::Planes);
