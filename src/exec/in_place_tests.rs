@@ -158,3 +158,23 @@ fn in_place_and_fused_runs_match_the_reference() {
     assert_eq!(observed, expect);
     assert_eq!(seen.len(), g.nodes.len());
 }
+
+/// The run's outputs are moved out of their slots, not copied, but a value listed twice as
+/// a graph output (and a graph input listed as one) comes out whole each time.
+#[test]
+fn outputs_listed_twice_come_out_whole() {
+    let mut g = graph();
+    g.outputs = vec![decl("d", &S), decl("x", &S), decl("d", &S), decl("e", &S)];
+    let x = values(&S, 11);
+    let want = reference(&g, &x);
+    let runner = Runner::new(&g).unwrap();
+    let got = runner
+        .run(HashMap::from([("x".to_string(), x.clone())]))
+        .unwrap();
+    let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["d", "x", "d", "e"]);
+    for (name, t) in &got {
+        assert_eq!(t, &want[name.as_str()], "{name}");
+    }
+    assert_eq!(got[1].1, x);
+}

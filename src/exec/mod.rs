@@ -329,7 +329,22 @@ impl<'g> Runner<'g> {
             }
         }
         let mut result = Vec::with_capacity(self.graph.outputs.len());
-        for (decl, &s) in self.graph.outputs.iter().zip(&plan.output_slots) {
+        for (o, (decl, &s)) in self
+            .graph
+            .outputs
+            .iter()
+            .zip(&plan.output_slots)
+            .enumerate()
+        {
+            // The run's own tensors are moved out, not copied (a segmentation map or a
+            // single conv's output is megabytes), but for a value listed again later.
+            let listed_again = plan.output_slots[o + 1..].contains(&s);
+            if let (Slot::Owned(_), false) = (&slots[s], listed_again) {
+                if let Slot::Owned(t) = std::mem::replace(&mut slots[s], Slot::Empty) {
+                    result.push((decl.name.clone(), Value::Tensor(t)));
+                    continue;
+                }
+            }
             let v = match &slots[s] {
                 Slot::Const(t) => Value::Tensor((*t).clone()),
                 Slot::Owned(t) => Value::Tensor(t.clone()),
