@@ -134,9 +134,10 @@ pub fn summarize(samples_ms: &[f64]) -> Result<Summary> {
 /// dims after the first), MatMul `2 * |Y| * K`, Gemm `2 * M * N * K`. `None` for other ops.
 /// K comes from the first input when it is there, else from the second (the weights): a
 /// fused run hands a node an input it took over, or never computed (a BatchNorm applied by
-/// the Conv as it packs X), as absent.
-pub fn node_flops(op: &Op, inputs: &[Option<&Tensor>], outputs: &[Tensor]) -> Option<f64> {
-    let out: f64 = outputs.first()?.shape().iter().product::<usize>() as f64;
+/// the Conv as it packs X), as absent. `|Y|` is `output_len`, the first output's elements
+/// (`NodeRun::output_len`: a Conv may have written it into a Concat's buffer).
+pub fn node_flops(op: &Op, inputs: &[Option<&Tensor>], output_len: Option<usize>) -> Option<f64> {
+    let out = output_len? as f64;
     let a = inputs.first().copied().flatten().map(|t| t.shape());
     let b = inputs.get(1).copied().flatten().map(|t| t.shape());
     let k = match op {
@@ -222,7 +223,7 @@ impl Profile {
         };
         *secs += r.elapsed.as_secs_f64();
         // Shapes are fixed for a case, so the last run's FLOPs are every run's.
-        self.node_flops[r.index] = node_flops(&node.op, r.inputs, r.outputs);
+        self.node_flops[r.index] = node_flops(&node.op, r.inputs, r.output_len);
     }
 
     /// Mean times per run, by op type and for the `top` slowest nodes.
@@ -348,7 +349,7 @@ mod tests {
             },
             group: 2,
         });
-        let f = node_flops(&op, &[Some(&x), Some(&w)], &[y]).unwrap();
+        let f = node_flops(&op, &[Some(&x), Some(&w)], Some(y.len())).unwrap();
         assert_eq!(f, 2.0 * 54.0 * 18.0);
     }
 
@@ -372,20 +373,26 @@ mod tests {
             zeros(&[6, 2, 3, 3]),
             zeros(&[1, 6, 3, 3]),
         );
-        let with = node_flops(&conv_op(2), &[Some(&x), Some(&w)], std::slice::from_ref(&y));
-        assert_eq!(node_flops(&conv_op(2), &[None, Some(&w)], &[y]), with);
+        let with = node_flops(&conv_op(2), &[Some(&x), Some(&w)], Some(y.len()));
+        assert_eq!(
+            node_flops(&conv_op(2), &[None, Some(&w)], Some(y.len())),
+            with
+        );
         assert_eq!(with, Some(2.0 * 54.0 * 18.0));
         // MatMul [2, 3, 5] x [5, 7]; Gemm 3 x 5 by 5 x 7, B stored transposed.
         let (a, b, y) = (zeros(&[2, 3, 5]), zeros(&[5, 7]), zeros(&[2, 3, 7]));
         let mm = 2.0 * 42.0 * 5.0;
         assert_eq!(
-            node_flops(&Op::MatMul, &[Some(&a), Some(&b)], std::slice::from_ref(&y)),
+            node_flops(&Op::MatMul, &[Some(&a), Some(&b)], Some(y.len())),
             Some(mm)
         );
-        assert_eq!(node_flops(&Op::MatMul, &[None, Some(&b)], &[y]), Some(mm));
+        assert_eq!(
+            node_flops(&Op::MatMul, &[None, Some(&b)], Some(y.len())),
+            Some(mm)
+        );
         let v = zeros(&[5]);
         assert_eq!(
-            node_flops(&Op::MatMul, &[None, Some(&v)], &[zeros(&[2, 3])]),
+            node_flops(&Op::MatMul, &[None, Some(&v)], Some(zeros(&[2, 3]).len())),
             Some(2.0 * 6.0 * 5.0)
         );
         let gemm = Op::Gemm(crate::ir::op::GemmAttrs {
@@ -397,11 +404,11 @@ mod tests {
         let (a, b, y) = (zeros(&[5, 3]), zeros(&[7, 5]), zeros(&[3, 7]));
         let g = 2.0 * 21.0 * 5.0;
         assert_eq!(
-            node_flops(&gemm, &[Some(&a), Some(&b)], std::slice::from_ref(&y)),
+            node_flops(&gemm, &[Some(&a), Some(&b)], Some(y.len())),
             Some(g)
         );
-        assert_eq!(node_flops(&gemm, &[None, Some(&b)], &[y]), Some(g));
-        assert_eq!(node_flops(&Op::MatMul, &[None, None], &[zeros(&[2])]), None);
+        assert_eq!(node_flops(&gemm, &[None, Some(&b)], Some(y.len())), Some(g));
+        assert_eq!(node_flops(&Op::MatMul, &[None, None], Some(2)), None);
     }
 
     /// x -> BatchNorm -> Relu -> 1x1 Conv: the fused run applies the BatchNorm as the Conv

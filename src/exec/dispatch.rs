@@ -13,7 +13,7 @@ use crate::ir::op::ConvAttrs;
 use crate::ir::{BinaryOp, Op};
 use crate::kernels;
 use crate::kernels::blocked::Layout;
-use crate::kernels::conv::Finish;
+use crate::kernels::conv::{Dest, Finish};
 use crate::kernels::pointwise::{self, Fused};
 use crate::kernels::sgemm::Activation;
 use crate::tensor::Tensor;
@@ -177,15 +177,21 @@ fn unblock(slots: &mut [Slot], s: usize) -> Result<()> {
     Ok(())
 }
 
-fn layout(blocked: bool) -> Layout {
-    match blocked {
-        true => Layout::Blocked,
-        false => Layout::Planes,
-    }
-}
-
 /// A node's outputs and whether they are held blocked.
 pub(super) type Outputs = (Vec<Tensor>, bool);
+
+/// Where a node's output may be written instead of a buffer of its own.
+pub(super) struct OutBuf<'b> {
+    /// An input's buffer (its position and tensor), taken out of its slot
+    /// ([`Runner::take_buffer`]).
+    pub taken: Option<(usize, Tensor)>,
+    /// For a Concat extending an earlier one's kept output: that output, and how many of
+    /// the first inputs it joined (`Plan::extends`).
+    pub prefix: Option<(Tensor, usize)>,
+    /// For a Conv, its part of a Concat's buffer (`concat_into.rs`): written there when
+    /// its output fits it, and then no output is returned.
+    pub dest: Option<Dest<'b>>,
+}
 
 impl Runner<'_> {
     /// Takes out of its slot the buffer node `i`'s output is written into, with its input
@@ -249,17 +255,21 @@ impl Runner<'_> {
         }
     }
 
-    /// Runs node `i` as `f` says on `ins` (a taken input reads as absent), into `taken` when
-    /// given; a Concat extending an earlier one's kept output gets it as `prefix`.
+    /// Runs node `i` as `f` says on `ins` (a taken input reads as absent), into the buffer
+    /// `out` gives, if any (see [`OutBuf`]).
     pub(super) fn eval_node(
         &self,
         i: usize,
         f: &Fusion,
         ins: &[Option<&Tensor>],
-        taken: Option<(usize, Tensor)>,
-        prefix: Option<(Tensor, usize)>,
+        out: OutBuf,
         slots: &[Slot],
     ) -> Result<Outputs> {
+        let OutBuf {
+            taken,
+            prefix,
+            dest,
+        } = out;
         let node = &self.graph.nodes[i];
         let conv = &self.plan.prepared.conv[i];
         // Held blocked as the variant says, or as `Fusion::out_blocked` when it does not.
@@ -287,9 +297,16 @@ impl Runner<'_> {
                     residual: None,
                     act: f.act.unwrap_or_default(),
                 };
-                let io = (layout(f.x_blocked), layout(f.want_blocked));
-                kernels::conv::eval_io(attrs, conv.as_ref(), fin, ins, io)
-                    .map(|(y, l)| (vec![y], l == Layout::Blocked))
+                let io = (Layout::of(f.x_blocked), Layout::of(f.want_blocked));
+                let written = match dest {
+                    // Into a Concat's buffer: no output back when it went there.
+                    Some(d) => kernels::conv::eval_dest(attrs, conv.as_ref(), fin, ins, io, d),
+                    None => kernels::conv::eval_io(attrs, conv.as_ref(), fin, ins, io).map(Some),
+                };
+                written.map(|w| match w {
+                    Some((y, l)) => (vec![y], l == Layout::Blocked),
+                    None => (Vec::new(), false),
+                })
             }
             (Op::Concat { .. }, _) if f.blocked_concat => blocked(concat_blocked(ins)),
             (Op::Binary(BinaryOp::Mul), taken) if f.scale_blocked.is_some() => {
@@ -308,7 +325,7 @@ impl Runner<'_> {
                 let Some(Some(Tensor::F32(x))) = ins.first() else {
                     unreachable!("checked above")
                 };
-                let io = (layout(f.x_blocked), layout(f.want_blocked));
+                let io = (Layout::of(f.x_blocked), Layout::of(f.want_blocked));
                 kernels::pool::max_pool_io(x, io.0, attrs, io.1)
                     .map(|(y, l)| (vec![Tensor::F32(y)], l == Layout::Blocked))
             }
@@ -379,7 +396,7 @@ impl Runner<'_> {
         let residual = self.plan.node_inputs[r.add][1 - r.k]
             .and_then(|s| slots[s].get())
             .ok_or_else(|| anyhow!("the Add's other input is missing"))?;
-        let io = (layout(f.x_blocked), Layout::Planes);
+        let io = (Layout::of(f.x_blocked), Layout::Planes);
         let out_shape = kernels::conv::output_shape(attrs, ins, f.x_blocked)?;
         if let Tensor::F32(t) = residual {
             if let (true, Some(r)) = (t.shape() == out_shape, t.as_slice()) {

@@ -5,6 +5,9 @@
 mod blocked;
 #[cfg(test)]
 mod concat_chain_tests;
+mod concat_into;
+#[cfg(test)]
+mod concat_into_tests;
 mod dispatch;
 #[cfg(test)]
 mod in_place_tests;
@@ -20,16 +23,19 @@ mod value;
 #[cfg(test)]
 mod value_tests;
 
-use dispatch::Fusion;
+use dispatch::{Fusion, OutBuf};
 pub use plan::Plan;
 use value::tensors_only;
 pub use value::Value;
 
 use crate::ir::{Dim, Graph};
 use crate::kernels;
+use crate::kernels::conv::Dest;
+use crate::kernels::uninit;
 use crate::tensor::Tensor;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
+use std::mem::MaybeUninit;
 use std::time::{Duration, Instant};
 
 /// What [`Runner::run_profiled`] reports for each node after it ran: its index in
@@ -37,7 +43,10 @@ use std::time::{Duration, Instant};
 pub struct NodeRun<'a> {
     pub index: usize,
     pub inputs: &'a [Option<&'a Tensor>],
+    /// Empty for a Conv that wrote its output into a Concat's buffer (`concat_into.rs`).
     pub outputs: &'a [Tensor],
+    /// Elements of the first output, wherever it was written.
+    pub output_len: Option<usize>,
     pub elapsed: Duration,
 }
 
@@ -62,12 +71,15 @@ enum Slot<'g> {
     /// A sequence or optional (never a tensor). Only `forward_value` reads these slots:
     /// `Runner::new` marks every node that reads one, so `get` is never asked for it.
     Value(Value),
+    /// A Conv's output written into the buffer of the Concat that alone reads it (fused
+    /// runs, `concat_into.rs`); that Concat's run takes it from there.
+    InConcat,
 }
 
 impl Slot<'_> {
     fn get(&self) -> Option<&Tensor> {
         match self {
-            Slot::Empty | Slot::Value(_) => None,
+            Slot::Empty | Slot::Value(_) | Slot::InConcat => None,
             Slot::Const(t) => Some(t),
             Slot::Owned(t) | Slot::Blocked(t) => Some(t),
         }
@@ -237,6 +249,11 @@ impl<'g> Runner<'g> {
         for (name, t) in &self.graph.constants {
             slots[plan.slots[name]] = Slot::Const(t);
         }
+        // Concat buffers being written into by their Convs (`concat_into.rs`), by Concat.
+        let into = &plan.prepared.concat_into;
+        let into_concats = fuse && into.applies(&inputs);
+        let mut sinks: Vec<Option<Box<[MaybeUninit<f32>]>>> =
+            self.graph.nodes.iter().map(|_| None).collect();
         for decl in &self.graph.inputs {
             let slot = match inputs.remove(&decl.name) {
                 Some(t) => Slot::Owned(t),
@@ -275,6 +292,35 @@ impl<'g> Runner<'g> {
                 }
                 continue;
             }
+            // A Concat some of whose Convs wrote into its buffer: the rest copied in.
+            if let (Some(sink), Some(buf)) = (&into.sinks[i], sinks[i].take()) {
+                let start = on_node.as_ref().map(|_| Instant::now());
+                let t = concat_into::finish(sink, buf, &plan.node_inputs[i], &slots)
+                    .with_context(ctx)?;
+                if let (Some(f), Some(start)) = (on_node.as_mut(), start) {
+                    let ins: Vec<Option<&Tensor>> = plan.node_inputs[i]
+                        .iter()
+                        .map(|s| s.and_then(|s| slots[s].get()))
+                        .collect();
+                    f(NodeRun {
+                        index: i,
+                        inputs: &ins,
+                        outputs: std::slice::from_ref(&t),
+                        output_len: Some(t.len()),
+                        elapsed: start.elapsed(),
+                    });
+                }
+                if let Some(Some(s)) = plan.node_outputs[i].first() {
+                    slots[*s] = match sink.blocked {
+                        true => Slot::Blocked(t),
+                        false => Slot::Owned(t),
+                    };
+                }
+                for &s in &plan.frees[i] {
+                    slots[s] = Slot::Empty;
+                }
+                continue;
+            }
             // Which variant runs this node, its inputs in the layouts it reads, the buffer
             // its output may take (`dispatch.rs`).
             let mut fusion = Fusion::of(self, i, &slots, fuse);
@@ -290,6 +336,20 @@ impl<'g> Runner<'g> {
                     }
                 }
             });
+            // A Conv writing into its Concat's buffer (allocated by the first such Conv).
+            let dest = match into.parts[i].filter(|_| into_concats) {
+                Some(part) => {
+                    let sink = into.sinks[part.concat].as_ref().expect("a part has a sink");
+                    let buf = sinks[part.concat].get_or_insert_with(|| uninit::alloc(sink.len()));
+                    let (at, len) = sink.parts[part.input];
+                    Some(Dest {
+                        buf: &mut buf[at..at + len],
+                        layout: kernels::blocked::Layout::of(sink.blocked),
+                    })
+                }
+                None => None,
+            };
+            let dest_len = dest.as_ref().map(|d| d.buf.len());
             // A taken input reads as absent (its slot is empty now).
             let ins: Vec<Option<&Tensor>> = plan.node_inputs[i]
                 .iter()
@@ -297,15 +357,37 @@ impl<'g> Runner<'g> {
                 .collect();
             let start = on_node.as_ref().map(|_| Instant::now());
             let (outs, out_blocked) = self
-                .eval_node(i, &fusion, &ins, taken, prefix, &slots)
+                .eval_node(
+                    i,
+                    &fusion,
+                    &ins,
+                    OutBuf {
+                        taken,
+                        prefix,
+                        dest,
+                    },
+                    &slots,
+                )
                 .with_context(ctx)?;
+            // No output back: it is in the Concat's buffer.
+            let wrote_into = dest_len.filter(|_| outs.is_empty());
             if let (Some(f), Some(start)) = (on_node.as_mut(), start) {
                 f(NodeRun {
                     index: i,
                     inputs: &ins,
                     outputs: &outs,
+                    output_len: wrote_into.or_else(|| outs.first().map(Tensor::len)),
                     elapsed: start.elapsed(),
                 });
+            }
+            if wrote_into.is_some() {
+                if let Some(Some(s)) = plan.node_outputs[i].first() {
+                    slots[*s] = Slot::InConcat;
+                }
+                for &s in &plan.frees[i] {
+                    slots[s] = Slot::Empty;
+                }
+                continue;
             }
             if outs.len() != node.outputs.len() {
                 return Err(anyhow!(
@@ -350,7 +432,9 @@ impl<'g> Runner<'g> {
                 Slot::Owned(t) => Value::Tensor(t.clone()),
                 Slot::Blocked(t) => Value::Tensor(kernels::blocked::unblock(t)?),
                 Slot::Value(v) => v.clone(),
-                Slot::Empty => bail!("graph output '{}' was not computed", decl.name),
+                Slot::Empty | Slot::InConcat => {
+                    bail!("graph output '{}' was not computed", decl.name)
+                }
             };
             result.push((decl.name.clone(), v));
         }

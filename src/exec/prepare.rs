@@ -12,6 +12,7 @@
 //! unfused: the `fuse` flag of the interpreter loop. Profiled runs (`run_profiled`) are
 //! fused, to time what plain runs do.
 
+use super::concat_into::ConcatInto;
 use super::residual::ResidualAdd;
 use crate::ir::analyze::{analyze, DimBindings};
 use crate::ir::{BinaryOp, Graph, Op, UnaryOp};
@@ -50,6 +51,9 @@ pub struct Prepared {
     /// Per node, fused runs only: for an Add run by a Conv, the input position of the
     /// Conv's output, which moves on as the Add's output.
     pub added: Vec<Option<usize>>,
+    /// Fused runs on the planned input shapes only: the Convs that write their output into
+    /// the buffer of the Concat that reads it (`concat_into.rs`).
+    pub concat_into: ConcatInto,
 }
 
 impl Prepared {
@@ -156,11 +160,13 @@ impl Prepared {
             input_affine,
             residual: vec![None; n],
             added: vec![None; n],
+            concat_into: ConcatInto::none(n),
         };
         for r in super::residual::plan(graph, facts.as_ref(), &readers, &prepared) {
             prepared.residual[r.conv] = Some(r);
             prepared.added[r.add] = Some(r.k);
         }
+        prepared.concat_into = super::concat_into::plan(graph, facts.as_ref(), &readers, &prepared);
         prepared
     }
 }

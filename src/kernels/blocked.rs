@@ -20,6 +20,16 @@ pub enum Layout {
     Blocked,
 }
 
+impl Layout {
+    /// `Blocked` when `blocked`, else `Planes`.
+    pub fn of(blocked: bool) -> Layout {
+        match blocked {
+            true => Layout::Blocked,
+            false => Layout::Planes,
+        }
+    }
+}
+
 /// Whether a value of logical shape `shape` can be held blocked: 4-D, its channels a
 /// multiple of 8.
 pub fn blockable(shape: &[usize]) -> bool {

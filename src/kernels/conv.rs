@@ -217,6 +217,43 @@ pub fn conv_f32_io(
     fin: Finish,
     want: Layout,
 ) -> Result<(ArrayD<f32>, Layout)> {
+    match conv_f32_dest(x, lin, w, b, attrs, prepared, fin, want, None)? {
+        Written::Own(y, l) => Ok((y, l)),
+        Written::Into => unreachable!("no destination was given"),
+    }
+}
+
+/// A part of a larger buffer a conv may write its output into (a channel Concat's, see
+/// `exec::concat_into`): taken when the output has exactly `buf.len()` floats and comes
+/// out in `layout` (the part of a batch-1 channel Concat is one contiguous run in either
+/// layout).
+pub struct Dest<'a> {
+    pub buf: &'a mut [MaybeUninit<f32>],
+    pub layout: Layout,
+}
+
+/// Where [`conv_f32_dest`] wrote its output.
+pub enum Written {
+    /// Into a buffer of its own, in this layout.
+    Own(ArrayD<f32>, Layout),
+    /// Into the [`Dest`] it was given, every float of it.
+    Into,
+}
+
+/// [`conv_f32_io`] writing into `dest` when the output fits it (see [`Dest`]), else into a
+/// buffer of its own.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_f32_dest(
+    x: &ArrayD<f32>,
+    lin: Layout,
+    w: &ArrayD<f32>,
+    b: Option<&ArrayD<f32>>,
+    attrs: &ConvAttrs,
+    prepared: Option<&Prepared>,
+    fin: Finish,
+    want: Layout,
+    dest: Option<Dest>,
+) -> Result<Written> {
     let xs = match lin {
         Layout::Planes => x.shape().to_vec(),
         Layout::Blocked => blocked::logical_shape(x.shape()),
@@ -229,7 +266,7 @@ pub fn conv_f32_io(
         && blocked_path(&p, lin == Layout::Blocked);
     if lin == Layout::Blocked && !blocked_pays {
         let x = blocked::to_planes(x);
-        return conv_f32_io(
+        return conv_f32_dest(
             &x,
             Layout::Planes,
             w,
@@ -238,6 +275,7 @@ pub fn conv_f32_io(
             prepared,
             fin,
             Layout::Planes,
+            dest,
         );
     }
     let lout = match want {
@@ -274,16 +312,25 @@ pub fn conv_f32_io(
     let xd = x.as_slice().expect("standard layout");
     let bias: Option<Vec<f32>> = b.map(|b| b.iter().copied().collect());
     // Not zeroed: `uninit` says which paths write it as it is and which fill it first.
-    let mut out = uninit::alloc(out_len);
+    let dest = dest.filter(|d| d.layout == lout && d.buf.len() == out_len && after.is_none());
+    let mut own = match dest {
+        Some(_) => None,
+        None => Some(uninit::alloc(out_len)),
+    };
+    let out: &mut [MaybeUninit<f32>] = match (dest, own.as_deref_mut()) {
+        (Some(d), _) => d.buf,
+        (None, Some(own)) => own,
+        (None, None) => unreachable!("allocated without a destination"),
+    };
     if lin == Layout::Blocked || lout == Layout::Blocked {
         let io = (lin, lout);
         if let Some(g) = dw {
             let w = w.as_standard_layout();
             let wd = w.as_slice().expect("standard layout");
-            depthwise::depthwise_blocked(&g, xd, wd, bias.as_deref(), act, &mut out, io);
+            depthwise::depthwise_blocked(&g, xd, wd, bias.as_deref(), act, &mut *out, io);
         } else {
             let prepared = prepared.filter(|pr| pr.w_shape == w.shape() && pr.group == p.group);
-            lanes(&p, xd, w, prepared, bias.as_deref(), act, &mut out, io);
+            lanes(&p, xd, w, prepared, bias.as_deref(), act, &mut *out, io);
         }
     } else if let Some(route) = route {
         let prepared = prepared.filter(|pr| pr.w_shape == w.shape() && pr.group == p.group);
@@ -292,7 +339,7 @@ pub fn conv_f32_io(
             Route::Depthwise(g) => {
                 let w = w.as_standard_layout();
                 let wd = w.as_slice().expect("standard layout");
-                depthwise::depthwise(&g, xd, wd, bias, act, &mut out);
+                depthwise::depthwise(&g, xd, wd, bias, act, &mut *out);
             }
             Route::Lanes => lanes(
                 &p,
@@ -301,14 +348,14 @@ pub fn conv_f32_io(
                 prepared,
                 bias,
                 act,
-                &mut out,
+                &mut *out,
                 (Layout::Planes, Layout::Planes),
             ),
             Route::Direct => {
                 crate::tensor::limits::check_alloc(&conv_direct::scratch_dims(&p), DType::F32)?;
                 let w = w.as_standard_layout();
                 let wd = w.as_slice().expect("standard layout");
-                conv_direct::conv(&p, xd, wd, bias, act, &mut out);
+                conv_direct::conv(&p, xd, wd, bias, act, &mut *out);
             }
             Route::Winograd => {
                 let v = winograd::Variant::of(&p);
@@ -317,15 +364,18 @@ pub fn conv_f32_io(
                     slots,
                     winograd::prefer_cols(&p),
                     Source::Winograd(w, v),
-                    |ws| winograd::conv(&p, xd, ws, bias, act, &mut out),
+                    |ws| winograd::conv(&p, xd, ws, bias, act, out),
                 );
             }
-            Route::Patches => patches(&p, xd, w, prepared, bias, fin_now, None, &mut out),
+            Route::Patches => patches(&p, xd, w, prepared, bias, fin_now, None, &mut *out),
         }
     }
+    let Some(own) = own else {
+        return Ok(Written::Into);
+    };
     // SAFETY: every path above writes every output float (or there are none: an empty
     // plane or no output channels make `out` empty).
-    let mut out = unsafe { uninit::assume_init(out) };
+    let mut out = unsafe { uninit::assume_init(own) };
     if let Some(r) = after {
         super::pointwise::add_in_place(&mut out, r, fin.act);
     }
@@ -333,7 +383,10 @@ pub fn conv_f32_io(
         Layout::Planes => p.out_shape.clone(),
         Layout::Blocked => blocked::blocked_shape(&p.out_shape),
     };
-    Ok((ArrayD::from_shape_vec(IxDyn(&shape), out)?, lout))
+    Ok(Written::Own(
+        ArrayD::from_shape_vec(IxDyn(&shape), out)?,
+        lout,
+    ))
 }
 
 /// Whether a conv on planes adds a residual as it stores its output (the patch path in the
@@ -817,6 +870,34 @@ pub fn eval_io(
     let (x, w) = (x.as_f32()?, w.as_f32()?);
     let (y, layout) = conv_f32_io(x, io.0, w, b, attrs, prepared, fin, io.1)?;
     Ok((Tensor::F32(y), layout))
+}
+
+/// [`eval_io`] writing into `dest` when the output fits it ([`conv_f32_dest`]): `None`
+/// when it did.
+pub fn eval_dest(
+    attrs: &ConvAttrs,
+    prepared: Option<&Prepared>,
+    fin: Finish,
+    inputs: &[Option<&Tensor>],
+    io: (Layout, Layout),
+    dest: Dest,
+) -> Result<Option<(Tensor, Layout)>> {
+    let x = input(inputs, 0, "X")?;
+    let w = input(inputs, 1, "W")?;
+    if x.dtype() != DType::F32 {
+        bail!("Conv on {} is not supported", x.dtype());
+    }
+    let b = match inputs.get(2).copied().flatten() {
+        Some(b) => Some(b.as_f32()?),
+        None => None,
+    };
+    let (x, w) = (x.as_f32()?, w.as_f32()?);
+    Ok(
+        match conv_f32_dest(x, io.0, w, b, attrs, prepared, fin, io.1, Some(dest))? {
+            Written::Own(y, l) => Some((Tensor::F32(y), l)),
+            Written::Into => None,
+        },
+    )
 }
 
 /// The output shape of a Conv on `inputs` (X held blocked when `x_blocked`), the shape
