@@ -1126,7 +1126,7 @@ fn im2col_gemm(
             };
             match weights {
                 // One K block at a time over every task, so that block's B panels (up to
-                // 256 x 224 floats for a 14x14 plane) stay in L2 while all of A's panels
+                // 512 x 224 floats for a 14x14 plane) stay in L2 while all of A's panels
                 // pass; whole, B (1024 x 224 floats for DenseNet's last transition) was
                 // streamed from L3 once per task.
                 Weights::Rows(_) => {
