@@ -857,19 +857,25 @@ pub fn eval_io(
     inputs: &[Option<&Tensor>],
     io: (Layout, Layout),
 ) -> Result<(Tensor, Layout)> {
+    let (x, w, b) = f32_operands(inputs)?;
+    let (y, layout) = conv_f32_io(x, io.0, w, b, attrs, prepared, fin, io.1)?;
+    Ok((Tensor::F32(y), layout))
+}
+
+/// A Conv's X, W and optional B as f32 arrays (X must be f32).
+fn f32_operands<'t>(
+    inputs: &[Option<&'t Tensor>],
+) -> Result<(&'t ArrayD<f32>, &'t ArrayD<f32>, Option<&'t ArrayD<f32>>)> {
     let x = input(inputs, 0, "X")?;
     let w = input(inputs, 1, "W")?;
-    let b = inputs.get(2).copied().flatten();
     if x.dtype() != DType::F32 {
         bail!("Conv on {} is not supported", x.dtype());
     }
-    let b = match b {
+    let b = match inputs.get(2).copied().flatten() {
         Some(b) => Some(b.as_f32()?),
         None => None,
     };
-    let (x, w) = (x.as_f32()?, w.as_f32()?);
-    let (y, layout) = conv_f32_io(x, io.0, w, b, attrs, prepared, fin, io.1)?;
-    Ok((Tensor::F32(y), layout))
+    Ok((x.as_f32()?, w.as_f32()?, b))
 }
 
 /// [`eval_io`] writing into `dest` when the output fits it ([`conv_f32_dest`]): `None`
@@ -882,16 +888,7 @@ pub fn eval_dest(
     io: (Layout, Layout),
     dest: Dest,
 ) -> Result<Option<(Tensor, Layout)>> {
-    let x = input(inputs, 0, "X")?;
-    let w = input(inputs, 1, "W")?;
-    if x.dtype() != DType::F32 {
-        bail!("Conv on {} is not supported", x.dtype());
-    }
-    let b = match inputs.get(2).copied().flatten() {
-        Some(b) => Some(b.as_f32()?),
-        None => None,
-    };
-    let (x, w) = (x.as_f32()?, w.as_f32()?);
+    let (x, w, b) = f32_operands(inputs)?;
     Ok(
         match conv_f32_dest(x, io.0, w, b, attrs, prepared, fin, io.1, Some(dest))? {
             Written::Own(y, l) => Some((Tensor::F32(y), l)),
@@ -924,16 +921,8 @@ pub fn eval_affine(
     affine: &InputAffine,
     inputs: &[Option<&Tensor>],
 ) -> Result<Tensor> {
-    let x = input(inputs, 0, "X")?;
-    let w = input(inputs, 1, "W")?;
-    if x.dtype() != DType::F32 {
-        bail!("Conv on {} is not supported", x.dtype());
-    }
-    let b = match inputs.get(2).copied().flatten() {
-        Some(b) => Some(b.as_f32()?),
-        None => None,
-    };
-    let y = conv_f32_affine(x.as_f32()?, affine, w.as_f32()?, b, attrs, prepared, act)?;
+    let (x, w, b) = f32_operands(inputs)?;
+    let y = conv_f32_affine(x, affine, w, b, attrs, prepared, act)?;
     Ok(Tensor::F32(y))
 }
 
