@@ -862,10 +862,11 @@ pub fn eval_io(
     Ok((Tensor::F32(y), layout))
 }
 
+/// A Conv's X, W and optional B.
+type Operands<'t> = (&'t ArrayD<f32>, &'t ArrayD<f32>, Option<&'t ArrayD<f32>>);
+
 /// A Conv's X, W and optional B as f32 arrays (X must be f32).
-fn f32_operands<'t>(
-    inputs: &[Option<&'t Tensor>],
-) -> Result<(&'t ArrayD<f32>, &'t ArrayD<f32>, Option<&'t ArrayD<f32>>)> {
+fn f32_operands<'t>(inputs: &[Option<&'t Tensor>]) -> Result<Operands<'t>> {
     let x = input(inputs, 0, "X")?;
     let w = input(inputs, 1, "W")?;
     if x.dtype() != DType::F32 {
