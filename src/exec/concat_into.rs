@@ -125,12 +125,7 @@ pub fn plan(
     let Some(assumes) = assumes else {
         return ConcatInto::none(n);
     };
-    let producer: HashMap<&str, usize> = graph
-        .nodes
-        .iter()
-        .enumerate()
-        .flat_map(|(i, node)| node.outputs.iter().map(move |o| (o.as_str(), i)))
-        .collect();
+    let producer = super::prepare::producers(graph);
     let only_reader = |v: &str, j: usize| {
         readers.get(v).map(Vec::as_slice) == Some(&[j][..])
             && !graph.outputs.iter().any(|o| o.name == v)

@@ -206,6 +206,16 @@ fn affine_reader(
     (attrs.group == 1 && one_by_one && conv.inputs.first() == Some(out)).then_some((act, k))
 }
 
+/// The node writing each value of `graph` (its index in `graph.nodes`).
+pub(super) fn producers(graph: &Graph) -> HashMap<&str, usize> {
+    graph
+        .nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, node)| node.outputs.iter().map(move |o| (o.as_str(), i)))
+        .collect()
+}
+
 /// The one output of `node`, when a single node reads it (once) and it is not a graph output.
 fn single_use_output<'a>(
     graph: &Graph,

@@ -49,12 +49,7 @@ pub fn plan(
     let Some(facts) = facts else {
         return Vec::new();
     };
-    let producer: HashMap<&str, usize> = graph
-        .nodes
-        .iter()
-        .enumerate()
-        .flat_map(|(i, n)| n.outputs.iter().map(move |o| (o.as_str(), i)))
-        .collect();
+    let producer = super::prepare::producers(graph);
     let f32_shape = |v: &str| {
         facts
             .get(v)
