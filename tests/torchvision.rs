@@ -9,7 +9,7 @@
 
 use convgraph::exec::Runner;
 use convgraph::ir::Op;
-use convgraph::passes::{run_pipeline, PassOptions};
+use convgraph::passes::{run_pipeline, PassOptions, DEFAULT_PASSES};
 use convgraph::verify::{compare, tract, Tolerance};
 use convgraph::{Graph, Tensor};
 use std::collections::HashMap;
@@ -52,6 +52,14 @@ fn check_case(case: &str) {
     let from_tract = tract::run(&model, std::slice::from_ref(&input)).unwrap();
     let r = compare(&ours, &from_tract[0], Tolerance::default());
     assert!(r.ok(), "{case}: convgraph vs tract: {r}");
+
+    // What `convgraph run` and `bench` run without --passes.
+    let defaults = rewritten(&graph, DEFAULT_PASSES);
+    let r = compare(&run(&defaults, &input), &from_ort, Tolerance::default());
+    assert!(
+        r.ok(),
+        "{case}: convgraph after the default passes vs onnxruntime: {r}"
+    );
 
     let lowered = rewritten(&graph, &["lower-1x1-conv"]);
     let r = compare(&run(&lowered, &input), &from_ort, Tolerance::default());
@@ -284,6 +292,53 @@ cases! {
     regnet_x_400mf_legacy_nofold => "regnet_x_400mf-legacy_nofold",
     regnet_x_400mf_dynamo18 => "regnet_x_400mf-dynamo18",
     regnet_x_400mf_dynamo20 => "regnet_x_400mf-dynamo20",
+}
+
+/// `run` without --passes folds the BatchNorms of an export that kept them (the default
+/// passes): its output has the bits of `--passes fold-batchnorm`, not those of `--passes
+/// none` (the graph as given), and agrees with onnxruntime's; `bench --json` names the
+/// passes it timed.
+#[test]
+fn run_folds_batchnorms_unless_told_otherwise() {
+    let dir = case_dir("mobilenet_v2-legacy_nofold");
+    let input = dir.join("test_data_set_0/input_0.pb");
+    let run_cli = |passes: Option<&str>| {
+        let out = tmp_dir("mobilenet_v2-legacy_nofold").join(passes.unwrap_or("default"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_convgraph"));
+        cmd.arg("run")
+            .arg(dir.join("model.onnx"))
+            .arg("--input")
+            .arg(&input);
+        if let Some(p) = passes {
+            cmd.args(["--passes", p]);
+        }
+        let status = cmd.arg("--output-dir").arg(&out).status().unwrap();
+        assert!(status.success(), "run --passes {passes:?} failed");
+        let Tensor::F32(t) = convgraph::npy::read(&out.join("output.npy")).unwrap() else {
+            panic!("an f32 output");
+        };
+        t
+    };
+    let default = run_cli(None);
+    assert_eq!(default, run_cli(Some("fold-batchnorm")));
+    let as_given = run_cli(Some("none"));
+    assert_ne!(default, as_given, "the BatchNorms were not folded");
+    let from_ort =
+        convgraph::onnx::load_tensor_pb(&dir.join("test_data_set_0/output_0.pb")).unwrap();
+    for t in [default, as_given] {
+        let r = compare(&Tensor::F32(t), &from_ort, Tolerance::default());
+        assert!(r.ok(), "run vs onnxruntime: {r}");
+    }
+
+    let bench = Command::new(env!("CARGO_BIN_EXE_convgraph"))
+        .arg("bench")
+        .arg(dir.join("model.onnx"))
+        .args(["--iters", "1", "--warmup", "0", "--threads", "1", "--json"])
+        .output()
+        .unwrap();
+    assert!(bench.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&bench.stdout).unwrap();
+    assert_eq!(doc["passes"], serde_json::json!(["fold-batchnorm"]));
 }
 
 /// `snapshot` prints the same text for one and two threads on a real net (the kernels split

@@ -1,6 +1,8 @@
 //! `convgraph bench MODEL [--threads N] [--iters N] [--warmup N] [--vs tract] [--seed N]
 //! [--dim NAME=N] [--passes ...] [--json] [--profile]`: times runs of a model loaded and
-//! planned once, on seeded inputs; optionally against tract in the same process.
+//! planned once, on seeded inputs; optionally against tract in the same process. Without
+//! `--passes` the model is timed after the default passes (`passes::DEFAULT_PASSES`), as
+//! `convgraph run` runs it.
 
 use super::inputs::parse_dims;
 use crate::bench::{interleaved, summarize, Case, Profile, ProfileLine, ProfileReport, TimedRun};
@@ -54,9 +56,10 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let model = a.model.display().to_string();
+    let passes = a.pipeline.names_or(crate::passes::DEFAULT_PASSES);
     let case = Case::load(
         &a.model,
-        &a.pipeline.names(),
+        &passes,
         &a.pipeline.options(),
         a.seed,
         parse_dims(&a.dims)?,
@@ -116,6 +119,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             "max_ms": ours.max_ms,
             "iters": ours.iters,
             "threads": threads,
+            "passes": passes,
         });
         if let Some(t) = &theirs {
             doc["tract_median_ms"] = json!(t.median_ms);

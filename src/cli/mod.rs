@@ -109,14 +109,14 @@ pub(crate) fn thread_pool(threads: Option<usize>) -> anyhow::Result<rayon::Threa
     Ok(b.build()?)
 }
 
-/// Splits `--passes a,b` into names.
+/// Splits `--passes a,b` into names (`none`, or nothing, is no pass).
 pub(crate) fn pass_list(passes: &Option<String>) -> Vec<String> {
     passes
         .as_deref()
         .map(|p| {
             p.split(',')
                 .map(str::trim)
-                .filter(|s| !s.is_empty())
+                .filter(|s| !s.is_empty() && *s != "none")
                 .map(String::from)
                 .collect()
         })

@@ -8,7 +8,8 @@ use anyhow::Result;
 #[derive(clap::Args, Clone, Debug)]
 pub struct PipelineArgs {
     /// Comma-separated rewrite passes, applied in order (lower-1x1-conv, decompose-channels,
-    /// fold-batchnorm, fold-constants, eliminate-identity, raise-stack, lower-stack).
+    /// fold-batchnorm, fold-constants, eliminate-identity, raise-stack, lower-stack); `none`
+    /// for none. Without it, run and bench apply fold-batchnorm, the other commands none.
     #[arg(long, value_name = "P1,P2,...")]
     pub passes: Option<String>,
     /// decompose-channels refuses a Conv whose decomposition would need more nodes than this.
@@ -28,8 +29,21 @@ impl PipelineArgs {
         }
     }
 
+    /// The pass names, or `defaults` when `--passes` was not given.
+    pub fn names_or(&self, defaults: &[&str]) -> Vec<String> {
+        match self.passes {
+            Some(_) => self.names(),
+            None => defaults.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
     /// Runs the passes (the checker after each) and returns their notes.
     pub fn apply(&self, graph: &mut Graph) -> Result<Notes> {
-        run_pipeline(graph, &self.names(), &self.options())
+        self.apply_or(graph, &[])
+    }
+
+    /// [`apply`](Self::apply), running `defaults` when `--passes` was not given.
+    pub fn apply_or(&self, graph: &mut Graph, defaults: &[&str]) -> Result<Notes> {
+        run_pipeline(graph, &self.names_or(defaults), &self.options())
     }
 }

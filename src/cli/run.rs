@@ -1,9 +1,13 @@
 //! `convgraph run MODEL [--input [NAME=]FILE]... [--passes ...] [--output-dir DIR] [--seed N]
-//! [--dim NAME=N] [--threads N] [--engine convgraph|tract] [--json]`.
+//! [--dim NAME=N] [--threads N] [--engine convgraph|tract] [--json]`. Without `--passes`
+//! convgraph runs the model after the default passes (`passes::DEFAULT_PASSES`: a
+//! BatchNormalization after a Conv folded into it, as onnxruntime and tract do);
+//! `--passes none` runs it as given.
 
 use super::inputs::{file_name_for, InputArgs};
 use super::pipeline::PipelineArgs;
 use crate::exec::Runner;
+use crate::passes::DEFAULT_PASSES;
 use crate::tensor::Tensor;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
@@ -36,17 +40,18 @@ pub struct Args {
     json: bool,
 }
 
-/// Loads `path`, applies the passes, gathers the inputs and runs the graph once on
-/// `threads` threads; errors name the model file. Shared by `run` and `snapshot`.
+/// Loads `path`, applies the passes (`defaults` when `--passes` is not given), gathers the
+/// inputs and runs the graph once on `threads` threads; errors name the model file. Shared
+/// by `run` and `snapshot`.
 pub fn load_and_run(
     path: &Path,
     inputs: &InputArgs,
-    pipeline: &PipelineArgs,
+    (pipeline, defaults): (&PipelineArgs, &[&str]),
     threads: Option<usize>,
 ) -> Result<Vec<(String, Tensor)>> {
     let model = path.display().to_string();
     let mut graph = crate::onnx::load_model(path)?;
-    pipeline.apply(&mut graph).with_context(|| model.clone())?;
+    (pipeline.apply_or(&mut graph, defaults)).with_context(|| model.clone())?;
     let inputs = inputs.gather(&graph).with_context(|| model.clone())?;
     let pool = super::thread_pool(threads)?;
     let runner = Runner::new(&graph).with_context(|| model.clone())?;
@@ -76,7 +81,10 @@ fn run_with_tract(path: &Path, inputs: &InputArgs) -> Result<Vec<(String, Tensor
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let outputs = match a.engine {
-        Engine::Convgraph => load_and_run(&a.model, &a.inputs, &a.pipeline, a.threads)?,
+        Engine::Convgraph => {
+            let pipeline = (&a.pipeline, DEFAULT_PASSES);
+            load_and_run(&a.model, &a.inputs, pipeline, a.threads)?
+        }
         Engine::Tract => {
             if !a.pipeline.names().is_empty() {
                 bail!("--passes rewrite convgraph's graph; tract runs the model file as it is");

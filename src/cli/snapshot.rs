@@ -25,7 +25,9 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let model = a.model.display().to_string();
-    let outputs = super::run::load_and_run(&a.model, &a.inputs, &a.pipeline, a.threads)?;
+    // No default passes: a snapshot records the graph as given (or as `--passes` rewrites
+    // it), so that a later convgraph adding a default rewrite does not move its values.
+    let outputs = super::run::load_and_run(&a.model, &a.inputs, (&a.pipeline, &[]), a.threads)?;
     if a.json {
         let doc = json!({
             "model": model,

@@ -43,6 +43,14 @@ pub const PASSES: &[(&str, PassFn)] = &[
     ("decompose-channels", decompose_channels::run),
 ];
 
+/// The passes `convgraph run` and `convgraph bench` apply when `--passes` is not given: the
+/// rewrites runtimes make by default before they run a model. A BatchNormalization after a
+/// Conv folds into the Conv's weight and bias (onnxruntime's basic graph optimizations and
+/// tract's optimizer do the same), so an export that keeps its BatchNorms runs as fast as
+/// one that folded them; the results move by float rounding only (`convgraph verify
+/// --passes fold-batchnorm` measures by how much).
+pub const DEFAULT_PASSES: &[&str] = &["fold-batchnorm"];
+
 pub fn lookup(name: &str) -> Result<PassFn> {
     match PASSES.iter().find(|(n, _)| *n == name) {
         Some((_, f)) => Ok(*f),
