@@ -7,7 +7,7 @@
 //! Run: `cargo bench --bench models` (add `-- resnet18` or `-- light_` to pick groups).
 
 use convgraph::bench::Case;
-use convgraph::passes::PassOptions;
+use convgraph::passes::{PassOptions, DEFAULT_PASSES};
 use convgraph::verify::tract::Prepared;
 use criterion::{criterion_group, BatchSize, Criterion};
 use std::collections::HashMap;
@@ -60,7 +60,9 @@ fn bench_models(c: &mut Criterion) {
         .build()
         .expect("a one-thread pool");
     for (name, path) in models() {
-        let case = match Case::load(&path, &[], &PassOptions::default(), 0, HashMap::new()) {
+        // The passes `convgraph bench` applies by default, so both time the same graph.
+        let passes: Vec<String> = DEFAULT_PASSES.iter().map(|p| p.to_string()).collect();
+        let case = match Case::load(&path, &passes, &PassOptions::default(), 0, HashMap::new()) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("skipping {name}: {e:#}");
