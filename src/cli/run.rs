@@ -51,7 +51,9 @@ pub fn load_and_run(
 ) -> Result<Vec<(String, Tensor)>> {
     let model = path.display().to_string();
     let mut graph = crate::onnx::load_model(path)?;
-    (pipeline.apply_or(&mut graph, defaults)).with_context(|| model.clone())?;
+    pipeline
+        .apply_or(&mut graph, defaults)
+        .with_context(|| model.clone())?;
     let inputs = inputs.gather(&graph).with_context(|| model.clone())?;
     let pool = super::thread_pool(threads)?;
     let runner = Runner::new(&graph).with_context(|| model.clone())?;
