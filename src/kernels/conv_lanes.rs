@@ -45,13 +45,13 @@ const MAX_PADDED: usize = 114 * 114;
 
 /// Whether this path takes `p`: 2-D convs, grouped (not depthwise) or ungrouped where that
 /// pays, whose groups have a multiple of 8 output channels, column stride 1 or 2, on a CPU
-/// whose sgemm kernel is AVX2; on one whose sgemm kernel is AVX-512, groups of a multiple of
-/// 16 output channels ([`wide`]) as [`wide_pays`] says, and the others where
-/// [`narrow_pays`] says (on the AVX2 chunk).
+/// whose sgemm kernel is AVX2; on one whose sgemm kernel is AVX-512 (which runs them all on
+/// the [`wide`] chunk), groups of a multiple of 16 output channels as [`wide_pays`] says,
+/// and the others where [`narrow_pays`] says.
 pub(super) fn applies(p: &Plan, blocked: bool) -> bool {
     let takes = match Kernel::detect() {
         Kernel::Avx2 => p.group > 1 || ungrouped_pays(p) || (blocked && blocked_pays(p)),
-        Kernel::Avx512 => match wide(p) {
+        Kernel::Avx512 => match p.mg().is_multiple_of(2 * LANES) {
             true => wide_pays(p, blocked),
             false => narrow_pays(p, blocked),
         },
@@ -100,10 +100,22 @@ fn blocked_pays(p: &Plan) -> bool {
     p.k_plane() == 1
 }
 
-/// Whether `p` runs on the AVX-512 chunk (`conv_lanes_avx512.rs`): on AVX-512 CPUs, for
-/// groups of a multiple of 16 output channels.
-fn wide(p: &Plan) -> bool {
-    Kernel::detect() == Kernel::Avx512 && p.mg().is_multiple_of(2 * LANES)
+/// Whether the path runs on the AVX-512 chunk (`conv_lanes_avx512.rs`): on AVX-512 CPUs,
+/// every conv it takes. A group whose output channels are an odd multiple of 8 ends in a
+/// half vector, its upper lanes computed on zero weights and never stored. Those convs
+/// (`narrow_pays`) ran on the AVX2 chunk before, MobileNet v2's 144 -> 24 projections on
+/// 56x56 at 93-99 GFLOP/s in the net; on this one MobileNet v2 took 0.973 of the time,
+/// EfficientNet-B0 0.983, GoogLeNet 0.991 (paired medians of 6 alternating rounds of 20).
+fn wide() -> bool {
+    Kernel::detect() == Kernel::Avx512
+}
+
+/// Output channels of one group in the packed weights: on the wide chunk, whole wide vectors.
+fn packed_mg(p: &Plan) -> usize {
+    match wide() {
+        true => p.mg().next_multiple_of(2 * LANES),
+        false => p.mg(),
+    }
 }
 
 /// Which convs the AVX-512 chunk takes: those the AVX2 chunk takes but for widening 1x1
@@ -133,15 +145,17 @@ fn wide_pays(p: &Plan, blocked: bool) -> bool {
 /// residual Adds, converting inputs, and took 1.045x as long (1.075x up to 256 channels).
 const MAX_WIDENING_INPUTS: usize = 192;
 
-/// Which convs the wide chunk cannot take (output channels a multiple of 8 but not of 16
-/// per group) the AVX2 chunk takes on an AVX-512 CPU: 1x1 convs on a blocked input with at
-/// most half as many output channels as input channels. Otherwise the conv converts its
+/// Which convs with output channels a multiple of 8 but not of 16 per group (the wide
+/// chunk's half vector) the path takes on an AVX-512 CPU: 1x1 convs on a blocked input with
+/// at most half as many output channels as input channels. Otherwise the conv converts its
 /// whole input to planes first, which for such a projection costs more than the product:
 /// EfficientNet-B0's 144 -> 24 on 56x56 (with its residual Add) took 0.50 ms in the net
 /// against 0.29 here (per-node profile, one thread), and its 96 -> 24, 144 -> 40 and
 /// 240 -> 40 come here too; MobileNet v2's 144 -> 24 then reads its depthwise conv's output
 /// blocked. Not square ones: ShuffleNet v2's 232 -> 232 on 7x7 took the net 1.025x as long
-/// (paired medians of 6 alternating rounds).
+/// on the AVX2 chunk (paired medians of 6 alternating rounds); taking every conv
+/// `wide_pays` takes on the wide chunk's half vectors was no faster (ShuffleNet v2 1.001,
+/// GoogLeNet 1.006, EfficientNet-B0 1.002, MobileNet v2 0.989).
 fn narrow_pays(p: &Plan, blocked: bool) -> bool {
     blocked && blocked_pays(p) && 2 * p.m <= p.c
 }
@@ -158,17 +172,20 @@ fn padded(p: &Plan, i: usize) -> usize {
 /// vector's weights are one contiguous stream, so a reduction block's weights stay in L1
 /// (rows of all `mg` channels, 512 bytes apart for 128 channels, fell on 8 of L1's 64 sets).
 /// Built once per Conv (kept in `conv::Prepared`) or per call.
-/// For the AVX-512 chunk ([`wide`]), vectors of 16 channels alike.
+/// For the AVX-512 chunk ([`wide`]), vectors of 16 channels alike, a group's last one
+/// padded with zeros to 16 ([`packed_mg`] channels a group).
 pub(super) fn pack_weights(p: &Plan, w: &[f32]) -> Vec<f32> {
     let kdim = p.cg() * p.k_plane();
-    let lanes = match wide(p) {
+    let lanes = match wide() {
         true => 2 * LANES,
         false => LANES,
     };
-    let mut out = vec![0f32; p.m * kdim];
-    // Output channel `o` (over all groups) is lane `o % lanes` of vector `o / lanes`.
-    for (o, src) in w.chunks_exact(kdim).take(p.m).enumerate() {
-        let dst = &mut out[(o / lanes) * kdim * lanes..][..kdim * lanes];
+    let (mg, pmg) = (p.mg(), packed_mg(p));
+    let mut out = vec![0f32; p.group * pmg * kdim];
+    // Output channel `o` of group `g` is lane `o % lanes` of the group's vector `o / lanes`.
+    for (i, src) in w.chunks_exact(kdim).take(p.m).enumerate() {
+        let (g, o) = (i / mg, i % mg);
+        let dst = &mut out[(g * pmg + o / lanes * lanes) * kdim..][..kdim * lanes];
         for (k, &v) in src.iter().enumerate() {
             dst[k * lanes + o % lanes] = v;
         }
@@ -242,7 +259,8 @@ pub(super) fn conv(
         Layout::Blocked => LANES,
     };
     assert!(x.len() >= p.n * p.c * p.in_plane());
-    assert!(wp.len() >= p.m * kdim && bias.is_none_or(|b| b.len() >= p.m));
+    let pmg = packed_mg(p);
+    assert!(wp.len() >= p.group * pmg * kdim && bias.is_none_or(|b| b.len() >= p.m));
     assert!(out.len() >= p.n * p.m * p.out_plane());
     let (hp, wpad) = (padded(p, 1), padded(p, 2));
     let [_, ih, iw] = p.input;
@@ -294,7 +312,7 @@ pub(super) fn conv(
                     x: &xs[task.b * p.c * plane..][..p.c * plane],
                     chan: &chan[g * p.cg()..][..p.cg()],
                     out: io.1,
-                    w: &wp[g * kdim * p.mg()..][..kdim * p.mg()],
+                    w: &wp[g * kdim * pmg..][..kdim * pmg],
                     bias: bias.map(|b| &b[g * p.mg()..][..p.mg()]),
                     act,
                 };
@@ -349,7 +367,7 @@ impl Cut {
             bands = positions.min(want.div_ceil(units * parts));
         }
         let mut part = vectors.div_ceil(parts);
-        if wide(p) {
+        if wide() {
             // Whole wide vectors.
             part = part.next_multiple_of(2);
         }
@@ -398,7 +416,7 @@ pub(super) struct Job<'a> {
     pub(super) chan: &'a [usize],
     /// The output's layout.
     pub(super) out: super::blocked::Layout,
-    /// This group's packed weights (`K x mg`).
+    /// This group's packed weights (`K x packed_mg`).
     pub(super) w: &'a [f32],
     pub(super) bias: Option<&'a [f32]>,
     pub(super) act: Activation,
@@ -481,7 +499,7 @@ mod imp {
                 && j.ps == LANES
                 && block.ci0.is_multiple_of(LANES)
                 && block.ci1.is_multiple_of(LANES);
-            if super::wide(p) {
+            if super::wide() {
                 wide_passes(j, t, &block, by_blocks, offset, (op, stride));
                 continue;
             }
@@ -543,7 +561,8 @@ mod imp {
     }
 
     /// [`task`]'s passes over one reduction block on the AVX-512 chunk: two wide vectors (32
-    /// channels) at a time, 8 positions a chunk, then a last single wide vector, 12.
+    /// channels) at a time, 8 positions a chunk, then a last single wide vector, 12. A part
+    /// ending in 8 channels ends in a half vector, the last of its last pass.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn wide_passes(
         j: &Job,
@@ -559,9 +578,11 @@ mod imp {
         // 3x3 stride 2 on 56x56 3.08 ms against 1.68 with 8 (10: 2.81; 6: 1.80). A
         // 1-vector pass keeps 12 (RegNet's grouped convs: 8 or 6 took 1.04-1.06x as long).
         const R2_MAX: usize = 8;
-        let wides = (t.c1 - t.c0) / (2 * LANES);
+        let wides = (t.c1 - t.c0).div_ceil(2 * LANES);
+        let ends_half = !(t.c1 - t.c0).is_multiple_of(2 * LANES);
         let mut v0 = t.c0;
         for v in std::iter::repeat_n(2, wides / 2).chain((wides % 2 == 1).then_some(1)) {
+            let half = ends_half && v0 + v * 2 * LANES >= t.c1;
             let r_max = match v {
                 2 => R2_MAX,
                 _ => R_MAX,
@@ -578,10 +599,10 @@ mod imp {
                 macro_rules! run {
                     ($($r:literal)*) => {
                         match (v, r, by_blocks) {
-                            $((1, $r, true) => wide::chunk::<$r, 1, true>(j, block, &offs, v0, out),
-                              (1, $r, false) => wide::chunk::<$r, 1, false>(j, block, &offs, v0, out),
-                              (2, $r, true) => wide::chunk::<$r, 2, true>(j, block, &offs, v0, out),
-                              (2, $r, false) => wide::chunk::<$r, 2, false>(j, block, &offs, v0, out),)*
+                            $((1, $r, true) => wide::chunk::<$r, 1, true>(j, block, &offs, (v0, half), out),
+                              (1, $r, false) => wide::chunk::<$r, 1, false>(j, block, &offs, (v0, half), out),
+                              (2, $r, true) => wide::chunk::<$r, 2, true>(j, block, &offs, (v0, half), out),
+                              (2, $r, false) => wide::chunk::<$r, 2, false>(j, block, &offs, (v0, half), out),)*
                             _ => unreachable!("passes of 1 or 2 wide vectors, chunks of 1 to 12"),
                         }
                     };
@@ -743,8 +764,9 @@ mod tests {
         }
     }
 
-    /// Whether this CPU runs the path: AVX2 (every conv the path takes) or AVX-512 (on the
-    /// wide chunk, or on the AVX2 one where `narrow_pays`).
+    /// Whether this CPU runs the path: AVX2 (every conv on the AVX2 chunk) or AVX-512 (every
+    /// conv on the wide chunk, those of an odd multiple of 8 channels a group on its half
+    /// vectors, where `narrow_pays`).
     fn path_runs() -> Option<Kernel> {
         let k = Kernel::detect();
         matches!(k, Kernel::Avx2 | Kernel::Avx512).then_some(k)
@@ -768,7 +790,7 @@ mod tests {
         // passes of 1, 2, and 2 + 1 wide vectors; 200 input channels a group reduce a 3x3 in
         // blocks, 528 a 1x1), then ungrouped (passes of 2, 3 + 2, 1 vectors; 3x3 or larger,
         // and the 1x1 48 -> 24, 80 -> 40 and 528 -> 16 a blocked input brings here, the
-        // first two on the AVX2 chunk on AVX-512 CPUs too, the last reduced in two blocks of
+        // first two ending in a half vector on AVX-512 CPUs, the last reduced in two blocks of
         // 264 channels; 50 channels: a 3x3 reduction in blocks of 17, 17 and 16).
         let shapes = [
             (3, 16, 16),
@@ -834,8 +856,8 @@ mod tests {
         run(&[1, 32, 20, 20], &[64, 16, 5, 5], &a, Activation::RELU, 7);
     }
 
-    /// On AVX-512 CPUs, the projections the wide chunk cannot take (24 or 40 output
-    /// channels) run on the AVX2 chunk when their input is blocked, and only then; square
+    /// On AVX-512 CPUs, the projections of an odd multiple of 8 output channels (24 or 40)
+    /// run here (on half vectors) when their input is blocked, and only then; square
     /// 1x1 convs of such widths and inputs in planes stay on the sgemm. Widening ones on a
     /// blocked input run on the wide chunk up to `MAX_WIDENING_INPUTS` input channels.
     #[test]

@@ -1,4 +1,5 @@
-//! `conv_lanes`' reduction on AVX-512F: 16 output channels a vector (two blocks of 8), up to
+//! `conv_lanes`' reduction on AVX-512F: 16 output channels a vector (two blocks of 8; a
+//! group's last one may hold 8), up to
 //! 8 positions times 2 vectors or 12 positions times 1 in 16 or 12 of the 32 zmm registers
 //! (`conv_lanes::imp::wide_passes` picks). The weights are packed 16
 //! channels innermost (`conv_lanes::pack_weights` with `wide`), so each reduction step
@@ -40,6 +41,9 @@ unsafe fn load_halves(lo: *const f32, hi: *const f32) -> __m512 {
 /// `v0` (a multiple of 16 within the group), the reduction over `b`'s channels; position
 /// `r`'s channels `v0 + 8h..` (`h` counting halves) go to `out.0 + r * out.1.0 + h *
 /// out.1.1`. `BY_BLOCKS`: a 1x1 conv on a blocked input, each block's 8 channels unrolled.
+/// `half`: the last vector holds 8 channels (the group's last, its weights' upper lanes
+/// zero); its upper lanes are computed but neither loaded nor stored. The flag is read
+/// only outside the reduction loop.
 ///
 /// # Safety
 /// AVX-512F; `j`, `b`, `offs` and `out` as `conv_lanes`' AVX2 chunk takes them, the
@@ -50,10 +54,12 @@ pub(super) unsafe fn chunk<const R: usize, const V: usize, const BY_BLOCKS: bool
     j: &Job,
     b: &Block,
     offs: &[usize; MAX_R],
-    v0: usize,
+    (v0, half): (usize, bool),
     out: (*mut f32, (usize, usize)),
 ) {
     let (qs, vs) = out.1;
+    // Whether vector `v` stores its upper half.
+    let whole = |v: usize| !half || v + 1 < V;
     let kdim = j.p.cg() * j.taps.len();
     let offs: [usize; R] = std::array::from_fn(|r| offs[r]);
     // Where half `h` of position `r` lives.
@@ -62,7 +68,10 @@ pub(super) unsafe fn chunk<const R: usize, const V: usize, const BY_BLOCKS: bool
     if !b.first {
         for (r, acc) in acc.iter_mut().enumerate() {
             for (v, a) in acc.iter_mut().enumerate() {
-                *a = load_halves(at(r, 2 * v), at(r, 2 * v + 1));
+                *a = match whole(v) {
+                    true => load_halves(at(r, 2 * v), at(r, 2 * v + 1)),
+                    false => _mm512_maskz_loadu_ps(0x00ff, at(r, 2 * v)),
+                };
             }
         }
     }
@@ -101,17 +110,24 @@ pub(super) unsafe fn chunk<const R: usize, const V: usize, const BY_BLOCKS: bool
             w = w.add(WIDE);
         }
     }
+    let store = |a: __m512, r: usize, v: usize| match whole(v) {
+        true => store_halves(a, at(r, 2 * v), at(r, 2 * v + 1)),
+        false => _mm256_storeu_ps(at(r, 2 * v), _mm512_castps512_ps256(a)),
+    };
     if !b.last {
         for (r, acc) in acc.iter().enumerate() {
             for (v, &a) in acc.iter().enumerate() {
-                store_halves(a, at(r, 2 * v), at(r, 2 * v + 1));
+                store(a, r, v);
             }
         }
         return;
     }
     let bv: [Option<__m512>; V] = std::array::from_fn(|v| {
-        j.bias
-            .map(|bias| _mm512_loadu_ps(bias[v0 + v * WIDE..][..WIDE].as_ptr()))
+        j.bias.map(|bias| {
+            let lanes = if whole(v) { WIDE } else { LANES };
+            let bias = bias[v0 + v * WIDE..][..lanes].as_ptr();
+            _mm512_maskz_loadu_ps(((1u32 << lanes) - 1) as u16, bias)
+        })
     });
     for (r, acc) in acc.iter().enumerate() {
         for (v, &a) in acc.iter().enumerate() {
@@ -119,7 +135,7 @@ pub(super) unsafe fn chunk<const R: usize, const V: usize, const BY_BLOCKS: bool
                 Some(bv) => _mm512_add_ps(a, bv),
                 None => a,
             };
-            store_halves(clamp(a, j.act), at(r, 2 * v), at(r, 2 * v + 1));
+            store(clamp(a, j.act), r, v);
         }
     }
 }
