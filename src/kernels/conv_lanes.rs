@@ -126,10 +126,18 @@ fn packed_mg(p: &Plan) -> usize {
 /// ResNet-50 0.97, the others 0.997-1.004; single convs 16 -> 64 3x3 on 55x55 0.92, 128 ->
 /// 128 3x3 stride 2 on 56x56 0.97. 1x1 convs on a blocked input with no more output than
 /// input channels: RegNet 0.92, GoogLeNet 0.97, MobileNet v2 0.98, the others 0.99-1.01.
+/// Strided 1x1 convs of at most 32 input channels, in either layout, where the sgemm's
+/// strided pack outweighed its short products: RegNet-X 400MF's first shortcut (32 -> 32,
+/// 112x112 -> 56x56) 0.107 -> 0.066 ms, the net 0.978 (8 rounds of 20); with up to 64
+/// ResNet-18's first downsample (64 -> 128) took 0.146 ms against 0.132.
 /// (Alternating rounds of `bench`, paired medians.)
 fn wide_pays(p: &Plan, blocked: bool) -> bool {
     let one_by_one = blocked && blocked_pays(p);
-    p.group > 1 || ungrouped_pays(p) || (one_by_one && (p.m <= p.c || p.c <= MAX_WIDENING_INPUTS))
+    let strided = p.strides[1] > 1 || p.strides[2] > 1;
+    p.group > 1
+        || ungrouped_pays(p)
+        || (one_by_one && (p.m <= p.c || p.c <= MAX_WIDENING_INPUTS))
+        || (p.k_plane() == 1 && strided && p.c <= 32)
 }
 
 /// Most input channels of a widening 1x1 conv the AVX-512 chunk takes on a blocked input.
@@ -885,6 +893,18 @@ mod tests {
             !takes(256, 1024, true) && !takes(64, 256, false),
             "many inputs, or planes"
         );
+        let strided = |c: usize, m: usize, blocked: bool| {
+            let a = conv_attrs(1, &[2, 2], &[], &[0, 0, 0, 0]);
+            applies(
+                &plan(&[1, c, 56, 56], &[m, c, 1, 1], None, &a).unwrap(),
+                blocked,
+            )
+        };
+        assert!(
+            strided(32, 32, false) && strided(32, 64, true),
+            "strided, few inputs"
+        );
+        assert!(!strided(64, 128, false), "strided, more inputs");
     }
 
     const PLANES: (Layout, Layout) = (Layout::Planes, Layout::Planes);
