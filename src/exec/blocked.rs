@@ -37,11 +37,40 @@
 //! (`Runner::run_inner`), so the choice never changes a result, only its speed.
 
 use crate::ir::analyze::Facts;
-use crate::ir::{BinaryOp, Graph, Op};
+use crate::ir::{BinaryOp, Graph, Node, Op};
 use crate::kernels::pointwise::Fused;
 use crate::kernels::{blocked, conv, pool};
 use crate::tensor::DType;
 use std::collections::HashMap;
+
+/// Whether `node` is a GlobalAveragePool, or a ReduceMean computing one on a 4-D value: over
+/// axes 2 and 3 (as an attribute or a constant input), keeping them. PyTorch's dynamo
+/// exporter writes EfficientNet-B0's squeeze-and-excitation pools so; read as planes, their
+/// inputs took the SiLUs before them out of the blocked layout, and the net ran 1.2x as long
+/// as its legacy export. The mean over trailing axes sums in `pool::sum_f64`'s order (the
+/// bits of GlobalAveragePool, `reduce.rs`), so either layout gives the same bits. A value
+/// held blocked is 4-D, so the axes are checked against rank 4.
+pub(super) fn spatial_mean(graph: &Graph, node: &Node) -> bool {
+    let attrs = match &node.op {
+        Op::GlobalAveragePool => return true,
+        Op::ReduceMean(a) if a.keepdims => a,
+        _ => return false,
+    };
+    let axes = match (&attrs.axes, node.inputs.get(1).filter(|v| !v.is_empty())) {
+        (Some(axes), None) => axes.clone(),
+        (None, Some(v)) => match graph.constants.get(v).map(|t| t.to_i64_vec()) {
+            Some(Ok(axes)) => axes,
+            _ => return false,
+        },
+        _ => return false,
+    };
+    let mut axes: Vec<i64> = axes
+        .iter()
+        .map(|&a| if a < 0 { a + 4 } else { a })
+        .collect();
+    axes.sort_unstable();
+    axes == [2, 3]
+}
 
 /// Per node: whether fused runs ask it to write its output blocked. `forward` marks the
 /// activation nodes fused into the node before them (their output is that node's, moved),
@@ -204,11 +233,11 @@ pub fn plan(
             .map(String::as_str),
         _ => None,
     };
-    // GlobalAveragePools of a blockable f32 value, which read it blocked (their output,
-    // `[N, C, 1, 1]`, in planes).
+    // GlobalAveragePools (or ReduceMeans as one) of a blockable f32 value, which read it
+    // blocked (their output, `[N, C, 1, 1]`, in planes).
     let is_gap = |i: usize| {
         let node = &graph.nodes[i];
-        matches!(node.op, Op::GlobalAveragePool)
+        spatial_mean(graph, node)
             && f32_shape(&node.inputs[0]).is_some_and(|s| blocked::blockable(&s))
     };
     let mut held: Vec<bool> = (0..n)
@@ -659,24 +688,21 @@ mod tests {
     }
 
     /// EfficientNet's block: d = dw(x); a = d * sigmoid(d) (SiLU); squeeze-and-excitation
-    /// of a (avgpool, fc, sigmoid, scale); 1x1 16 -> 8 of the scaled value, then SiLU (the
-    /// graph output). The convs, the first SiLU and the scale write blocked: the SiLUs and
-    /// the pool read a blocked value as it is, the scale multiplies it blocked; the last
-    /// SiLU's output, the graph's, is converted once.
-    #[test]
-    fn holds_silu_and_squeeze_excitation_between_convs() {
+    /// of a (`pool`, fc, sigmoid, scale); 1x1 16 -> 8 of the scaled value, then SiLU (the
+    /// graph output). `pool` reads `a` and writes `p`, with the constants `extra`.
+    fn mbconv(pool: Node, extra: &[(&str, Tensor)]) -> Graph {
         let sigmoid = Op::Unary(UnaryOp::Sigmoid);
         let mul = Op::Binary(BinaryOp::Mul);
         let mut g = Graph {
             name: "mbconv".into(),
-            opset: 17,
+            opset: 18,
             inputs: vec![decl("x", &[1, 16, 7, 9])],
             outputs: vec![decl("y", &[1, 8, 7, 9])],
             nodes: vec![
                 node("dw", conv(16, 1), &["x", "wd", "bd"], "d"),
                 node("sig", sigmoid.clone(), &["d"], "sd"),
                 node("silu", mul.clone(), &["d", "sd"], "a"),
-                node("pool", Op::GlobalAveragePool, &["a"], "p"),
+                pool,
                 node("fc", conv(1, 0), &["p", "wf", "bf"], "f"),
                 node("gate", sigmoid.clone(), &["f"], "s"),
                 node("scale", mul.clone(), &["s", "a"], "m"),
@@ -696,12 +722,64 @@ mod tests {
                 ("wp", &[8, 16, 1, 1], 35),
             ],
         );
+        for (name, t) in extra {
+            g.constants.insert(name.to_string(), t.clone());
+        }
+        g
+    }
+
+    /// [`mbconv`] with a GlobalAveragePool: the convs, the first SiLU and the scale write
+    /// blocked: the SiLUs and the pool read a blocked value as it is, the scale multiplies
+    /// it blocked; the last SiLU's output, the graph's, is converted once.
+    #[test]
+    fn holds_silu_and_squeeze_excitation_between_convs() {
+        let g = mbconv(node("pool", Op::GlobalAveragePool, &["a"], "p"), &[]);
         let held = held(&g);
-        // On AVX-512 too: `project` (16 -> 8 channels) runs on the AVX2 chunk there.
+        // On AVX-512 too: `project` (16 -> 8 channels) runs on the wide chunk's half vector.
         match avx2() || avx512() {
             true => assert_eq!(held, ["dw", "silu", "scale", "project"]),
             false => assert!(held.is_empty(), "{held:?}"),
         }
         fused_gives_the_unfused_bits(&g, &[1, 16, 7, 9], 36, &[1, 8, 7, 9]);
+    }
+
+    /// [`mbconv`] with the pool a ReduceMean over the spatial axes keeping them (the dynamo
+    /// exporter's), its axes an input or an attribute: held alike. Over other axes, or
+    /// dropping them, it reads planes, and the SiLU before it is not held.
+    #[test]
+    fn reads_a_reduce_mean_over_the_planes_as_a_pool() {
+        use crate::ir::op::ReduceAttrs;
+        let mean = |axes: Option<Vec<i64>>, keepdims: bool| {
+            Op::ReduceMean(ReduceAttrs {
+                axes,
+                keepdims,
+                noop_with_empty_axes: false,
+            })
+        };
+        let axes = |v: Vec<i64>| Tensor::from_vec(&[v.len()], v).unwrap();
+        let as_input = mbconv(
+            node("pool", mean(None, true), &["a", "axes"], "p"),
+            &[("axes", axes(vec![2, 3]))],
+        );
+        let as_attr = mbconv(
+            node("pool", mean(Some(vec![-1, -2]), true), &["a"], "p"),
+            &[],
+        );
+        for g in [&as_input, &as_attr] {
+            match avx2() || avx512() {
+                true => assert_eq!(held(g), ["dw", "silu", "scale", "project"]),
+                false => assert!(held(g).is_empty()),
+            }
+            fused_gives_the_unfused_bits(g, &[1, 16, 7, 9], 37, &[1, 8, 7, 9]);
+        }
+        let channels_too = mbconv(
+            node("pool", mean(None, true), &["a", "axes"], "p"),
+            &[("axes", axes(vec![1, 2, 3]))],
+        );
+        assert!(!held(&channels_too).contains(&"silu"));
+        assert!(!super::spatial_mean(&channels_too, &channels_too.nodes[3]));
+        let dropped = mean(Some(vec![2, 3]), false);
+        let g = mbconv(node("pool", dropped, &["a"], "p"), &[]);
+        assert!(!super::spatial_mean(&g, &g.nodes[3]));
     }
 }

@@ -35,7 +35,7 @@ pub(super) struct Fusion {
     reads_x: bool,
     /// A SiLU Mul (elementwise) whose X, this input, is blocked.
     silu_blocked: Option<usize>,
-    /// A GlobalAveragePool of a blocked X.
+    /// A GlobalAveragePool (or a ReduceMean as one) of a blocked X.
     gap_blocked: bool,
     /// A Mul scaling this input, a blocked X, by a per-channel gate in planes.
     scale_blocked: Option<usize>,
@@ -103,7 +103,7 @@ impl Fusion {
             blocked_bn,
             reads_x,
             silu_blocked,
-            gap_blocked: matches!(node.op, Op::GlobalAveragePool) && blocked(0),
+            gap_blocked: super::blocked::spatial_mean(&runner.graph, node) && blocked(0),
             scale_blocked,
             affine_bn: prep.input_affine[i].filter(|_| fuse),
             point,
@@ -313,7 +313,8 @@ impl Runner<'_> {
                 let k = f.scale_blocked.expect("checked");
                 blocked(scale_blocked(ins, k, taken))
             }
-            (Op::GlobalAveragePool, _) if f.gap_blocked => as_is(global_average_pool_blocked(ins)),
+            // A GlobalAveragePool, or a ReduceMean as one (`blocked::spatial_mean`).
+            (_, _) if f.gap_blocked => as_is(global_average_pool_blocked(ins)),
             (Op::Binary(BinaryOp::Mul), _) if f.scale_x.is_some() => {
                 let k = f.scale_x.expect("checked");
                 blocked(scale_to_blocked(ins, k))
