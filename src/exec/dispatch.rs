@@ -103,7 +103,7 @@ impl Fusion {
             blocked_bn,
             reads_x,
             silu_blocked,
-            gap_blocked: super::blocked::spatial_mean(&runner.graph, node) && blocked(0),
+            gap_blocked: super::blocked::spatial_mean(runner.graph, node) && blocked(0),
             scale_blocked,
             affine_bn: prep.input_affine[i].filter(|_| fuse),
             point,
