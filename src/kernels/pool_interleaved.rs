@@ -396,38 +396,38 @@ mod avx2 {
         assert!(((oh - 1) * sy * l.wp + (ow - 1) * sx + last_tap + 1) * GROUP <= buf.len());
         assert!(out.len() >= oh * ow * GROUP);
         match <[usize; 9]>::try_from(l.taps.as_slice()) {
-            Ok(taps) => fold_fixed(g, l.wp, taps, buf, out),
-            Err(_) => fold_any(g, l, buf, out),
+            Ok(taps) => fold_nine(g, l.wp, taps, buf, out),
+            Err(_) => fold_rows(g, l.wp, &l.taps, buf, out),
         }
     }
 
-    /// [`fold_all`] for windows of `T` taps at the offsets `taps`.
+    /// [`fold_rows`] for 3x3 windows: with the taps a fixed-size array, the loop over them
+    /// is unrolled and their offsets stay in registers.
     #[target_feature(enable = "avx2")]
-    unsafe fn fold_fixed<const T: usize>(
-        g: &Geometry,
-        wp: usize,
-        taps: [usize; T],
-        buf: &[f32],
-        out: &mut [f32],
-    ) {
+    unsafe fn fold_nine(g: &Geometry, wp: usize, taps: [usize; 9], buf: &[f32], out: &mut [f32]) {
+        fold_rows(g, wp, &taps, buf, out)
+    }
+
+    /// Every output of `fold_all`, the window's taps at the positions `taps` from its first
+    /// (padded rows `wp` positions long).
+    #[inline(always)]
+    unsafe fn fold_rows(g: &Geometry, wp: usize, taps: &[usize], buf: &[f32], out: &mut [f32]) {
         let [_, sy, sx] = g.strides;
         let [_, oh, ow] = g.output;
+        let (t0, rest) = taps.split_first().expect("a window has taps");
         let (b, o) = (buf.as_ptr(), out.as_mut_ptr());
-        // Tap offsets in floats.
-        let taps = taps.map(|t| t * GROUP);
-        let step = sx * GROUP;
         for oy in 0..oh {
-            let row = b.add(oy * sy * wp * GROUP);
+            let row = oy * sy * wp;
             let dst = o.add(oy * ow * GROUP);
             let mut ox = 0;
             // Four outputs at a time: four independent chains of max.
             while ox + 4 <= ow {
-                let p = row.add(ox * step);
-                let mut acc: [__m256; 4] =
-                    std::array::from_fn(|q| _mm256_loadu_ps(p.add(q * step + taps[0])));
-                for &t in &taps[1..] {
+                let p = b.add((row + ox * sx) * GROUP);
+                let at = |q: usize, t: usize| _mm256_loadu_ps(p.add((q * sx + t) * GROUP));
+                let mut acc: [__m256; 4] = std::array::from_fn(|q| at(q, *t0));
+                for &t in rest {
                     for (q, acc) in acc.iter_mut().enumerate() {
-                        *acc = _mm256_max_ps(_mm256_loadu_ps(p.add(q * step + t)), *acc);
+                        *acc = _mm256_max_ps(at(q, t), *acc);
                     }
                 }
                 for (q, acc) in acc.into_iter().enumerate() {
@@ -436,48 +436,10 @@ mod avx2 {
                 ox += 4;
             }
             while ox < ow {
-                let p = row.add(ox * step);
-                let mut acc = _mm256_loadu_ps(p.add(taps[0]));
-                for &t in &taps[1..] {
-                    acc = _mm256_max_ps(_mm256_loadu_ps(p.add(t)), acc);
-                }
-                _mm256_storeu_ps(dst.add(ox * GROUP), acc);
-                ox += 1;
-            }
-        }
-    }
-
-    /// [`fold_all`] for any window.
-    #[target_feature(enable = "avx2")]
-    unsafe fn fold_any(g: &Geometry, l: &Padded, buf: &[f32], out: &mut [f32]) {
-        let [_, sy, sx] = g.strides;
-        let [_, oh, ow] = g.output;
-        let (t0, rest) = l.taps.split_first().expect("a window has taps");
-        let (b, o) = (buf.as_ptr(), out.as_mut_ptr());
-        let at = |p: usize| _mm256_loadu_ps(b.add(p * GROUP));
-        for oy in 0..oh {
-            let row = oy * sy * l.wp;
-            let dst = o.add(oy * ow * GROUP);
-            let mut ox = 0;
-            // Four outputs at a time: four independent chains of max.
-            while ox + 4 <= ow {
-                let p = row + ox * sx;
-                let mut acc: [__m256; 4] = std::array::from_fn(|q| at(p + q * sx + t0));
+                let p = b.add((row + ox * sx) * GROUP);
+                let mut acc = _mm256_loadu_ps(p.add(t0 * GROUP));
                 for &t in rest {
-                    for (q, acc) in acc.iter_mut().enumerate() {
-                        *acc = _mm256_max_ps(at(p + q * sx + t), *acc);
-                    }
-                }
-                for (q, acc) in acc.into_iter().enumerate() {
-                    _mm256_storeu_ps(dst.add((ox + q) * GROUP), acc);
-                }
-                ox += 4;
-            }
-            while ox < ow {
-                let p = row + ox * sx;
-                let mut acc = at(p + t0);
-                for &t in rest {
-                    acc = _mm256_max_ps(at(p + t), acc);
+                    acc = _mm256_max_ps(_mm256_loadu_ps(p.add(t * GROUP)), acc);
                 }
                 _mm256_storeu_ps(dst.add(ox * GROUP), acc);
                 ox += 1;
